@@ -1,0 +1,115 @@
+"""One registry type: built-ins by name, third-party plug-ins through entry points.
+
+>>> SUITES.get("robustnes")  # doctest: +SKIP
+UnknownNameError: Unknown suite 'robustnes'. Did you mean 'robustness'? Valid suites: ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from workbench.errors import ConfigError, unknown_name
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> object. Built-ins are registered lazily as "module:attr" strings so
+    that listing names never imports torch; `entry_point_group` adds installed plug-ins."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._lazy: dict[str, str] = {}
+        self._loaded: dict[str, T] = {}
+        self._entry_points_scanned = False
+
+    def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T:
+        """Register `obj` (or a "module:attr" path) under `name`; usable as a decorator.
+        A duplicate name raises instead of silently overwriting."""
+        if obj is None:
+            def deco(o: T) -> T:
+                self.register(name, o)
+                return o
+            return deco
+        if name in self._lazy or name in self._loaded:
+            existing = self._lazy.get(name) or self._loaded.get(name)
+            if existing is not obj and existing != obj:
+                raise ConfigError(f"{self.kind} {name!r} is already registered ({existing!r}).")
+            return obj
+        if isinstance(obj, str):
+            self._lazy[name] = obj
+        else:
+            self._loaded[name] = obj
+        return obj
+
+    def _scan_entry_points(self) -> None:
+        if self._entry_points_scanned or not self.entry_point_group:
+            return
+        self._entry_points_scanned = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=self.entry_point_group):
+            if ep.name not in self._lazy and ep.name not in self._loaded:
+                self._lazy[ep.name] = ep.value
+
+    def names(self) -> list[str]:
+        self._scan_entry_points()
+        return sorted(set(self._lazy) | set(self._loaded))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def get(self, name: str) -> T:
+        """The registered object; unknown names fail with the valid choices."""
+        if name in self._loaded:
+            return self._loaded[name]
+        self._scan_entry_points()
+        if name not in self._lazy:
+            raise unknown_name(self.kind, name, self.names())
+        module, _, attr = self._lazy[name].partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        self._loaded[name] = obj
+        return obj
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+# The three registries of the workbench. Built-ins are declared here as strings.
+SUITES: Registry = Registry("suite", entry_point_group="workbench.suites")
+MODELS: Registry = Registry("model architecture", entry_point_group="workbench.models")
+DATASETS: Registry = Registry("dataset", entry_point_group="workbench.datasets")
+
+for _name, _path in {
+    "metrics": "suites.metrics.suite:MetricsSuite",
+    "robustness": "suites.robustness.suite:RobustnessSuite",
+    "uncertainty": "suites.uncertainty.suite:UncertaintySuite",
+    "efficiency": "suites.efficiency.suite:EfficiencySuite",
+    "explain": "suites.explain.suite:ExplainSuite",
+}.items():
+    SUITES.register(_name, _path)
+
+for _name, _path in {
+    "mlp": "workbench.models.mlp:build",
+    "cnn": "workbench.models.cnn:build",
+    "lstm": "workbench.models.lstm:build",
+    "transformer": "workbench.models.transformer:build",
+    "gpt": "workbench.models.gpt:build",
+}.items():
+    MODELS.register(_name, _path)
+
+for _name, _path in {
+    "digits": "workbench.data.builtin:load_digits",
+    "breast_cancer": "workbench.data.builtin:load_breast_cancer",
+    "wine": "workbench.data.builtin:load_wine",
+    "diabetes": "workbench.data.builtin:load_diabetes",
+    "pydoc_text": "workbench.data.builtin:load_pydoc_text",
+    "synthetic_hetero_regression": "workbench.data.synthetic:hetero_regression",
+    "synthetic_tabular": "workbench.data.synthetic:tabular_relevant",
+    "synthetic_tokens": "workbench.data.synthetic:tokens_relevant",
+    "synthetic_markov_lm": "workbench.data.synthetic:markov_lm",
+}.items():
+    DATASETS.register(_name, _path)

@@ -1,0 +1,253 @@
+"""The Suite protocol, the model handle and the run context.
+
+A suite is small: a frozen keyword-only `Params` dataclass, `applicable(model, data)`
+returning a reason to skip (or None), and `run(model, data, ctx) -> SuiteResult`.
+It must not change the model's weights, train/eval flags or buffers, must be
+deterministic for `ctx.seed`, and reports `n` and a CI where one makes sense.
+`tests/test_suite_contract.py` checks this for every registered suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from workbench.errors import ConfigError, ParameterTypeError, did_you_mean
+from workbench.records import MetricRecord, SuiteResult
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from workbench.data.base import Dataset
+
+
+@dataclass
+class ModelHandle:
+    """A trained model plus what suites need to know about it.
+
+    output: what `module(x)` returns:
+      "logits"       classification, (B, K)
+      "mean"         regression, (B,)
+      "mean_logvar"  heteroscedastic regression, (B, 2): [:, 0] mean, [:, 1] log-variance
+      "lm_logits"    language model, (B, T, V)
+    trainer: `trainer(seed=..., recipe=..., epochs=..., **model_overrides) -> nn.Module`
+      trains a sibling of this model through the training cache (ensembles, adversarial
+      training, students); None for user models that cannot be retrained.
+    """
+
+    name: str
+    module: "nn.Module"
+    arch: str
+    task: str
+    output: str
+    config: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    trainer: Callable[..., "nn.Module"] | None = None
+    train_seconds: float | None = None
+    source: str = "reference"  # "reference" | "factory" | "checkpoint"
+
+
+@dataclass
+class RunContext:
+    """Where a suite writes, which seed and device it uses, and run-wide limits."""
+
+    run_id: str
+    run_dir: Path
+    seed: int
+    device: "torch.device"
+    suite: str = ""
+    model_name: str = ""
+    dataset_name: str = ""
+    max_samples: int | None = None
+    batch_size: int = 256
+    profile: str = "quick"  # "quick" (CPU budget) | "full"
+    log: Callable[[str], None] = print
+    _artifacts: dict[str, str] = field(default_factory=dict)
+
+    def generator(self, offset: int = 0) -> "torch.Generator":
+        """A CPU torch.Generator seeded from the run seed (+ offset)."""
+        import torch
+
+        return torch.Generator().manual_seed(int(self.seed) + offset)
+
+    def rng(self, offset: int = 0) -> "np.random.Generator":
+        import numpy as np
+
+        return np.random.default_rng(int(self.seed) + offset)
+
+    def limit(self, n: int, cap: int | None = None) -> int:
+        """How many examples to use: min(n, run max_samples, suite cap)."""
+        out = n
+        for c in (self.max_samples, cap):
+            if c is not None:
+                out = min(out, int(c))
+        return out
+
+    @property
+    def artifact_dir(self) -> Path:
+        d = self.run_dir / "artifacts" / self.suite / self.model_name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def save_artifact(self, name: str, data: Any) -> str:
+        """Save arrays (dict of array-likes -> .npz) or JSON-able data (-> .json) under the
+        run directory; returns and remembers the path relative to `run_dir`."""
+        import numpy as np
+
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+        if isinstance(data, dict) and data and all(_is_array(v) for v in data.values()):
+            path = self.artifact_dir / f"{safe}.npz"
+            np.savez_compressed(path, **{k: _to_numpy(v) for k, v in data.items()})
+        else:
+            path = self.artifact_dir / f"{safe}.json"
+            path.write_text(json.dumps(data, default=_json_default))
+        rel = str(path.relative_to(self.run_dir))
+        self._artifacts[name] = rel
+        return rel
+
+    def result(
+        self,
+        metrics: Sequence[MetricRecord],
+        *,
+        config: dict[str, Any] | None = None,
+        artifacts: dict[str, str] | None = None,
+    ) -> SuiteResult:
+        """An "ok" SuiteResult for this suite/model/dataset with the saved artifacts."""
+        arts = dict(self._artifacts)
+        arts.update(artifacts or {})
+        return SuiteResult(
+            suite=self.suite, model=self.model_name, dataset=self.dataset_name, status="ok",
+            metrics=tuple(metrics), artifacts=arts, config=config or {}, seed=self.seed,
+        )
+
+    def skip(self, reason: str) -> SuiteResult:
+        return SuiteResult(
+            suite=self.suite, model=self.model_name, dataset=self.dataset_name,
+            status="skipped", reason=reason, seed=self.seed,
+        )
+
+
+def _is_array(v: Any) -> bool:
+    return hasattr(v, "shape") and hasattr(v, "dtype")
+
+
+def _to_numpy(v: Any) -> "np.ndarray":
+    if hasattr(v, "detach"):
+        v = v.detach().cpu()
+        if str(v.dtype) == "torch.bfloat16":
+            v = v.float()
+        return v.numpy()
+    return v
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return _to_numpy(o).tolist() if hasattr(o, "detach") else o.tolist()
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+class Suite:
+    """Base class for suites. Subclasses set `name`, `description`, `tasks`, and a
+    frozen keyword-only dataclass `Params`; they implement `run` (and may refine
+    `applicable`). Constructors only store parameters."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification", "regression", "lm"})
+    modalities: ClassVar[frozenset[str] | None] = None
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None, *, profile: str = "quick") -> "Suite":
+        """Build from a plan's `[suites.NAME]` table: unknown keys and wrong types raise
+        ConfigError naming the key and the valid ones. `profile` selects defaults from
+        `Params.profiles` (e.g. heavier settings for "full") when the suite defines them."""
+        config = dict(config or {})
+        config.pop("enabled", None)
+        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        for key in config:
+            if key not in fields:
+                raise ConfigError(
+                    f"Unknown parameter {key!r} for suite {cls.name!r}.{did_you_mean(key, fields)} "
+                    f"Valid parameters: {', '.join(sorted(fields)) or '(none)'}."
+                )
+        defaults = dict(getattr(cls, "profiles", {}).get(profile, {}))
+        defaults.update(config)
+        for key, value in defaults.items():
+            _check_type(cls.name, key, value, fields[key])
+        try:
+            params = cls.Params(**defaults)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"Suite {cls.name!r}: {exc}") from exc
+        return cls(params)
+
+    def applicable(self, model: ModelHandle, data: "Dataset") -> str | None:
+        """None if this suite applies, else the reason it is skipped."""
+        if data.task not in self.tasks:
+            return f"suite {self.name!r} applies to tasks {sorted(self.tasks)}, not {data.task!r}"
+        if self.modalities is not None and data.modality not in self.modalities:
+            return f"suite {self.name!r} applies to modalities {sorted(self.modalities)}, not {data.modality!r}"
+        return None
+
+    def run(self, model: ModelHandle, data: "Dataset", ctx: RunContext) -> SuiteResult:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params)
+
+
+_TYPE_NAMES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _check_type(suite: str, key: str, value: Any, f: dataclasses.Field) -> None:
+    """Light type check of TOML values against the annotation of a Params field."""
+    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    base = ann.replace(" ", "").split("|")
+    want: list[type] = []
+    for b in base:
+        if b in _TYPE_NAMES:
+            t = _TYPE_NAMES[b]
+            want.extend(t if isinstance(t, tuple) else [t])
+        elif b.startswith(("tuple", "list", "Sequence")):
+            want.extend([list, tuple])
+        elif b == "None":
+            if value is None:
+                return
+        else:
+            return  # unknown annotation: let __post_init__ validate
+    if not want:
+        return
+    if isinstance(value, bool) and bool not in want:
+        raise ParameterTypeError(f"Suite {suite!r} parameter `{key}`: expected {ann}, got bool {value!r}.")
+    if not isinstance(value, tuple(want)):
+        raise ParameterTypeError(
+            f"Suite {suite!r} parameter `{key}`: expected {ann}, got {type(value).__name__} {value!r}."
+        )
+
+
+def timed(fn: Callable[..., SuiteResult]) -> Callable[..., SuiteResult]:
+    """Decorator used by the runner to stamp `duration_s` on a result."""
+
+    def wrapper(*a: Any, **k: Any) -> SuiteResult:
+        t0 = time.perf_counter()
+        res = fn(*a, **k)
+        return dataclasses.replace(res, duration_s=time.perf_counter() - t0)
+
+    return wrapper
