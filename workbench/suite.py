@@ -212,6 +212,13 @@ class Suite:
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
 
+    @classmethod
+    def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
+        """Plotly figures for one result (its `to_dict()` form) whose artifacts live under
+        `run_dir`, as (title, figure) pairs. Shared by the HTML report and the dashboard;
+        must not recompute anything heavy. Suites override this."""
+        return []
+
 
 _TYPE_NAMES = {"int": int, "float": (int, float), "str": str, "bool": bool}
 
