@@ -1,0 +1,287 @@
+"""`workbench` command line. Imports are lazy: `workbench --help` never imports torch.
+
+Exit codes: 0 ok, 1 a gate rule failed, 2 usage/config error, 3 internal error
+(`gate` also uses 3 for "could not evaluate"), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors -> exit 2, no traceback
+        self.print_usage(sys.stderr)
+        print(f"workbench: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="workbench", description="Evaluation, robustness and interpretability workbench for PyTorch models.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--store", help="run store path (default $WORKBENCH_STORE or .workbench/store.sqlite)")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a plan: train models, run suites, write reports")
+    r.add_argument("plan", nargs="?", help="plan TOML file (optional with --resume)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a plan key (repeatable)")
+    r.add_argument("--suite", action="append", default=[], metavar="NAME", help="only these suites (repeatable)")
+    r.add_argument("--model", action="append", default=[], metavar="NAME", help="only these models (repeatable)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default: the plan's, else auto)")
+    r.add_argument("--out", help="reports directory (default: the plan's run.out, 'reports')")
+    r.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run, keeping its finished jobs")
+    r.add_argument("--executor", choices=["local", "ray"], default="local", help="where jobs run")
+    r.add_argument("--address", help="Ray cluster address (auto or HOST:PORT) with --executor ray")
+    r.add_argument("--quiet", action="store_true", help="less output")
+
+    ls = sub.add_parser("list", help="list registered models, datasets, suites, or stored runs")
+    ls.add_argument("what", choices=["models", "datasets", "suites", "runs", "recipes"])
+
+    v = sub.add_parser("validate", help="check a plan without running it")
+    v.add_argument("plan")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+    rep = sub.add_parser("report", help="(re)write reports for a run")
+    rep.add_argument("run", help="run id (or unique prefix, or 'latest') or a results.json path")
+    rep.add_argument("--format", default="html,md,json,junit", help="comma-separated: html,md,json,junit")
+    rep.add_argument("--out", help="output directory (default: the run's directory)")
+
+    g = sub.add_parser("gate", help="check a run against gate rules (exit 0 pass, 1 fail, 2 usage, 3 could not evaluate)")
+    g.add_argument("run", help="run id (or prefix, or 'latest') or a results.json path")
+    g.add_argument("--rules", help="TOML file with [gates] rules (default: the run's plan)")
+    g.add_argument("--baseline", help="baseline run id or results.json for change rules")
+    g.add_argument("--out", help="where to write junit.xml and gate.md (default: the run's directory)")
+
+    ui = sub.add_parser("ui", help="start the Streamlit dashboard")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=8501)
+
+    t = sub.add_parser("train", help="train a plan's models (optionally with torchrun DDP)")
+    t.add_argument("plan")
+    t.add_argument("--model", action="append", default=[], metavar="NAME")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--nproc", type=int, default=1, help="processes for torchrun DDP (1: no DDP)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from workbench.store import Store
+
+    return Store(args.store) if args.store else Store()
+
+
+def _load_record(ref: str, args: argparse.Namespace) -> tuple[Any, Path]:
+    """A RunRecord and its directory from a results.json path or a run id in the store."""
+    from workbench.errors import ConfigError
+    from workbench.records import RunRecord
+
+    p = Path(ref)
+    if p.suffix == ".json" or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"Results file not found: {p}")
+        try:
+            data = json.loads(p.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{p}: not a valid results.json ({exc}).") from exc
+        try:
+            return RunRecord.from_dict(data), p.parent
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{p}: not a valid results.json ({exc}).") from exc
+    store = _store(args)
+    run_id = store.resolve_run_id(ref)
+    info = store.run_info(run_id)
+    if info["status"] != "complete":
+        raise ConfigError(f"Run {run_id} is {info['status']}, not complete; resume it with `workbench run --resume {run_id}`.")
+    return store.load_run(run_id), Path(info["run_dir"])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workbench.config import build_plan, load_plan
+    from workbench.errors import ConfigError
+    from workbench.runner import run_plan
+    from workbench.store import Store
+
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
+    store = _store(args)
+    if args.resume and not args.plan:
+        info = store.run_info(store.resolve_run_id(args.resume))
+        plan = build_plan(info["provenance"]["plan"], source=f"run {info['run_id']}")
+    elif not args.plan:
+        raise ConfigError("`workbench run` needs a PLAN file (or --resume RUN_ID).")
+    else:
+        plan = load_plan(args.plan, args.set)
+    if args.executor == "ray":
+        from workbench.executors.ray_executor import run_plan_ray
+
+        outcome = run_plan_ray(plan, suites=args.suite or None, models=args.model or None, device=args.device,
+                               out=args.out, store=store, address=args.address, log=log)
+    else:
+        outcome = run_plan(plan, suites=args.suite or None, models=args.model or None, device=args.device,
+                           out=args.out, store=store, resume=args.resume, log=log)
+    n_ok = sum(r.status == "ok" for r in outcome.run.results)
+    n_err = sum(r.status == "error" for r in outcome.run.results)
+    print(f"\nrun {outcome.run.run_id}: {n_ok} ok, {n_err} errors, "
+          f"{len(outcome.run.results) - n_ok - n_err} skipped in {outcome.run.provenance['timings_s'].get('total', 0):.1f} s")
+    for kind, path in sorted(outcome.reports.items()):
+        print(f"  {kind:<6} {path}")
+    if outcome.gate is not None:
+        from workbench.gates import gate_exit_code
+
+        code = gate_exit_code(outcome.gate)
+        print(f"  gates: {'pass' if code == 0 else 'FAIL' if code == 1 else 'could not evaluate'}")
+        return code
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from workbench.registry import DATASETS, MODELS, SUITES
+
+    if args.what == "suites":
+        for name in SUITES.names():
+            cls = SUITES.get(name)
+            tasks = ",".join(sorted(getattr(cls, "tasks", ())))
+            print(f"{name:<14} [{tasks}] {getattr(cls, 'description', '')}")
+    elif args.what == "models":
+        for name in MODELS.names():
+            print(f"{name:<14} sizes: tiny, base  ({MODELS._lazy.get(name, 'plug-in')})")
+    elif args.what == "datasets":
+        for name in DATASETS.names():
+            print(f"{name:<30} {DATASETS._lazy.get(name, 'plug-in')}")
+    elif args.what == "recipes":
+        from workbench.train import RECIPES
+
+        for name in RECIPES.names():
+            print(name)
+    else:
+        runs = _store(args).runs(limit=50)
+        if not runs:
+            print("no runs in the store")
+        for r in runs:
+            print(f"{r['run_id']:<48} {r['status']:<11} {r['created_at']}  gate={r['gate_status'] or '-'}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from workbench.config import load_plan
+    from workbench.runner import selected_suites
+
+    plan = load_plan(args.plan, args.set)
+    print(f"{args.plan}: ok — {len(plan.models)} models "
+          f"({', '.join(m.name for m in plan.models)}), suites: {', '.join(selected_suites(plan))}, "
+          f"profile {plan.run.profile}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from workbench.errors import ConfigError
+    from workbench.reporting import write_reports
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    valid = ("html", "md", "json", "junit")
+    for f in formats:
+        if f not in valid:
+            from workbench.errors import did_you_mean
+
+            raise ConfigError(f"Unknown report format {f!r}.{did_you_mean(f, valid)} Valid formats: {', '.join(valid)}.")
+    record, run_dir = _load_record(args.run, args)
+    out = Path(args.out) if args.out else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths = write_reports(record, out, formats=formats, artifact_root=run_dir)
+    for kind, path in sorted(paths.items()):
+        print(f"{kind:<6} {path}")
+    return EXIT_OK
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from workbench.config import read_toml
+    from workbench.errors import ConfigError
+    from workbench.gates import evaluate_gates, gate_exit_code, github_annotations
+    from workbench.reporting import write_reports
+
+    record, run_dir = _load_record(args.run, args)
+    if args.rules:
+        raw = read_toml(args.rules)
+        rules = raw.get("gates", raw)
+    else:
+        rules = (record.provenance.get("plan") or {}).get("gates") or {}
+    if not rules or not rules.get("rules"):
+        raise ConfigError("No gate rules: give --rules FILE or a plan with a [gates] rules list.")
+    baseline = None
+    if args.baseline:
+        baseline = _load_record(args.baseline, args)
+    outcome = evaluate_gates(record, run_dir, rules, baseline=baseline)
+    out = Path(args.out) if args.out else run_dir
+    write_reports(record, out, formats=("md", "junit"), gate_outcome=outcome, artifact_root=run_dir)
+    from workbench.gates import format_outcome
+
+    print(format_outcome(outcome))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        github_annotations(outcome)
+    return gate_exit_code(outcome)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "apps" / "dashboard.py"
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"WARNING: the dashboard will listen on {args.host}, reachable from other machines. "
+              "It has no authentication; use 127.0.0.1 unless you mean it.", file=sys.stderr)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    env = dict(os.environ)
+    if args.store:
+        env["WORKBENCH_STORE"] = str(Path(args.store).resolve())
+    print(f"dashboard on http://{args.host}:{args.port}")
+    return subprocess.call(cmd, env=env)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from workbench.distributed import train_command
+
+    return train_command(args)
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "report": cmd_report,
+            "gate": cmd_gate, "ui": cmd_ui, "train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from workbench import __version__
+
+        print(__version__)
+        return EXIT_OK
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    from workbench.errors import WorkbenchError
+
+    try:
+        return COMMANDS[args.command](args)
+    except WorkbenchError as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error: say so, keep the traceback for a bug report
+        import traceback
+
+        traceback.print_exc()
+        print(f"workbench: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

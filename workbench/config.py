@@ -1,0 +1,302 @@
+"""TOML plan -> validated, resolved `Plan`. Precedence: CLI (--set, flags) > file > defaults.
+
+Every problem raises ConfigError naming the file, the key and the valid choices.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import ConfigError, did_you_mean
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RUN_KEYS = {
+    "name": str, "seed": int, "device": str, "profile": str, "max_samples": int, "batch_size": int,
+    "out": str, "store": str, "cache": str, "suites": list, "progress": bool, "description": str,
+}
+MODEL_KEYS = {
+    "name": str, "dataset": str, "arch": str, "size": str, "factory": str, "checkpoint": str,
+    "allow_pickle": bool, "options": dict, "train": dict, "task": str, "description": str,
+}
+TOP_KEYS = {"run", "models", "datasets", "suites", "gates"}
+PROFILES = ("quick", "full")
+DEVICES = ("auto", "cpu", "cuda")
+MAX_SAMPLES_LIMIT = 10_000_000
+
+
+@dataclass
+class RunSettings:
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"
+    profile: str = "quick"
+    max_samples: int | None = None
+    batch_size: int = 256
+    out: str = "reports"
+    store: str | None = None
+    cache: str | None = None
+    suites: list[str] | None = None
+    progress: bool = True
+    description: str = ""
+
+
+@dataclass
+class ModelSpec:
+    """One model of a plan: a reference architecture (`arch`), a user factory
+    ("module:function" returning an nn.Module) or a checkpoint."""
+
+    name: str
+    dataset: str
+    arch: str | None = None
+    size: str = "tiny"
+    factory: str | None = None
+    checkpoint: str | None = None
+    allow_pickle: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
+    description: str = ""
+
+
+@dataclass
+class Plan:
+    run: RunSettings
+    models: list[ModelSpec]
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    suites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    source: str = "<plan>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": asdict(self.run),
+            "models": [asdict(m) for m in self.models],
+            "datasets": copy.deepcopy(self.datasets),
+            "suites": copy.deepcopy(self.suites),
+            "gates": copy.deepcopy(self.gates),
+            "source": self.source,
+        }
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ConfigError(
+            f"Unknown model {name!r} in plan.{did_you_mean(name, [m.name for m in self.models])} "
+            f"Models in this plan: {', '.join(m.name for m in self.models)}."
+        )
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file with errors that name the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"Plan file not found: {p}")
+    if p.is_dir():
+        raise ConfigError(f"Expected a plan file, got a directory: {p}")
+    try:
+        raw = p.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from exc
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror}).") from exc
+    if not text.strip():
+        raise ConfigError(f"{p}: the plan is empty; it needs at least one [[models]] table.")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """"a.b.c=VALUE" -> (["a","b","c"], parsed VALUE). VALUE is read as TOML when it
+    parses (numbers, booleans, lists, quoted strings), else kept as a plain string."""
+    if "=" not in item:
+        raise ConfigError(f"Expected --set KEY=VALUE (e.g. run.seed=3), got {item!r}.")
+    key, _, value = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"Expected a dotted key such as run.seed or suites.robustness.eps, got {key!r}.")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply --set overrides; `models.NAME.key` or `models.INDEX.key` address one model."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        if path[0] == "models":
+            models = raw.get("models")
+            if not isinstance(models, list) or len(path) < 3:
+                raise ConfigError(f"--set {item}: use models.NAME.KEY=VALUE with a model of the plan.")
+            sel = path[1]
+            target = None
+            for i, m in enumerate(models):
+                if isinstance(m, dict) and (m.get("name") == sel or str(i) == sel):
+                    target = m
+            if target is None:
+                names = [m.get("name", "?") for m in models if isinstance(m, dict)]
+                raise ConfigError(f"--set {item}: no model {sel!r}.{did_you_mean(sel, names)} Models: {names}.")
+            node, rest = target, path[2:]
+        else:
+            node, rest = raw, path
+        for part in rest[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item}: {part!r} is not a table.")
+            node = nxt
+        node[rest[-1]] = value
+    return raw
+
+
+def _check_keys(where: str, table: Any, allowed: dict[str, type] | set[str], source: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: expected [{where}] to be a table, got {type(table).__name__}.")
+    for k, v in table.items():
+        if k not in allowed:
+            raise ConfigError(
+                f"{source}: unknown key {k!r} in [{where}].{did_you_mean(k, allowed)} "
+                f"Valid keys: {', '.join(sorted(allowed))}."
+            )
+        if isinstance(allowed, dict):
+            want = allowed[k]
+            ok = isinstance(v, want) and not (want is int and isinstance(v, bool))
+            if want is int and isinstance(v, bool):
+                ok = False
+            if not ok:
+                raise ConfigError(
+                    f"{source}: [{where}] {k} must be {want.__name__}, got {type(v).__name__} {v!r}."
+                )
+    return table
+
+
+def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
+    """Validate a parsed plan. Registry names (suites, datasets, architectures) are
+    checked here; the models and data themselves are built by the runner."""
+    from workbench.registry import DATASETS, MODELS, SUITES
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a TOML table at the top level.")
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise ConfigError(
+                f"{source}: unknown top-level key {k!r}.{did_you_mean(k, TOP_KEYS)} "
+                f"Valid keys: {', '.join(sorted(TOP_KEYS))}."
+            )
+    run_raw = _check_keys("run", raw.get("run", {}), RUN_KEYS, source)
+    run = RunSettings(**run_raw)
+    if run.seed < 0 or run.seed >= 2**63:
+        raise ConfigError(f"{source}: [run] seed must be in [0, 2**63), got {run.seed}.")
+    if run.device not in DEVICES and not run.device.startswith("cuda:"):
+        raise ConfigError(f"{source}: [run] device must be one of {DEVICES}, got {run.device!r}.{did_you_mean(run.device, DEVICES)}")
+    if run.profile not in PROFILES:
+        raise ConfigError(f"{source}: [run] profile must be one of {PROFILES}, got {run.profile!r}.{did_you_mean(run.profile, PROFILES)}")
+    if run.max_samples is not None and not (0 < run.max_samples <= MAX_SAMPLES_LIMIT):
+        raise ConfigError(f"{source}: [run] max_samples must be in [1, {MAX_SAMPLES_LIMIT}], got {run.max_samples}.")
+    if not 0 < run.batch_size <= 1_000_000:
+        raise ConfigError(f"{source}: [run] batch_size must be in [1, 1000000], got {run.batch_size}.")
+    if run.suites is not None:
+        for s in run.suites:
+            if not isinstance(s, str) or s not in SUITES:
+                raise ConfigError(f"{source}: [run] suites: " + str(_unknown("suite", s, SUITES.names())))
+
+    datasets = raw.get("datasets", {})
+    if not isinstance(datasets, dict):
+        raise ConfigError(f"{source}: expected [datasets] to be a table of tables.")
+    for dname, dtable in datasets.items():
+        if not isinstance(dtable, dict):
+            raise ConfigError(f"{source}: [datasets.{dname}] must be a table.")
+        if "source" not in dtable and dname not in DATASETS:
+            raise ConfigError(
+                f"{source}: [datasets.{dname}] is neither a built-in dataset nor has a `source` "
+                f"(csv, text, tensors, callable).{did_you_mean(dname, DATASETS.names())} "
+                f"Built-in datasets: {', '.join(DATASETS.names())}."
+            )
+
+    models_raw = raw.get("models")
+    if not models_raw:
+        raise ConfigError(f"{source}: the plan has no [[models]]; add at least one, e.g. name/arch/dataset.")
+    if not isinstance(models_raw, list):
+        raise ConfigError(f"{source}: expected [[models]] to be an array of tables.")
+    models: list[ModelSpec] = []
+    seen: set[str] = set()
+    for i, m in enumerate(models_raw):
+        where = f"models[{i}]"
+        m = _check_keys(where, m, MODEL_KEYS, source)
+        if "name" not in m or "dataset" not in m:
+            raise ConfigError(f"{source}: [{where}] needs `name` and `dataset`.")
+        spec = ModelSpec(**m)
+        if spec.name in seen:
+            raise ConfigError(f"{source}: model name {spec.name!r} appears twice; names must be unique.")
+        seen.add(spec.name)
+        kinds = [k for k in ("arch", "factory") if getattr(spec, k)]
+        if len(kinds) > 1:
+            raise ConfigError(f"{source}: [{where}] {spec.name}: give `arch` or `factory`, not both.")
+        if not kinds and not spec.checkpoint:
+            raise ConfigError(
+                f"{source}: [{where}] {spec.name}: needs `arch` (one of {', '.join(MODELS.names())}), "
+                "`factory` (\"module:function\") or `checkpoint`."
+            )
+        if spec.arch and spec.arch not in MODELS:
+            raise ConfigError(f"{source}: [{where}] " + str(_unknown("model architecture", spec.arch, MODELS.names())))
+        if spec.factory and (":" not in spec.factory or spec.factory.startswith(":") or spec.factory.endswith(":")):
+            raise ConfigError(f"{source}: [{where}] factory must look like 'package.module:function', got {spec.factory!r}.")
+        if spec.size not in ("tiny", "base"):
+            raise ConfigError(f"{source}: [{where}] size must be 'tiny' or 'base', got {spec.size!r}.{did_you_mean(spec.size, ['tiny', 'base'])}")
+        if spec.dataset not in datasets and spec.dataset not in DATASETS:
+            raise ConfigError(
+                f"{source}: [{where}] " + str(_unknown("dataset", spec.dataset, list(DATASETS.names()) + list(datasets)))
+            )
+        from workbench.train import TrainConfig
+
+        try:
+            TrainConfig.from_dict(spec.train)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: [{where}.train] {exc}") from exc
+        models.append(spec)
+
+    suites = raw.get("suites", {})
+    if not isinstance(suites, dict):
+        raise ConfigError(f"{source}: expected [suites] to be a table of tables.")
+    for sname, stable in suites.items():
+        if sname not in SUITES:
+            raise ConfigError(f"{source}: [suites.{sname}] " + str(_unknown("suite", sname, SUITES.names())))
+        if not isinstance(stable, dict):
+            raise ConfigError(f"{source}: [suites.{sname}] must be a table.")
+        if "enabled" in stable and not isinstance(stable["enabled"], bool):
+            raise ConfigError(f"{source}: [suites.{sname}] enabled must be true or false.")
+        try:
+            SUITES.get(sname).from_config(stable, profile=run.profile)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: [suites.{sname}] {exc}") from exc
+    gates = raw.get("gates", {})
+    if not isinstance(gates, dict):
+        raise ConfigError(f"{source}: expected [gates] to be a table (e.g. rules = [...]).")
+    return Plan(run=run, models=models, datasets=datasets, suites=suites, gates=gates, source=source)
+
+
+def _unknown(kind: str, name: Any, choices: list[str]) -> str:
+    from workbench.errors import unknown_name
+
+    return str(unknown_name(kind, str(name), choices))
+
+
+def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
+    """Read, override and validate a plan file."""
+    raw = read_toml(path)
+    raw = apply_overrides(raw, overrides or [])
+    return build_plan(raw, source=str(path))
