@@ -1,0 +1,52 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from workbench.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys, time; t=time.perf_counter(); from workbench.cli import build_parser; build_parser().format_help(); " \
+           "print('torch' in sys.modules, time.perf_counter()-t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.split()
+    assert out[0] == "False"
+    t0 = time.perf_counter()
+    r = run_cli("--help")
+    assert r.returncode == 0 and "run" in r.stdout
+    assert time.perf_counter() - t0 < 5  # generous for a loaded CI box; typically ~0.1 s
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert main(["run"]) == 2
+    assert main(["validate", str(tmp_path / "missing.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "Traceback" not in err
+    r = run_cli("lst", "suites")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run_cli("run", "x.toml", "--suite")
+    assert r.returncode == 2
+
+
+def test_unknown_suite_did_you_mean(tmp_path, capsys):
+    plan = tmp_path / "p.toml"
+    plan.write_text('[run]\nsuites=["metrcs"]\n[[models]]\nname="m"\narch="mlp"\ndataset="wine"\n')
+    assert main(["validate", str(plan)]) == 2
+    assert "Did you mean 'metrics'" in capsys.readouterr().err
+
+
+def test_list_suites_shows_metrics(capsys):
+    assert main(["list", "suites"]) == 0
+    assert "metrics" in capsys.readouterr().out
+    assert main(["list", "datasets"]) == 0
+    assert main(["list", "runs"]) == 0
+
+
+def test_validate_shipped_plans(capsys):
+    root = Path(__file__).resolve().parent.parent
+    for plan in sorted((root / "plans").glob("*.toml")):
+        assert main(["validate", str(plan)]) == 0, capsys.readouterr().err

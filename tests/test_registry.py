@@ -1,0 +1,41 @@
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from workbench.errors import ConfigError, UnknownNameError
+from workbench.registry import DATASETS, MODELS, SUITES, Registry
+
+
+def test_builtin_suites_listed_without_import():
+    assert {"metrics", "robustness", "uncertainty", "efficiency", "explain"} <= set(SUITES.names())
+    assert {"mlp", "cnn", "lstm", "transformer", "gpt"} <= set(MODELS.names())
+    assert "digits" in DATASETS.names()
+
+
+def test_unknown_name_did_you_mean():
+    with pytest.raises(UnknownNameError) as exc:
+        SUITES.get("robustnes")
+    msg = str(exc.value)
+    assert "Did you mean 'robustness'?" in msg and "metrics" in msg
+    assert isinstance(exc.value, ValueError)
+
+
+def test_duplicate_name_is_an_error_not_an_overwrite():
+    reg: Registry = Registry("thing")
+    reg.register("a", object())
+    with pytest.raises(ConfigError, match="already registered"):
+        reg.register("a", object())
+
+
+def test_entry_point_plugins(monkeypatch):
+    reg: Registry = Registry("suite", entry_point_group="workbench.suites")
+    ep = EntryPoint(name="my_suite", value="collections:OrderedDict", group="workbench.suites")
+
+    def fake(group=None):
+        return [ep] if group == "workbench.suites" else []
+
+    monkeypatch.setattr("importlib.metadata.entry_points", fake)
+    assert "my_suite" in reg.names()
+    import collections
+
+    assert reg.get("my_suite") is collections.OrderedDict
