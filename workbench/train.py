@@ -217,7 +217,7 @@ def train_model(
             with _autocast(device, use_amp):
                 loss = recipe.batch_loss(module, xb, yb, loss_fn)
             if not torch.isfinite(loss):
-                raise ModelError(f"Training loss became non-finite ({float(loss)}) at epoch {epoch}; lower `lr`.")
+                raise ModelError(f"Training loss became non-finite ({float(loss.detach())}) at epoch {epoch}; lower `lr`.")
             opt.zero_grad(set_to_none=True)
             if scaler is not None and scaler.is_enabled():
                 scaler.scale(loss).backward()
@@ -232,7 +232,7 @@ def train_model(
             else:
                 opt.step()
             sched.step()
-            running += float(loss) * xb.shape[0]
+            running += float(loss.detach()) * xb.shape[0]
             seen += xb.shape[0]
         module.eval()
         val_loss, val_score = evaluate_loss(module, xva, yva, output_kind)

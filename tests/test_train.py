@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from tests.helpers import TinyMLP, blobs
+from workbench.errors import ConfigError, UnknownNameError
+from workbench.train import RECIPES, TrainConfig, cache_key, task_loss, train_cached, train_model
+
+CPU = torch.device("cpu")
+
+
+def test_trains_and_is_deterministic():
+    data = blobs()
+    cfg = TrainConfig(epochs=15, lr=1e-2, seed=1)
+    torch.manual_seed(0)
+    a = train_model(TinyMLP(), data, cfg, device=CPU)
+    torch.manual_seed(0)
+    b = train_model(TinyMLP(), data, cfg, device=CPU)
+    assert a.history[-1]["val_score"] > 0.95
+    for pa, pb in zip(a.module.parameters(), b.module.parameters()):
+        assert torch.equal(pa, pb)
+    assert not a.module.training
+
+
+def test_early_stopping_keeps_best_epoch():
+    data = blobs()
+    res = train_model(TinyMLP(), data, TrainConfig(epochs=60, lr=1e-2, patience=2), device=CPU)
+    assert len(res.history) < 60
+    best = max(h["val_score"] for h in res.history)
+    assert res.history[res.best_epoch]["val_score"] == best
+
+
+def test_cache_hit_returns_identical_weights(tmp_path):
+    data = blobs()
+    cfg = TrainConfig(epochs=3, seed=2)
+    spec = {"arch": "tiny", "options": {}}
+    first = train_cached(TinyMLP, spec, data, cfg, device=CPU, cache_dir=tmp_path)
+    second = train_cached(TinyMLP, spec, data, cfg, device=CPU, cache_dir=tmp_path)
+    assert not first.cache_hit and second.cache_hit
+    for pa, pb in zip(first.module.parameters(), second.module.parameters()):
+        assert torch.equal(pa, pb)
+    assert cache_key(spec, data, cfg) != cache_key(spec, data, TrainConfig(epochs=3, seed=3))
+
+
+def test_recipe_hook_sees_every_batch_and_selects_epoch():
+    calls = {"batches": 0}
+
+    class Counting:
+        name = "counting"
+
+        def batch_loss(self, module, x, y, loss_fn):
+            calls["batches"] += 1
+            assert module.training
+            return loss_fn(module(x), y)
+
+        def epoch_end(self, module, data, epoch, device):
+            return {"selection_score": -epoch}  # prefers the first epoch
+
+    data = blobs()
+    res = train_model(TinyMLP(), data, TrainConfig(epochs=3, batch_size=48, patience=None), device=CPU, recipe=Counting())
+    assert calls["batches"] == 3 * 3  # 144 train rows / 48
+    assert res.best_epoch == 0
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(UnknownNameError):
+        RECIPES.get("pgd_att")
+
+
+def test_task_losses_match_closed_forms():
+    out = torch.tensor([[1.0, 0.0], [0.5, 0.2]])
+    y = torch.tensor([0.0, 1.0])
+    nll = task_loss("mean_logvar")(out, y)
+    var = out[:, 1].exp()
+    ref = 0.5 * (torch.log(2 * torch.pi * var) + (y - out[:, 0]) ** 2 / var)
+    assert torch.allclose(nll, ref.mean())
+    assert torch.allclose(task_loss("mean")(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0])), torch.tensor(2.5))
