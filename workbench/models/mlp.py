@@ -34,7 +34,7 @@ class MLPConfig:
     hidden: tuple[int, ...] = (64, 64)  # widths of the hidden layers; () is a linear model
     dropout: float = 0.1
     heteroscedastic: bool = False  # regression only: predict a log-variance too
-    logvar_min: float = -10.0  # the log-variance is softly squashed into (logvar_min, logvar_max)
+    logvar_min: float = -10.0  # the log-variance is softly squashed into [logvar_min, logvar_max]
     logvar_max: float = 10.0
 
     def __post_init__(self) -> None:
@@ -71,8 +71,9 @@ CONFIGS: dict[str, MLPConfig] = {
 
 
 def soft_clamp(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Squash `x` smoothly into the open interval (low, high); slope 1 at the midpoint.
-    Unlike `clamp`, the gradient never dies outside the range."""
+    """Squash `x` smoothly and monotonically into [low, high] (the open interval until tanh
+    saturates in floating point); slope 1 at the midpoint. Unlike `clamp`, a value just past
+    a bound still has a gradient."""
     mid, half = (high + low) / 2, (high - low) / 2
     return mid + half * torch.tanh((x - mid) / half)
 
