@@ -1,0 +1,5 @@
+"""The metrics suite: task metrics with seeded bootstrap CIs. See README.md (the suite card)."""
+
+from suites.metrics.suite import MetricsSuite
+
+__all__ = ["MetricsSuite"]
