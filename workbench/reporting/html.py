@@ -1,0 +1,295 @@
+"""report.html: one self-contained page that opens offline from file://.
+
+- plotly.js is inlined ONCE at the end of the body (about 4.8 MB); each figure is a
+  `<script type="application/json" class="wb-fig">` spec drawn by a small loader with
+  `Plotly.newPlot`. (Inlining per figure, as `fig.to_html()` does, costs 4.8 MB per figure.)
+- No external URL is referenced: no CDN, no fonts, no images; a Content-Security-Policy
+  meta tag forbids the page from fetching anything (`default-src 'none'`).
+- Every user-supplied string is passed through `html.escape`; figure JSON has `<`, `>`
+  and `&` written as \\u escapes so nothing in a label can close the script element.
+- Figures come from each suite's `figures(result_dict, run_dir)`; a suite that cannot be
+  imported or fails to draw gives a visible note instead of breaking the page.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from workbench.records import RunRecord
+from workbench.reporting.markdown import (
+    arrow,
+    fmt_ci,
+    fmt_p,
+    fmt_value,
+    headline_rows,
+    provenance_fields,
+    status_counts,
+    tags_text,
+)
+
+REPORT_FILE = "report.html"
+FOLD_ROWS = 40  # metric tables longer than this start folded
+
+CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+       "img-src data: blob:; font-src data:; connect-src 'none'; base-uri 'none'; form-action 'none'")
+
+CSS = """
+:root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg2:#f6f8fa;--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700}
+*{box-sizing:border-box}
+body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:var(--fg);
+ margin:0 auto;max-width:1200px;padding:1.5rem}
+h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.3rem;border-bottom:1px solid var(--line);padding-bottom:.3rem;
+ margin-top:2rem}h3{font-size:1.1rem;margin:1.5rem 0 .5rem}
+.sub,.muted{color:var(--muted)}
+table{border-collapse:collapse;margin:.5rem 0;font-size:13px}
+th,td{border:1px solid var(--line);padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:var(--bg2)}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.badge{display:inline-block;border-radius:1em;padding:0 .6em;font-size:12px;font-weight:600;color:#fff}
+.pass,.ok{background:var(--ok)}.fail,.error{background:var(--bad)}.skipped,.gerror{background:var(--warn)}
+.note{border-left:4px solid var(--warn);background:#fff8c5;padding:.4rem .8rem;margin:.5rem 0}
+.toc ol{margin:.2rem 0}.fig{min-height:120px;margin:.5rem 0 1rem}
+pre{background:var(--bg2);padding:.6rem;overflow:auto;max-height:30rem;font-size:12px}
+details>summary{cursor:pointer;color:var(--muted)}
+section.result{border-top:1px dashed var(--line);padding-top:.3rem}
+"""
+
+LOADER = """
+(function(){
+  var specs = document.querySelectorAll('script.wb-fig');
+  for (var i = 0; i < specs.length; i++) {
+    var s = specs[i], div = document.getElementById(s.getAttribute('data-target'));
+    try {
+      var spec = JSON.parse(s.textContent);
+      Plotly.newPlot(div, spec.data || [], spec.layout || {}, {responsive: true, displaylogo: false});
+    } catch (e) {
+      div.className += ' note';
+      div.textContent = 'This figure could not be drawn: ' + e;
+      console.error('workbench report: figure ' + div.id + ' failed: ' + e);
+    }
+  }
+})();
+"""
+
+
+def _e(x: Any) -> str:
+    return escape("" if x is None else str(x), quote=True)
+
+
+def _script_json(text: str) -> str:
+    """JSON that is safe inside a <script> element (no '<', '>' or '&' characters)."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _lookup_suite(suites: Any, name: str) -> Any:
+    obj = suites.get(name)
+    if obj is None:
+        raise LookupError(f"suite {name!r} is not registered")
+    return obj
+
+
+def collect_figures(result: Mapping[str, Any], run_dir: str | Path, suites: Any = None
+                    ) -> tuple[list[tuple[str, str]], list[str]]:
+    """(title, figure JSON) pairs for one result from its suite's `figures`, plus notes
+    (plain text) for whatever could not be drawn. Never raises."""
+    import plotly.io as pio
+
+    if suites is None:
+        from workbench.registry import SUITES as suites
+    name = result.get("suite")
+    try:
+        cls = _lookup_suite(suites, name)
+        figs = list(cls.figures(dict(result), Path(run_dir)) or [])
+    except Exception as exc:  # a broken plug-in must not take the report down
+        last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+        return [], [f"Figures of suite {name!r} could not be drawn: {type(exc).__name__}: {exc}{where}"]
+    out, notes = [], []
+    for i, item in enumerate(figs):
+        try:
+            title, fig = item
+            out.append((str(title), pio.to_json(fig, validate=False)))
+        except Exception as exc:
+            notes.append(f"Figure {i + 1} of suite {name!r} could not be converted: {type(exc).__name__}: {exc}")
+    return out, notes
+
+
+def _metric_table(metrics: list[Mapping[str, Any]]) -> str:
+    rows = []
+    for m in metrics:
+        value = (f'<td class="num">{_e(fmt_value(m.get("value")))}</td>' if m.get("value") is not None
+                 else '<td class="num">n/a</td>')
+        hib = m.get("higher_is_better")
+        title = {True: "higher is better", False: "lower is better"}.get(hib, "no preferred direction")
+        rows.append(
+            f"<tr><td>{_e(m.get('name'))}</td>{value}<td class=\"num\">{_e(fmt_ci(m.get('ci')))}</td>"
+            f"<td class=\"num\">{_e(m.get('n') if m.get('n') is not None else '')}</td>"
+            f"<td title=\"{title}\">{arrow(hib)}</td><td>{_e(m.get('unit') or '')}</td>"
+            f"<td>{_e(tags_text(m.get('tags')))}</td><td>{_e(m.get('reason') or '')}</td></tr>"
+        )
+    table = ("<table><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>dir</th><th>unit</th>"
+             "<th>tags</th><th>reason (if no value)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    if len(metrics) > FOLD_ROWS:
+        return f"<details><summary>All {len(metrics)} metrics</summary>{table}</details>"
+    return table
+
+
+def _gate_html(outcome: Mapping[str, Any]) -> str:
+    rules = outcome.get("rules", [])
+    status = outcome.get("status", "error")
+    cls = {"pass": "pass", "fail": "fail"}.get(status, "gerror")
+    c = {s: sum(r.get("status") == s for r in rules) for s in ("pass", "fail", "error")}
+    base = outcome.get("baseline_run_id")
+    head = (f'<p><span class="badge {cls}">{_e(str(status).upper())}</span> {len(rules)} rules: {c["pass"]} passed, '
+            f'{c["fail"]} failed, {c["error"]} could not be evaluated (exit code {_e(outcome.get("exit_code"))})'
+            + (f"; baseline run {_e(base)}" if base else "") + ".</p>")
+    rows = []
+    for r in rules:
+        st = r.get("status")
+        rows.append(
+            f'<tr><td><span class="badge {"gerror" if st == "error" else _e(st)}">{_e(st)}</span></td>'
+            f"<td><code>{_e(r.get('rule'))}</code></td>"
+            f"<td class=\"num\">{_e(fmt_value(r.get('observed')) if r.get('observed') is not None else '')}</td>"
+            f"<td class=\"num\">{_e(fmt_value(r.get('threshold')) if r.get('threshold') is not None else '')}</td>"
+            f"<td class=\"num\">{_e(fmt_value(r.get('baseline')) if r.get('baseline') is not None else '')}</td>"
+            f"<td class=\"num\">{_e(fmt_p(r.get('p_value')))}</td><td>{_e(r.get('message'))}</td></tr>"
+        )
+    return head + ("<table><thead><tr><th>status</th><th>rule</th><th>observed</th><th>limit</th><th>baseline</th>"
+                   "<th>p</th><th>message</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def render_html(
+    run: RunRecord | Mapping[str, Any],
+    run_dir: str | Path,
+    gate_outcome: Any = None,
+    *,
+    suites: Any = None,
+    plotlyjs: str | None = None,
+) -> str:
+    """The whole report page as a string. `suites` maps suite name -> class with
+    `figures` (default: the SUITES registry); `plotlyjs` overrides the inlined library
+    (default `plotly.offline.get_plotlyjs()`)."""
+    d = run.to_dict() if isinstance(run, RunRecord) else run
+    outcome = gate_outcome.to_dict() if hasattr(gate_outcome, "to_dict") else gate_outcome
+    prov = provenance_fields(d)
+    pd = dict(prov)
+    body: list[str] = []
+    toc: list[str] = ['<li><a href="#provenance">Provenance</a></li>']
+
+    body.append('<section id="provenance"><h2>Provenance</h2><table><tbody>'
+                + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in prov) + "</tbody></table>")
+    plan = (d.get("provenance") or {}).get("plan")
+    if plan:
+        body.append("<details><summary>Resolved plan</summary><pre>"
+                    + _e(json.dumps(plan, indent=2, default=str, ensure_ascii=False)) + "</pre></details>")
+    body.append("</section>")
+
+    if outcome is not None:
+        toc.append('<li><a href="#gate">Gate</a></li>')
+        body.append(f'<section id="gate"><h2>Gate</h2>{_gate_html(outcome)}</section>')
+
+    toc.append('<li><a href="#headline">Headline metrics</a></li>')
+    hl = headline_rows(d)
+    if hl:
+        rows = "".join(
+            f"<tr><td>{_e(r['model'])}</td><td>{_e(r['dataset'])}</td><td>{_e(r['metric'])}</td>"
+            f"<td>{arrow(r['higher_is_better'])}</td>"
+            f"<td class=\"num\">{_e(fmt_value(r['value'], r['unit']) if r['value'] is not None else 'n/a')}</td>"
+            f"<td class=\"num\">{_e(fmt_ci(r['ci']))}</td><td class=\"num\">{_e(r['n'] if r['n'] is not None else '')}</td>"
+            f"<td>{_e('; '.join(x for x in (tags_text(r['tags']), r['note'], r['reason'] or '') if x))}</td></tr>"
+            for r in hl)
+        body.append('<section id="headline"><h2>Headline metrics</h2><table><thead><tr><th>model</th><th>dataset</th>'
+                    "<th>metric</th><th>dir</th><th>value</th><th>95% CI</th><th>n</th><th>tags / notes</th></tr>"
+                    f"</thead><tbody>{rows}</tbody></table></section>")
+    else:
+        body.append('<section id="headline"><h2>Headline metrics</h2><p class="muted">No headline metrics.</p></section>')
+
+    results = list(d.get("results", []))
+    not_run = [r for r in results if r.get("status") != "ok"]
+    if not_run:
+        toc.append('<li><a href="#not-run">Suites that did not run</a></li>')
+        body.append('<section id="not-run"><h2>Suites that did not run</h2><table><thead><tr><th>suite</th>'
+                    "<th>model</th><th>dataset</th><th>status</th><th>reason</th></tr></thead><tbody>"
+                    + "".join(f"<tr><td>{_e(r.get('suite'))}</td><td>{_e(r.get('model'))}</td>"
+                              f"<td>{_e(r.get('dataset'))}</td><td><span class=\"badge {_e(r.get('status'))}\">"
+                              f"{_e(r.get('status'))}</span></td><td>{_e(r.get('reason'))}</td></tr>" for r in not_run)
+                    + "</tbody></table></section>")
+
+    models: list[Any] = []
+    for r in results:
+        if r.get("status") == "ok" and r.get("model") not in models:
+            models.append(r.get("model"))
+    n_fig = 0
+    fig_scripts: list[str] = []
+    res_toc: list[str] = []
+    body.append('<section id="results"><h2>Results</h2>')
+    for mi, model in enumerate(models):
+        body.append(f'<h3 id="m-{mi}">Model {_e(model)}</h3>')
+        sub = []
+        for ri, r in enumerate(results):
+            if r.get("status") != "ok" or r.get("model") != model:
+                continue
+            anchor = f"r-{ri}"
+            sub.append(f'<li><a href="#{anchor}">{_e(r.get("suite"))}</a></li>')
+            meta = f"dataset {_e(r.get('dataset'))}"
+            if r.get("duration_s") is not None:
+                meta += f" · {float(r['duration_s']):.2f} s"
+            if r.get("seed") is not None:
+                meta += f" · seed {_e(r.get('seed'))}"
+            body.append(f'<section class="result" id="{anchor}"><h3>{_e(r.get("suite"))} · {_e(model)}</h3>'
+                        f'<p class="muted">{meta}</p>')
+            metrics = list(r.get("metrics", []))
+            body.append(_metric_table(metrics) if metrics else '<p class="muted">No metrics.</p>')
+            figs, notes = collect_figures(r, run_dir, suites)
+            for note in notes:
+                body.append(f'<div class="note">{_e(note)}</div>')
+            for title, spec in figs:
+                fid = f"fig-{n_fig}"
+                n_fig += 1
+                body.append(f'<h4>{_e(title)}</h4><div class="fig" id="{fid}"></div>')
+                fig_scripts.append(f'<script type="application/json" class="wb-fig" data-target="{fid}">'
+                                   f"{_script_json(spec)}</script>")
+            body.append("</section>")
+        res_toc.append(f'<li><a href="#m-{mi}">{_e(model)}</a><ol>{"".join(sub)}</ol></li>')
+    if not models:
+        body.append('<p class="muted">No suite produced results.</p>')
+    body.append("</section>")
+    toc.append(f'<li><a href="#results">Results</a><ol>{"".join(res_toc)}</ol></li>')
+
+    if plotlyjs is None and n_fig:
+        from plotly.offline import get_plotlyjs
+
+        plotlyjs = get_plotlyjs()
+    counts = status_counts(d)
+    subtitle = " · ".join(_e(x) for x in (pd.get("plan") and f"plan {pd['plan']}", pd.get("created"),
+                                            f"{sum(counts.values())} results: {counts['ok']} ok, "
+                                            f"{counts['skipped']} skipped, {counts['error']} errors") if x)
+    head = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f"<title>Workbench report {_e(d.get('run_id'))}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>Workbench report {_e(d.get('run_id'))}</h1><p class=\"sub\">{subtitle}</p></header>"
+        f'<nav class="toc"><h2>Contents</h2><ol>{"".join(toc)}</ol></nav>'
+    )
+    scripts = ""
+    if n_fig:
+        scripts = (f'<script type="text/javascript">{plotlyjs}</script>' + "".join(fig_scripts)
+                   + f"<script>{LOADER}</script>")
+    return head + "".join(body) + scripts + "</body></html>\n"
+
+
+def write_html(run: RunRecord | Mapping[str, Any], run_dir: str | Path, out_dir: str | Path | None = None,
+               gate_outcome: Any = None, *, suites: Any = None) -> Path:
+    """Write `report.html` into `out_dir` (default `run_dir`) and return its path."""
+    out = Path(out_dir if out_dir is not None else run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / REPORT_FILE
+    tmp = out / f".{REPORT_FILE}.tmp"
+    tmp.write_text(render_html(run, run_dir, gate_outcome, suites=suites), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,341 @@
+"""summary.md: the headline metrics, their CIs and the gate verdicts, for a pull-request
+comment or `$GITHUB_STEP_SUMMARY` (kept under 1 MiB: long tables are cut with a note).
+
+Every user-supplied string (model, dataset, plan and metric names, tags, reasons, rule
+texts, messages) goes through `md_escape`, so it can neither inject HTML nor break a table.
+The headline selection (`headline_rows`) and number formatting are shared with the HTML page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.records import RunRecord
+
+MAX_BYTES = 1_000_000  # GitHub step summaries are capped at 1 MiB (1,048,576 bytes)
+
+# Headline metrics, in display order. Per-class variants (a "class" tag) stay out of the headline.
+HEADLINE = (
+    "accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc",
+    "mse", "rmse", "mae", "r2",
+    "perplexity", "word_perplexity", "bits_per_byte", "bleu", "rouge_l",
+    "robust_accuracy",
+    "expected_calibration_error", "ece", "nll", "brier_score", "coverage",
+    "latency", "throughput", "parameters",
+)
+WORST_CASE = {"robust_accuracy": "attack"}  # metric -> the tag the worst case is taken over
+
+# `#` (issue links), `@` (mentions) and `$` (math) are special on GitHub too.
+_MD_BACKSLASH = set("\\`*_[]|~#@$")
+_MD_ENTITY = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
+
+
+def md_escape(value: Any) -> str:
+    """Make any value safe inside Markdown text and table cells: HTML specials become
+    entities, Markdown punctuation is backslash-escaped, newlines become spaces."""
+    s = "" if value is None else str(value)
+    out = []
+    for ch in s:
+        if ch in _MD_ENTITY:
+            out.append(_MD_ENTITY[ch])
+        elif ch in _MD_BACKSLASH:
+            out.append("\\" + ch)
+        elif ch in "\r\n\t":
+            out.append(" ")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- shared formatting
+
+
+def fmt_value(v: float | None, unit: str | None = None) -> str:
+    """A number with 4 significant digits (thousands separators above 10^4)."""
+    if v is None:
+        return "n/a"
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    if v != 0 and (abs(v) < 1e-3):
+        s = f"{v:.3e}"
+    elif abs(v) >= 1e4:
+        s = f"{v:,.0f}"
+    else:
+        s = f"{v:.4g}"
+    return f"{s} {unit}" if unit else s
+
+
+def fmt_ci(ci: Sequence[float] | None) -> str:
+    if not ci:
+        return ""
+    return f"[{fmt_value(ci[0])}, {fmt_value(ci[1])}]"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "<1e-4" if p < 1e-4 else f"{p:.3g}"
+
+
+def arrow(higher_is_better: bool | None) -> str:
+    return {True: "↑", False: "↓"}.get(higher_is_better, "·")
+
+
+def tags_text(tags: Mapping[str, Any] | None, skip: Sequence[str] = ()) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((tags or {}).items()) if k not in skip)
+
+
+def _eps_is_zero(tags: Mapping[str, Any]) -> bool:
+    eps = tags.get("eps")
+    try:
+        return eps is not None and float(eps) == 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def headline_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The headline metrics of every ok result, grouped by model in order of appearance.
+
+    Each row: model, dataset, suite, metric, value, reason, ci, n, unit, higher_is_better,
+    tags, note. For robust accuracy the row is the worst case over attacks at each eps
+    (eps = 0, the clean accuracy, is left out); `note` names the worst attack.
+    """
+    results = [r for r in run.get("results", []) if r.get("status") == "ok"]
+    models: list[str] = []
+    for r in results:
+        if r.get("model") not in models:
+            models.append(r.get("model"))
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        mine = [r for r in results if r.get("model") == model]
+        for name in HEADLINE:
+            for res in mine:
+                ms = [m for m in res.get("metrics", []) if m.get("name") == name and "class" not in (m.get("tags") or {})]
+                if not ms:
+                    continue
+                if name in WORST_CASE:
+                    rows.extend(_worst_case_rows(res, ms, WORST_CASE[name]))
+                else:
+                    rows.extend(_row(res, m) for m in ms)
+    return rows
+
+
+def _row(res: Mapping[str, Any], m: Mapping[str, Any], note: str = "", tags: Mapping[str, Any] | None = None) -> dict:
+    return {
+        "model": res.get("model"), "dataset": res.get("dataset"), "suite": res.get("suite"),
+        "metric": m.get("name"), "value": m.get("value"), "reason": m.get("reason"), "ci": m.get("ci"),
+        "n": m.get("n"), "unit": m.get("unit"), "higher_is_better": m.get("higher_is_better"),
+        "tags": dict(m.get("tags") or {}) if tags is None else dict(tags), "note": note,
+    }
+
+
+def _worst_case_rows(res: Mapping[str, Any], ms: list[Mapping[str, Any]], over: str) -> list[dict]:
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for m in ms:
+        tags = m.get("tags") or {}
+        if _eps_is_zero(tags):
+            continue
+        key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != over))
+        groups.setdefault(key, []).append(m)
+    rows = []
+    for key, group in groups.items():
+        valued = [m for m in group if m.get("value") is not None]
+        hib = group[0].get("higher_is_better")
+        if not valued:
+            rows.append(_row(res, group[0], note=f"no {over} gave a value", tags=dict(key)))
+            continue
+        pick = min if hib is not False else max
+        worst = pick(valued, key=lambda m: m["value"])
+        note = f"worst of {len(group)} ({over}={(worst.get('tags') or {}).get(over, '?')})" if len(group) > 1 else ""
+        if len(valued) < len(group):
+            note += f"; {len(group) - len(valued)} without a value"
+        rows.append(_row(res, worst, note=note, tags=dict(key)))
+    return rows
+
+
+def provenance_fields(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, text) pairs describing where a run came from; values are raw strings."""
+    prov = run.get("provenance") or {}
+    plan = prov.get("plan") if isinstance(prov.get("plan"), Mapping) else {}
+    plan_run = plan.get("run") if isinstance(plan.get("run"), Mapping) else {}
+    plan_name = prov.get("plan_name") or plan_run.get("name") or plan.get("name")
+    plan_source = plan.get("source") or prov.get("plan_path")
+    versions = prov.get("versions") or {}
+    fields = [
+        ("run id", run.get("run_id")),
+        ("created", run.get("created_at")),
+        ("plan", plan_name),
+        ("plan file", plan_source),
+        ("profile", plan_run.get("profile") or prov.get("profile")),
+        ("seed", prov.get("seed")),
+        ("device", prov.get("device")),
+        ("git", prov.get("git_sha")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, Mapping)
+         else versions),
+    ]
+    return [(k, str(v)) for k, v in fields if v not in (None, "", {})]
+
+
+def status_counts(run: Mapping[str, Any]) -> dict[str, int]:
+    out = {"ok": 0, "skipped": 0, "error": 0}
+    for r in run.get("results", []):
+        out[r.get("status", "error")] = out.get(r.get("status", "error"), 0) + 1
+    return out
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+class _Doc:
+    """Lines with a byte budget; once a table no longer fits, everything after is cut."""
+
+    RESERVE = 600
+
+    def __init__(self, max_bytes: int) -> None:
+        self.lines: list[str] = []
+        self.size = 0
+        self.max_bytes = max_bytes
+        self.full = False
+
+    def add(self, line: str, *, force: bool = False) -> bool:
+        """Append a line if it fits the budget; `force` spends the reserve (notes only)."""
+        b = len(line.encode("utf-8")) + 1
+        if not force and (self.full or self.size + b > self.max_bytes - self.RESERVE):
+            self.full = True
+            return False
+        self.lines.append(line)
+        self.size += b
+        return True
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], what: str) -> None:
+        if not self.add("| " + " | ".join(header) + " |") or not self.add("|" + "---|" * len(header)):
+            return
+        for i, row in enumerate(rows):
+            if not self.add("| " + " | ".join(row) + " |"):
+                self.add("", force=True)
+                self.add(f"_{what} truncated: {i} of {len(rows)} rows shown to keep this summary under "
+                         f"{self.max_bytes:,} bytes; every row is in results.json and report.html._", force=True)
+                return
+        self.add("")
+
+    def text(self) -> str:
+        out = "\n".join(self.lines).rstrip("\n") + "\n"
+        if self.full:
+            out += "\n_Summary cut here to stay under the size limit; see results.json and report.html._\n"
+        return out
+
+
+_STATUS_MD = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
+
+
+def _gate_section(doc: _Doc, outcome: Mapping[str, Any], level: str = "###") -> None:
+    rules = outcome.get("rules", [])
+    c = {s: sum(r.get("status") == s for r in rules) for s in ("pass", "fail", "error")}
+    head = {"pass": "✅ PASS", "fail": "❌ FAIL", "error": "⚠️ ERROR"}.get(outcome.get("status"), "?")
+    doc.add(f"{level} Gate: {head}")
+    doc.add("")
+    base = outcome.get("baseline_run_id")
+    doc.add(f"{len(rules)} rules: {c['pass']} passed, {c['fail']} failed, {c['error']} could not be evaluated "
+            f"(exit code {outcome.get('exit_code')})" + (f"; baseline run {md_escape(base)}" if base else "") + ".")
+    doc.add("")
+    rows = [[_STATUS_MD.get(r.get("status"), md_escape(r.get("status"))), md_escape(r.get("rule")),
+             fmt_value(r.get("observed")) if r.get("observed") is not None else "",
+             fmt_value(r.get("threshold")) if r.get("threshold") is not None else "",
+             fmt_value(r.get("baseline")) if r.get("baseline") is not None else "",
+             fmt_p(r.get("p_value")), md_escape(r.get("message"))] for r in rules]
+    doc.table(["status", "rule", "observed", "limit", "baseline", "p", "message"], rows, "Gate table")
+
+
+def _outcome_dict(gate_outcome: Any) -> dict[str, Any] | None:
+    if gate_outcome is None:
+        return None
+    return gate_outcome.to_dict() if hasattr(gate_outcome, "to_dict") else dict(gate_outcome)
+
+
+def gate_markdown(gate_outcome: Any, *, max_bytes: int = MAX_BYTES) -> str:
+    """The gate verdicts alone (a `GateOutcome` or its dict) as Markdown."""
+    doc = _Doc(max_bytes)
+    _gate_section(doc, _outcome_dict(gate_outcome) or {"rules": []}, level="##")
+    return doc.text()
+
+
+def summary_markdown(
+    run: RunRecord | Mapping[str, Any],
+    gate_outcome: Any = None,
+    *,
+    max_bytes: int = MAX_BYTES,
+    include_all_metrics: bool = True,
+) -> str:
+    """The run summary: provenance line, gate verdicts, headline metrics with CIs, suites
+    that did not run, and (folded) every metric. At most `max_bytes` UTF-8 bytes."""
+    d = run.to_dict() if isinstance(run, RunRecord) else run
+    if max_bytes < 2 * _Doc.RESERVE:
+        raise ValueError(f"Expected `max_bytes` >= {2 * _Doc.RESERVE}, got {max_bytes}.")
+    doc = _Doc(max_bytes)
+    prov = dict(provenance_fields(d))
+    title = f"## Workbench run {md_escape(d.get('run_id'))}"
+    if prov.get("plan"):
+        title += f" (plan {md_escape(prov['plan'])})"
+    doc.add(title)
+    doc.add("")
+    counts = status_counts(d)
+    bits = [f"**{md_escape(k)}** {md_escape(prov[k])}" for k in ("created", "seed", "device", "git") if k in prov]
+    bits.append(f"{sum(counts.values())} results: {counts['ok']} ok, {counts['skipped']} skipped, "
+                f"{counts['error']} errors")
+    doc.add(" · ".join(bits))
+    doc.add("")
+    outcome = _outcome_dict(gate_outcome)
+    if outcome is not None:
+        _gate_section(doc, outcome)
+    doc.add("### Headline metrics")
+    doc.add("")
+    rows = headline_rows(d)
+    if rows:
+        doc.table(
+            ["model", "dataset", "metric", "", "value", "95% CI", "n", "tags"],
+            [[md_escape(r["model"]), md_escape(r["dataset"]), md_escape(r["metric"]), arrow(r["higher_is_better"]),
+              (md_escape(fmt_value(r["value"], r["unit"])) if r["value"] is not None
+               else "n/a: " + md_escape(r["reason"])),
+              md_escape(fmt_ci(r["ci"])), "" if r["n"] is None else str(r["n"]),
+              md_escape("; ".join(x for x in (tags_text(r["tags"]), r["note"]) if x))] for r in rows],
+            "Headline table",
+        )
+    else:
+        doc.add("_No headline metrics in this run._")
+        doc.add("")
+    not_run = [r for r in d.get("results", []) if r.get("status") != "ok"]
+    if not_run:
+        doc.add("### Suites that did not run")
+        doc.add("")
+        doc.table(["suite", "model", "dataset", "status", "reason"],
+                  [[md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(r.get("dataset")),
+                    md_escape(r.get("status")), md_escape(r.get("reason"))] for r in not_run],
+                  "Table of suites that did not run")
+    if include_all_metrics:
+        all_rows = [[md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(m.get("name")),
+                     arrow(m.get("higher_is_better")),
+                     md_escape(fmt_value(m.get("value"), m.get("unit"))) if m.get("value") is not None
+                     else "n/a: " + md_escape(m.get("reason")),
+                     md_escape(fmt_ci(m.get("ci"))), "" if m.get("n") is None else str(m.get("n")),
+                     md_escape(tags_text(m.get("tags")))]
+                    for r in d.get("results", []) for m in r.get("metrics", [])]
+        if all_rows and doc.add(f"<details><summary>All {len(all_rows)} metrics</summary>"):
+            doc.add("")
+            doc.table(["suite", "model", "metric", "", "value", "95% CI", "n", "tags"], all_rows, "Metric table")
+            doc.add("</details>", force=True)
+    return doc.text()
+
+
+def write_markdown(run: RunRecord | Mapping[str, Any], out_dir: str | Path, gate_outcome: Any = None,
+                   *, max_bytes: int = MAX_BYTES) -> Path:
+    """Write `summary.md` into `out_dir` and return its path."""
+    path = Path(out_dir) / "summary.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(summary_markdown(run, gate_outcome, max_bytes=max_bytes), encoding="utf-8")
+    return path
