@@ -193,39 +193,46 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ConfigError(f"Unknown report format {f!r}.{did_you_mean(f, valid)} Valid formats: {', '.join(valid)}.")
     record, run_dir = _load_record(args.run, args)
     out = Path(args.out) if args.out else run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    paths = write_reports(record, out, formats=formats, artifact_root=run_dir)
+    paths = write_reports(record, run_dir, formats=formats, out_dir=out)
     for kind, path in sorted(paths.items()):
         print(f"{kind:<6} {path}")
     return EXIT_OK
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    from workbench.config import read_toml
+def _results_path(ref: str, args: argparse.Namespace) -> Path:
+    """A results.json path (or run directory) from a path or a run id in the store."""
     from workbench.errors import ConfigError
-    from workbench.gates import evaluate_gates, gate_exit_code, github_annotations
-    from workbench.reporting import write_reports
 
-    record, run_dir = _load_record(args.run, args)
-    if args.rules:
-        raw = read_toml(args.rules)
-        rules = raw.get("gates", raw)
-    else:
-        rules = (record.provenance.get("plan") or {}).get("gates") or {}
-    if not rules or not rules.get("rules"):
-        raise ConfigError("No gate rules: give --rules FILE or a plan with a [gates] rules list.")
-    baseline = None
-    if args.baseline:
-        baseline = _load_record(args.baseline, args)
-    outcome = evaluate_gates(record, run_dir, rules, baseline=baseline)
-    out = Path(args.out) if args.out else run_dir
-    write_reports(record, out, formats=("md", "junit"), gate_outcome=outcome, artifact_root=run_dir)
-    from workbench.gates import format_outcome
+    p = Path(ref)
+    if p.suffix == ".json" or p.exists():
+        return p
+    store = _store(args)
+    run_id = store.resolve_run_id(ref)
+    info = store.run_info(run_id)
+    if info["status"] != "complete":
+        raise ConfigError(f"Run {run_id} is {info['status']}, not complete; resume it with `workbench run --resume {run_id}`.")
+    return Path(info["run_dir"]) / "results.json"
 
-    print(format_outcome(outcome))
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        github_annotations(outcome)
-    return gate_exit_code(outcome)
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from workbench.gates import gate_main
+
+    candidate = _results_path(args.run, args)
+    baseline = _results_path(args.baseline, args) if args.baseline else None
+    out = Path(args.out) if args.out else (candidate.parent if candidate.suffix == ".json" else candidate)
+    code = gate_main(candidate, rules_file=args.rules, baseline=baseline, out_dir=out, formats=("md", "json", "junit"))
+    try:  # record the verdict beside the run in the store
+        from workbench.gates import EXIT_FAIL, EXIT_PASS
+        from workbench.reporting import load_results
+
+        run, _ = load_results(candidate)
+        status = {EXIT_PASS: "pass", EXIT_FAIL: "fail"}.get(code, "error")
+        store = _store(args)
+        if store.run_info(run["run_id"]) is not None:
+            store.set_gate_status(run["run_id"], status)
+    except Exception as exc:  # the verdict is already printed and written; the store row is a convenience
+        print(f"workbench: note: gate status not recorded in the store ({exc})", file=sys.stderr)
+    return code
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -286,6 +286,10 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
     gates = raw.get("gates", {})
     if not isinstance(gates, dict):
         raise ConfigError(f"{source}: expected [gates] to be a table (e.g. rules = [...]).")
+    if gates:
+        from workbench.gates import parse_gates
+
+        parse_gates(gates, source=f"{source}: [gates]")
     return Plan(run=run, models=models, datasets=datasets, suites=suites, gates=gates, source=source)
 
 

@@ -494,17 +494,14 @@ def write_outputs(record: RunRecord, run_dir: Path, gates: dict[str, Any] | None
                   log: Callable[[str], None] = print) -> tuple[dict[str, Path], Any]:
     """results.json always (atomically); the HTML/Markdown/JUnit reports and gate
     verdicts through workbench.reporting and workbench.gates."""
-    path = run_dir / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record.to_dict(), indent=1, default=str))
-    tmp.replace(path)
     from workbench.reporting import write_reports
 
     gate = None
     if gates and gates.get("rules"):
-        from workbench.gates import evaluate_gates
+        from workbench.gates import evaluate_gates, parse_gates
 
-        gate = evaluate_gates(record, run_dir, gates)
+        cfg = parse_gates(gates, source="plan [gates]")
+        if cfg.baseline is None:  # change rules need a baseline: `workbench gate --baseline`
+            gate = evaluate_gates(record, cfg, run_dir=run_dir)
     reports = write_reports(record, run_dir, gate_outcome=gate)
-    reports["json"] = path
     return reports, gate
