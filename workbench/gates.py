@@ -479,7 +479,8 @@ def load_per_example(result: Mapping[str, Any], run_dir: str | Path | None) -> d
         with `probs` (N, K): "nll" / "log_loss" (-log p[y]), "brier_score" (sum_k (p_k - 1[y=k])^2)
       regression (float targets, y_pred (N,)): "mse" (squared error), "mae" (absolute error)
     Any array named `per_example_<metric>` (N,) is taken as is under "<metric>".
-    "y_true" and "example_id" (when present) are returned too, to check pairing.
+    "y_true" and "example_id" (the artifact's `example_id` or `index`, when present) are
+    returned too, to check that two runs saw the same examples.
     """
     import numpy as np
 
@@ -503,8 +504,9 @@ def load_per_example(result: Mapping[str, Any], run_dir: str | Path | None) -> d
                 out[k[len("per_example_"):]] = v.astype(np.float64)
         if "y_true" in data and "y_pred" in data and "y_true" not in out:
             out.update(_derive_per_example(data))
-        if "example_id" in data and "example_id" not in out and data["example_id"].ndim == 1:
-            out["example_id"] = data["example_id"]
+        for key in ("example_id", "index"):
+            if key in data and "example_id" not in out and data[key].ndim == 1:
+                out["example_id"] = data[key]
     return out
 
 
@@ -825,8 +827,10 @@ def _per_example(cache: dict, run: Mapping[str, Any], res: Mapping[str, Any], ru
                                      "the metrics suite's predictions artifact (y_true, y_pred).")
     mean = float(np.mean(data[metric]))
     if not math.isclose(mean, value, rel_tol=1e-4, abs_tol=1e-6):
-        raise _RuleError("evaluate", f"{which}: per-example {metric} averages to {mean:.6g} but the metric is "
-                                     f"{value:.6g}; they do not describe the same examples.")
+        raise _RuleError("evaluate", f"{which}: per-example {metric} from the predictions artifact averages to "
+                                     f"{mean:.6g} but the metric is {value:.6g}; they do not describe the same "
+                                     "examples (or the metric is a rescaled variant: pick, with tags, the variant "
+                                     "computed from the predictions, e.g. units=model).")
     return data
 
 

@@ -9,7 +9,7 @@ The headline selection (`headline_rows`) and number formatting are shared with t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +33,17 @@ _MD_BACKSLASH = set("\\`*_[]|~#@$")
 _MD_ENTITY = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
 
 
+_MD_TABLE = {ord(c): "\\" + c for c in _MD_BACKSLASH}
+_MD_TABLE.update({ord(c): e for c, e in _MD_ENTITY.items()})
+_MD_TABLE.update({ord(c): " " for c in "\r\n\t"})
+_MD_TABLE.update({i: None for i in (*range(0, 32), 127) if i not in _MD_TABLE})
+
+
 def md_escape(value: Any) -> str:
     """Make any value safe inside Markdown text and table cells: HTML specials become
-    entities, Markdown punctuation is backslash-escaped, newlines become spaces."""
-    s = "" if value is None else str(value)
-    out = []
-    for ch in s:
-        if ch in _MD_ENTITY:
-            out.append(_MD_ENTITY[ch])
-        elif ch in _MD_BACKSLASH:
-            out.append("\\" + ch)
-        elif ch in "\r\n\t":
-            out.append(" ")
-        elif ord(ch) < 32 or ord(ch) == 127:
-            continue
-        else:
-            out.append(ch)
-    return "".join(out)
+    entities, Markdown punctuation is backslash-escaped, newlines become spaces and other
+    control characters are dropped."""
+    return ("" if value is None else str(value)).translate(_MD_TABLE)
 
 
 # --------------------------------------------------------------------------- shared formatting
@@ -114,9 +108,16 @@ def headline_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for model in models:
         mine = [r for r in results if r.get("model") == model]
+        by_name = []
+        for res in mine:
+            groups: dict[str, list[Mapping[str, Any]]] = {}
+            for m in res.get("metrics", []):
+                if m.get("name") in HEADLINE and "class" not in (m.get("tags") or {}):
+                    groups.setdefault(m["name"], []).append(m)
+            by_name.append((res, groups))
         for name in HEADLINE:
-            for res in mine:
-                ms = [m for m in res.get("metrics", []) if m.get("name") == name and "class" not in (m.get("tags") or {})]
+            for res, groups in by_name:
+                ms = groups.get(name, [])
                 if not ms:
                     continue
                 if name in WORST_CASE:
@@ -213,13 +214,16 @@ class _Doc:
         self.size += b
         return True
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], what: str) -> None:
+    def table(self, header: Sequence[str], rows: Iterable[Sequence[str]], what: str, total: int | None = None) -> None:
+        """Add a table; `rows` may be a lazy iterable (then give `total`), so rows past the
+        budget are never formatted."""
+        total = len(rows) if total is None else total  # type: ignore[arg-type]
         if not self.add("| " + " | ".join(header) + " |") or not self.add("|" + "---|" * len(header)):
             return
         for i, row in enumerate(rows):
             if not self.add("| " + " | ".join(row) + " |"):
                 self.add("", force=True)
-                self.add(f"_{what} truncated: {i} of {len(rows)} rows shown to keep this summary under "
+                self.add(f"_{what} truncated: {i} of {total} rows shown to keep this summary under "
                          f"{self.max_bytes:,} bytes; every row is in results.json and report.html._", force=True)
                 return
         self.add("")
@@ -318,16 +322,18 @@ def summary_markdown(
                     md_escape(r.get("status")), md_escape(r.get("reason"))] for r in not_run],
                   "Table of suites that did not run")
     if include_all_metrics:
-        all_rows = [[md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(m.get("name")),
+        all_rows = ([md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(m.get("name")),
                      arrow(m.get("higher_is_better")),
                      md_escape(fmt_value(m.get("value"), m.get("unit"))) if m.get("value") is not None
                      else "n/a: " + md_escape(m.get("reason")),
                      md_escape(fmt_ci(m.get("ci"))), "" if m.get("n") is None else str(m.get("n")),
                      md_escape(tags_text(m.get("tags")))]
-                    for r in d.get("results", []) for m in r.get("metrics", [])]
-        if all_rows and doc.add(f"<details><summary>All {len(all_rows)} metrics</summary>"):
+                    for r in d.get("results", []) for m in r.get("metrics", []))
+        total = sum(len(r.get("metrics", [])) for r in d.get("results", []))
+        if total and doc.add(f"<details><summary>All {total} metrics</summary>"):
             doc.add("")
-            doc.table(["suite", "model", "metric", "", "value", "95% CI", "n", "tags"], all_rows, "Metric table")
+            doc.table(["suite", "model", "metric", "", "value", "95% CI", "n", "tags"], all_rows, "Metric table",
+                      total=total)
             doc.add("</details>", force=True)
     return doc.text()
 
