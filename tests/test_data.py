@@ -546,6 +546,9 @@ def test_load_dataset_entry_point(tmp_path, csv_rows):
     p = _write_csv(tmp_path / "pets.csv", csv_rows)
     ds = load_dataset({"source": "csv", "path": str(p), "target": "label"}, seed=1)
     assert ds.seed == 1 and ds.class_names == ("cat", "dog")
+    blobs = load_dataset({"source": "callable", "function": "workbench.data.synthetic:tabular_relevant",
+                          "name": "plan_key", "n_train": 12, "n_val": 4, "n_test": 4}, seed=2)
+    assert len(blobs.train) == 12 and blobs.seed == 2
     with pytest.raises(ConfigError, match="Did you mean 'csv'"):
         load_dataset({"source": "cvs", "path": str(p)})
     with pytest.raises(ConfigError, match="needs 'path'"):

@@ -982,8 +982,10 @@ def load_dataset(name_or_table: str | Mapping[str, Any], seed: int = 0) -> Datas
     A string is a registered dataset name (workbench.registry.DATASETS). A table with
     "source" = "csv" | "text" | "tensors" | "callable" goes to load_csv / load_text /
     load_tensor_file / load_callable with its other keys as options ("path" or "function"
-    required). A table without "source" must have "name" (a registered dataset) and its
-    other keys are that dataset's options. A "seed" key in the table overrides `seed`."""
+    required; for "callable", "name" is the display name of tensors it returns, not an
+    argument of the function). A table without "source" must have "name" (a registered
+    dataset) and its other keys are that dataset's options. A "seed" key in the table
+    overrides `seed`."""
     from workbench.registry import DATASETS
 
     seed = check_seed(seed)
@@ -1006,7 +1008,13 @@ def load_dataset(name_or_table: str | Mapping[str, Any], seed: int = 0) -> Datas
     if source == "callable":
         if "function" not in opts:
             raise ConfigError("A dataset table with source = 'callable' needs 'function' = 'package.module:function'.")
-        return load_callable(opts.pop("function"), seed=seed, **opts)
+        function = opts.pop("function")
+        name = opts.pop("name", None)  # the display name, not an argument of the function
+        if name is not None:
+            dataset_options = dict(opts.pop("dataset_options", None) or {})
+            dataset_options.setdefault("name", name)
+            opts["dataset_options"] = dataset_options
+        return load_callable(function, seed=seed, **opts)
     if "path" not in opts:
         raise ConfigError(f"A dataset table with source = {source!r} needs 'path'.")
     path = opts.pop("path")
