@@ -115,6 +115,10 @@ def test_bad_option_values():
         synthetic.tabular_relevant(n_train=0)
     with pytest.raises(ConfigError, match="relevant"):
         synthetic.tabular_relevant(relevant=[0, 12])
+    with pytest.raises(ConfigError, match="concentration.*finite"):
+        synthetic.markov_lm(concentration=float("inf"))
+    with pytest.raises(ConfigError, match="concentration"):
+        synthetic.markov_lm(concentration=0)
     with pytest.raises(ConfigError, match="vocab_size \\*\\* order"):
         synthetic.markov_lm(vocab_size=16, order=3)
 
@@ -309,6 +313,11 @@ def test_hetero_regression_without_gap():
     x0 = ds.train.x[:, 0]
     assert ((x0 > 1) & (x0 < 2)).float().mean() > 0.1
     assert ds.ground_truth["gap"] is None
+    edge = synthetic.hetero_regression(gap=[-3.0, -1.0], n_train=500)
+    assert float(edge.train.x[:, 0].min()) >= -1.0 and float(edge.test.x[:, 0].min()) < -2.5
+    for bad in ([5.0, 6.0], [-3.0, 3.0], [2.0, 1.0]):
+        with pytest.raises(ConfigError, match="gap"):
+            synthetic.hetero_regression(gap=bad)
 
 
 def _logreg_accuracy(xtr, ytr, xte, yte) -> float:

@@ -93,7 +93,9 @@ def check_float(name: str, value: object, *, low: float | None = None, high: flo
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ParameterTypeError(f"Expected `{name}` to be a number, got {type(value).__name__} {value!r}.")
     v = float(value)
-    if math.isnan(v) or (low is not None and (v < low or (open_low and v == low))) or (high is not None and v > high):
+    if not math.isfinite(v):
+        raise ConfigError(f"Expected `{name}` to be a finite number, got {value}.")
+    if (low is not None and (v < low or (open_low and v == low))) or (high is not None and v > high):
         lo = "" if low is None else (f"> {low}" if open_low else f">= {low}")
         hi = "" if high is None else f"<= {high}"
         raise ConfigError(f"Expected `{name}` to be a number {' and '.join(s for s in (lo, hi) if s)}, got {value}.")

@@ -86,7 +86,7 @@ def _uniform_outside(rng: np.random.Generator, n: int, x_range: tuple[float, flo
     lo, hi = x_range
     if gap is None:
         return rng.uniform(lo, hi, n)
-    g0, g1 = max(gap[0], lo), min(gap[1], hi)
+    g0, g1 = gap
     left, right = g0 - lo, hi - g1
     u = rng.uniform(0.0, left + right, n)
     return np.where(u < left, lo + u, g1 + (u - left))
@@ -123,8 +123,10 @@ def hetero_regression(
     n_features = check_positive_int("n_features", n_features)
     xr = _check_interval("x_range", x_range)
     g = None if gap is None else _check_interval("gap", gap)
-    if g is not None and (g[0] <= xr[0] and g[1] >= xr[1]):
-        raise ConfigError(f"Expected `gap` {list(g)} to leave part of `x_range` {list(xr)} for training.")
+    if g is not None and not (xr[0] <= g[0] and g[1] <= xr[1] and (g[0], g[1]) != xr):
+        raise ConfigError(
+            f"Expected `gap` {list(g)} inside `x_range` {list(xr)}, leaving part of it for training."
+        )
     noise_base = check_float("noise_base", noise_base, low=0.0, open_low=True)
     noise_slope = check_float("noise_slope", noise_slope, low=0.0)
     rng = np.random.default_rng(seed)
