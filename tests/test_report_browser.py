@@ -1,0 +1,131 @@
+"""report.html in a real headless Chromium, opened from file:// with the network blocked:
+every figure renders, nothing is fetched, no console error, no injected script runs.
+
+Needs Debian's chromium (/usr/bin/chromium) and the `playwright` Python package (never
+`playwright install`: it downloads a browser). Skipped with a reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.gates import evaluate_gates
+from workbench.records import MetricRecord, RunRecord, SuiteResult
+from workbench.reporting import write_reports
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+
+pytestmark = pytest.mark.browser
+
+
+def _playwright():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"{CHROMIUM} not found: `apt-get install -y chromium fonts-liberation` to run browser tests")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("python package `playwright` not installed: `pip install playwright` (no `playwright install`)")
+    return sync_playwright
+
+
+class LinesSuite:
+    """Figures from a saved artifact: one line chart per row, one heatmap."""
+
+    @classmethod
+    def figures(cls, result, run_dir):
+        import plotly.graph_objects as go
+
+        with np.load(Path(run_dir) / result["artifacts"]["curve"]) as z:
+            x, ys = z["x"], z["y"]
+        out = [(f"Line {i} {EVIL}", go.Figure(go.Scatter(x=x, y=y, name=EVIL)).update_layout(title=f"line {i} {EVIL}"))
+               for i, y in enumerate(ys)]
+        out.append(("Heatmap", go.Figure(go.Heatmap(z=np.outer(x, x)))))
+        return out
+
+
+class BrokenSuite:
+    @classmethod
+    def figures(cls, result, run_dir):
+        raise ValueError("cannot draw")
+
+
+def _run(run_dir: Path, n_lines: int) -> RunRecord:
+    (run_dir / "artifacts").mkdir(parents=True)
+    x = np.linspace(0, 1, 50)
+    np.savez(run_dir / "artifacts/curve.npz", x=x, y=np.stack([np.sin(3 * k * x) for k in range(n_lines)]))
+    results = (
+        SuiteResult(suite="lines", model=f"cnn {EVIL}", dataset="digits", status="ok",
+                    artifacts={"curve": "artifacts/curve.npz"},
+                    metrics=(MetricRecord(name="accuracy", value=0.9, higher_is_better=True, n=100, ci=(0.83, 0.95),
+                                          tags={"class": EVIL}),)),
+        SuiteResult(suite="broken", model="mlp", dataset="wine", status="ok",
+                    metrics=(MetricRecord.unavailable("accuracy", f"reason {EVIL}"),)),
+        SuiteResult(suite="explain", model="mlp", dataset="wine", status="skipped", reason=EVIL),
+    )
+    run = RunRecord(run_id="browser", created_at="2026-11-22T10:00:00+00:00",
+                    provenance={"seed": 0, "device": "cpu", "plan": {"run": {"name": EVIL}}}, results=results)
+    (run_dir / "results.json").write_text(json.dumps(run.to_dict()))
+    return run
+
+
+def test_report_renders_offline_in_chromium(tmp_path):
+    sync_playwright = _playwright()
+    n_lines = 3
+    run = _run(tmp_path / "run", n_lines)
+    outcome = evaluate_gates(run, ["accuracy{suite=lines} >= 0.95"])
+    path = write_reports(run, tmp_path / "run", formats="html", gate_outcome=outcome,
+                         suites={"lines": LinesSuite, "broken": BrokenSuite})["html"]
+    n_figs = n_lines + 1
+    url = path.resolve().as_uri()
+    blocked, console_errors, page_errors, dialogs = [], [], [], []
+
+    def route(r):
+        if r.request.url == url or r.request.url.startswith(("data:", "blob:")):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", route)
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto(url, wait_until="load")
+            # Poll from Python: wait_for_function evaluates a string in the page, which the
+            # report's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+            for _ in range(300):
+                if page.locator(".js-plotly-plot").count() >= n_figs:
+                    break
+                page.wait_for_timeout(100)
+            page.wait_for_timeout(300)
+            n_plots = page.locator(".js-plotly-plot").count()
+            n_svg = page.locator(".js-plotly-plot .main-svg").count()
+            titles = page.locator(".gtitle").all_text_contents()
+            notes = page.locator(".note").all_text_contents()
+            body = page.inner_text("body")
+            n_scripts_run = page.evaluate("document.querySelectorAll('script').length")
+        finally:
+            browser.close()
+    assert n_plots == n_figs
+    assert n_svg >= n_figs
+    assert sorted(t.split(" ")[0] + " " + t.split(" ")[1] for t in titles if t.startswith("line")) == [
+        f"line {i}" for i in range(n_lines)]
+    assert blocked == [], f"the report tried to fetch {blocked}"
+    assert console_errors == [] and page_errors == [], (console_errors, page_errors)
+    assert dialogs == [], "an injected script ran"
+    assert any("Figures of suite 'broken' could not be drawn: ValueError: cannot draw" in n for n in notes)
+    assert "cnn <script>alert(1)</script>" in body  # shown as text, not run
+    assert n_scripts_run == 1 + n_figs + 1  # plotly.js, the figure specs, the loader: nothing injected
+    assert "FAIL" in body and "is not >= 0.95" in body
