@@ -375,12 +375,21 @@ def token_bytes(vocab: Sequence[str]) -> np.ndarray:
     return np.array([len(s.encode("utf-8")) for s in vocab], dtype=np.int64)
 
 
+def is_text_vocab(vocab: Sequence[str] | None) -> bool:
+    """True when some token holds a space, i.e. concatenated tokens form running text
+    (a character or subword vocabulary) rather than a sequence of symbols."""
+    return vocab is not None and any(" " in tok for tok in vocab)
+
+
 def decode(ids: Sequence[int] | torch.Tensor, vocab: Sequence[str] | None) -> str:
-    """Text of token ids: concatenated vocab strings, or space-separated ids without a vocab."""
+    """Text of token ids: concatenated vocab strings for a text vocabulary
+    (`is_text_vocab`), space-separated symbols for any other vocabulary, and
+    space-separated ids without one, so BLEU/ROUGE always see token boundaries."""
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
     if vocab is None:
         return " ".join(str(int(i)) for i in ids)
-    return "".join(vocab[int(i)] for i in ids)
+    sep = "" if is_text_vocab(vocab) else " "
+    return sep.join(vocab[int(i)] for i in ids)
 
 
 def count_words(text: str) -> int:

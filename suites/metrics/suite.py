@@ -262,7 +262,7 @@ class MetricsSuite(Suite):
             ))
 
         vocab = data.vocab
-        if vocab is not None and any(" " in tok for tok in vocab):
+        if MF.is_text_vocab(vocab):
             doc_words = self._doc_words(y, groups, doc_ids, vocab)
             arrays["doc_words"] = doc_words
             if doc_words.sum() > 0:
@@ -375,7 +375,7 @@ class MetricsSuite(Suite):
         rl = MF.rouge_l(hyps, refs)
         ctx.save_artifact("generations", {
             "rows": rows.tolist(), "prompt_len": prompt_len, "gen_len": gen_len,
-            "decoded_as": "text" if vocab is not None else "token_ids",
+            "decoded_as": "token_ids" if vocab is None else ("text" if MF.is_text_vocab(vocab) else "tokens"),
             "prompts": prompt_texts, "references": refs, "hypotheses": hyps,
             "rouge_l": rl.tolist(), "bleu_signature": b.signature,
         })

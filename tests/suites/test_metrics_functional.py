@@ -93,17 +93,17 @@ def test_bad_input_raises_clear_errors(call, match):
 def test_classification_cis_match_independent_bootstrap(labels):
     """The vectorised bincount bootstrap equals a plain per-resample loop over scikit-learn."""
     p, t = labels
-    rep = MF.classification_report(p, t, K, n_boot=200, seed=7)
+    rep = MF.classification_report(p, t, K, n_boot=100, seed=7)
     correct = (p == t).astype(float)
-    assert rep.accuracy_ci == pytest.approx(bootstrap_mean_ci(correct, n_boot=200, seed=7))
+    assert rep.accuracy_ci == pytest.approx(bootstrap_mean_ci(correct, n_boot=100, seed=7))
     lab = list(range(K))
     ref = bootstrap_stat_ci(
-        lambda i: skm.f1_score(t[i], p[i], labels=lab, average="macro", zero_division=0), t.size, n_boot=200, seed=7
+        lambda i: skm.f1_score(t[i], p[i], labels=lab, average="macro", zero_division=0), t.size, n_boot=100, seed=7
     )
     assert rep.macro_ci["f1"] == pytest.approx(ref)
     ref1 = bootstrap_stat_ci(
         lambda i: skm.precision_score(t[i], p[i], labels=lab, average=None, zero_division=0)[1],
-        t.size, n_boot=200, seed=7,
+        t.size, n_boot=100, seed=7,
     )
     assert tuple(rep.per_class_ci["precision"][1]) == pytest.approx(ref1)
 
@@ -201,6 +201,8 @@ def test_bits_per_byte_and_word_perplexity_by_hand():
     assert MF.word_perplexity(total_nll, 3) == pytest.approx(math.exp(6 * math.log(4) / 3))  # = 16
     assert MF.word_perplexity(total_nll, 3) == pytest.approx(16.0)
     assert MF.decode(torch.tensor([3, 10]), None) == "3 10"
+    assert MF.is_text_vocab(vocab) and not MF.is_text_vocab(["a", "b"]) and not MF.is_text_vocab(None)
+    assert MF.decode([1, 0, 1], ["a", "b"]) == "b a b"  # symbols keep their boundaries
     with pytest.raises(DataError):
         MF.bits_per_byte(1.0, 0)
 

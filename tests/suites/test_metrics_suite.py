@@ -408,13 +408,23 @@ def test_lm_without_bytes_source_is_null_with_reason(tmp_path):
     assert res.metric("bleu").value == pytest.approx(sacrebleu.corpus_bleu(gen["hypotheses"], [gen["references"]]).score)
 
 
-def test_lm_is_deterministic(tmp_path):
+def test_lm_symbol_vocab_is_deterministic(tmp_path):
     data, enc, _ = _lm_data()
-    handle = ModelHandle(name="lm", module=GenerativeBigramLM(len(data.vocab), enc), arch="b", task="lm",
+    symbols = tuple(f"s{i}" for i in range(len(data.vocab)))  # a symbol vocabulary, like a Markov source
+    data = Dataset(name="sym", modality="lm", task="lm", train=data.test, val=data.test, test=data.test,
+                   vocab_size=len(symbols), vocab=symbols)
+    handle = ModelHandle(name="lm", module=GenerativeBigramLM(len(symbols), enc), arch="b", task="lm",
                          output="lm_logits")
     a = _suite(n_prompts=4).run(handle, data, _ctx(tmp_path / "a", seed=9))
     b = _suite(n_prompts=4).run(handle, data, _ctx(tmp_path / "b", seed=9))
+    _check_records(a)
     assert [m.to_dict() for m in a.metrics] == [m.to_dict() for m in b.metrics]
+    gen = json.loads((tmp_path / "a" / a.artifacts["generations"]).read_text())
+    full = torch.cat([data.test.x, data.test.y[:, -1:]], 1)
+    assert gen["decoded_as"] == "tokens"
+    assert gen["references"][0] == " ".join(symbols[i] for i in full[gen["rows"][0], T // 2 :])
+    assert a.metric("bleu").value == pytest.approx(sacrebleu.corpus_bleu(gen["hypotheses"], [gen["references"]]).score)
+    assert a.metric("bleu").value > 0  # symbol boundaries kept: some n-grams match
 
 
 # ------------------------------------------------------------------------ params
