@@ -1,0 +1,183 @@
+"""Plotly figures of the robustness suite, drawn only from a result's saved artifacts
+(`robustness_summary.json`, `adversarial_examples.npz`, `corruptions.json`, `drift.json`,
+`masking_flags.json`); shared by the HTML report and the dashboard through
+`RobustnessSuite.figures`. Missing artifacts simply give fewer figures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DASH = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+
+
+def _path(result: dict[str, Any], run_dir: Path, name: str, suffix: str) -> Path | None:
+    rel = (result.get("artifacts") or {}).get(name)
+    if not rel or not str(rel).endswith(suffix):
+        return None
+    path = Path(run_dir) / rel
+    return path if path.exists() else None
+
+
+def _json(result: dict[str, Any], run_dir: Path, name: str) -> Any:
+    path = _path(result, run_dir, name, ".json")
+    return None if path is None else json.loads(path.read_text())
+
+
+def _npz(result: dict[str, Any], run_dir: Path, name: str) -> dict[str, np.ndarray] | None:
+    path = _path(result, run_dir, name, ".npz")
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def accuracy_vs_eps_figure(summary: dict[str, Any]) -> Any:
+    """Robust accuracy against eps, one line per attack (colour) and variant (dash), with
+    95% Wilson bands as error bars; standard and adversarially trained models on one chart."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    variants = summary.get("variants", {})
+    for vi, (variant, vs) in enumerate(variants.items()):
+        for attack, c in (vs.get("curves") or {}).items():
+            acc = np.asarray(c["accuracy"], dtype=float)
+            lo = acc - np.asarray(c["ci_low"], dtype=float)
+            hi = np.asarray(c["ci_high"], dtype=float) - acc
+            fig.add_trace(go.Scatter(
+                x=c["eps"], y=acc, mode="lines+markers", name=f"{variant}: {attack}",
+                line={"dash": _DASH[vi % len(_DASH)], "width": 4 if attack == "worst_case" else 2},
+                error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo, "thickness": 1},
+            ))
+        if "clean_accuracy" in vs:
+            fig.add_trace(go.Scatter(x=[0.0], y=[vs["clean_accuracy"]], mode="markers", name=f"{variant}: clean",
+                                     marker={"symbol": "star", "size": 11}))
+    space = " (embedding space, eps relative)" if any(v.get("space") == "embedding" for v in variants.values()) else ""
+    fig.update_layout(title=f"Robust accuracy vs eps ({summary.get('norm', '')}){space}",
+                      xaxis_title="eps", yaxis_title="accuracy under attack", yaxis_range=[0, 1.02])
+    return fig
+
+
+def corruption_figure(rows: list[dict[str, Any]]) -> Any:
+    """Accuracy against severity per corruption (severity 0 = clean test)."""
+    import plotly.graph_objects as go
+
+    clean = next((r for r in rows if r["corruption"] == "none"), None)
+    fig = go.Figure()
+    for name in dict.fromkeys(r["corruption"] for r in rows if r["corruption"] != "none"):
+        pts = sorted((r for r in rows if r["corruption"] == name), key=lambda r: r["severity"])
+        if clean is not None:
+            pts = [clean, *pts]
+        fig.add_trace(go.Scatter(
+            x=[r["severity"] for r in pts], y=[r["accuracy"] for r in pts], mode="lines+markers", name=name,
+            hovertext=[f"gap {r['generalization_gap']:.3f} nats, n={r['n']}" for r in pts],
+        ))
+    fig.update_layout(title="Accuracy under corruption (severity 0 = clean)", xaxis_title="severity",
+                      yaxis_title="accuracy", yaxis_range=[0, 1.02])
+    return fig
+
+
+def drift_table_figure(rows: list[dict[str, Any]]) -> Any:
+    """One row per shifted set: permutation p, max KS vs its calibrated threshold, max PSI,
+    BH-significant features and the verdict."""
+    import plotly.graph_objects as go
+
+    cols = {
+        "shift": [r["shift"] for r in rows],
+        "severity": [r["severity"] for r in rows],
+        "perm. p": [f"{r['permutation_pvalue']:.3g}" for r in rows],
+        "max KS": [f"{r['max_ks']:.3f}" for r in rows],
+        "KS threshold (at n)": [f"{r['threshold']:.3f}" for r in rows],
+        "max PSI": [f"{r['max_psi']:.3f}" for r in rows],
+        "features drifted (BH)": [f"{r['n_significant_features']}/{len(r['ks_statistic'])}" for r in rows],
+        "drift": ["yes" if r["drift"] else ("stat. only" if r["statistically_significant"] else "no") for r in rows],
+    }
+    fig = go.Figure(go.Table(header={"values": list(cols)}, cells={"values": list(cols.values())}))
+    fig.update_layout(title="Input drift vs training inputs (KS + BH, PSI, permutation-calibrated verdict)")
+    return fig
+
+
+def masking_table_figure(flags: dict[str, list[dict[str, Any]]]) -> Any:
+    """Gradient-masking checks per variant: flagged / passed / not run, with the evidence."""
+    import plotly.graph_objects as go
+
+    variant, check, status, reason = [], [], [], []
+    for v, checks in flags.items():
+        for c in checks:
+            variant.append(v)
+            check.append(c["check"])
+            status.append("FLAGGED" if c["flagged"] else ("passed" if c["flagged"] is False else "not run"))
+            reason.append(c["reason"])
+    fig = go.Figure(go.Table(
+        columnwidth=[1, 2, 1, 5],
+        header={"values": ["variant", "check", "status", "evidence"]},
+        cells={"values": [variant, check, status, reason]},
+    ))
+    fig.update_layout(title="Gradient-masking checks")
+    return fig
+
+
+def gallery_figure(ex: dict[str, np.ndarray], class_names: list[str]) -> Any:
+    """Adversarial examples. Images: rows clean / perturbation / adversarial with the true
+    label and the predictions (probability) before and after. Tabular: perturbation per
+    feature. Tokens: relative perturbation norm per position."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    name = lambda i: class_names[int(i)] if 0 <= int(i) < len(class_names) else str(int(i))  # noqa: E731
+    k = len(ex["label"])
+    titles = [
+        f"y={name(ex['label'][i])}: {name(ex['pred_clean'][i])} ({ex['probs_clean'][i].max():.2f}) → "
+        f"{name(ex['pred_adversarial'][i])} ({ex['probs_adversarial'][i].max():.2f})" for i in range(k)
+    ]
+    if "clean" in ex and ex["clean"].ndim == 4:
+        fig = make_subplots(rows=3, cols=k, subplot_titles=titles + [""] * (2 * k),
+                            horizontal_spacing=0.01, vertical_spacing=0.06)
+        for i in range(k):
+            clean, pert, adv = ex["clean"][i, 0], ex["perturbation"][i, 0], ex["adversarial"][i, 0]
+            m = float(np.abs(pert).max()) or 1.0
+            fig.add_trace(go.Heatmap(z=clean, colorscale="gray", showscale=False, zmin=0, zmax=max(1.0, clean.max())), 1, i + 1)
+            fig.add_trace(go.Heatmap(z=pert, colorscale="RdBu", showscale=False, zmin=-m, zmax=m), 2, i + 1)
+            fig.add_trace(go.Heatmap(z=adv, colorscale="gray", showscale=False, zmin=0, zmax=max(1.0, adv.max())), 3, i + 1)
+        fig.update_yaxes(autorange="reversed", showticklabels=False)
+        fig.update_xaxes(showticklabels=False)
+        fig.update_annotations(font_size=9)
+        fig.update_layout(title="Adversarial examples: clean / perturbation / adversarial", height=420)
+        return fig
+    if "position_perturbation" in ex:
+        z = ex["position_perturbation"]
+        text = ex["tokens"].astype(str)
+        fig = go.Figure(go.Heatmap(z=z, text=text, texttemplate="%{text}", colorscale="Reds",
+                                   y=titles, colorbar={"title": "rel. L2"}))
+        fig.update_layout(title="Adversarial examples in embedding space: perturbation per position (token ids shown)",
+                          xaxis_title="position")
+        return fig
+    pert = ex["perturbation"].reshape(k, -1)
+    fig = go.Figure(go.Heatmap(z=pert, y=titles, colorscale="RdBu", zmid=0, colorbar={"title": "Δ"}))
+    fig.update_layout(title="Adversarial examples: perturbation per feature", xaxis_title="feature")
+    return fig
+
+
+def robustness_figures(result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
+    """All figures available for one robustness result (its `to_dict()` form)."""
+    out: list[tuple[str, Any]] = []
+    summary = _json(result, run_dir, "robustness_summary")
+    if summary and summary.get("variants"):
+        out.append(("Robust accuracy vs eps", accuracy_vs_eps_figure(summary)))
+    flags = _json(result, run_dir, "masking_flags")
+    if flags:
+        out.append(("Gradient-masking checks", masking_table_figure(flags)))
+    ex = _npz(result, run_dir, "adversarial_examples")
+    if ex is not None and len(ex.get("label", [])):
+        out.append(("Adversarial examples", gallery_figure(ex, (summary or {}).get("class_names") or [])))
+    rows = _json(result, run_dir, "corruptions")
+    if rows:
+        out.append(("Accuracy under corruption", corruption_figure(rows)))
+    drift = _json(result, run_dir, "drift")
+    if drift:
+        out.append(("Input drift", drift_table_figure(drift)))
+    return out

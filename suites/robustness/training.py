@@ -1,0 +1,320 @@
+"""Adversarial training recipes for `workbench.train.train_model` (registered in
+`workbench.train.RECIPES` as "pgd_at", "fgsm_rs", "trades").
+
+A recipe has `name`, `batch_loss(module, x, y, loss_fn) -> Tensor` (called with the module
+in train mode) and `epoch_end(module, data, epoch, device) -> dict` whose
+"selection_score" (validation accuracy under a PGD attack STRONGER than the training
+attack) makes the trainer keep the most robust epoch — guarding against robust
+overfitting and catastrophic overfitting alike.
+
+  PGDAdversarialTraining   Madry et al. (2018): train on PGD-k examples (random start,
+                           step 2.5·eps/k).
+  FGSMRandomStartTraining  Wong, Rice & Kolter (2020) "fast" AT: uniform random start in
+                           the eps-ball, one signed-gradient step of alpha = 1.25·eps,
+                           projected. Catastrophic overfitting is detected at each
+                           epoch end on a validation batch: PGD accuracy collapsing
+                           (dropping by more than `collapse_drop` from its best) or a
+                           FGSM−PGD accuracy gap above `collapse_gap` flags the epoch
+                           ("catastrophic_overfitting": 1.0); the best epoch is kept.
+  TRADESTraining           Zhang et al. (2019): CE(f(x), y) + β·KL(f(x) ‖ f(x')) with x'
+                           maximising the KL by k signed steps from x + 0.001·N(0, I).
+
+Attack generation runs in EVAL mode (`frozen_eval`): BatchNorm uses its running
+statistics and is not updated by the attack's forward passes, dropout is off, parameters
+are frozen and their `.grad` untouched; every flag is restored before the training
+forward pass, which runs in the caller's (train) mode. Madry et al. generate in train mode;
+we choose eval mode so the attack sees the same function the evaluation attacks, and so
+the attack steps do not pollute BatchNorm statistics (TRADES's reference code does the
+same). Token models (long inputs) are attacked in embedding space through `.embed` /
+`.forward_from_embeddings`, with eps relative to the RMS embedding coordinate (L∞) or the
+mean sequence-embedding norm (L2), as in the suite.
+
+`bounds`: the valid input range, e.g. (0, 1) for digits, or None (unbounded). The trainer
+builds a recipe from `recipe_params` only, so pass `bounds` there (the robustness suite
+does); with the default "auto" the recipe uses the dataset's bounds once it has seen the
+dataset (`prepare(data)`, or the first `epoch_end`) and clips to nothing before that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suites.robustness import functional as A
+from workbench.errors import ConfigError, check_positive_int
+from workbench.torch_utils import frozen_eval, module_device
+
+
+def _check_float(name: str, value: object, *, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"Expected `{name}` to be a float, got {type(value).__name__} {value!r}.")
+    if positive and not value > 0:
+        raise ConfigError(f"Expected `{name}` to be a float > 0, got {value!r}.")
+    return float(value)
+
+
+class _AdversarialRecipe:
+    """Shared parts: parameters, bounds, embedding space, validation at epoch end."""
+
+    name = ""
+
+    def __init__(
+        self,
+        *,
+        eps: float = 0.1,
+        norm: str = "linf",
+        bounds: Any = "auto",
+        val_samples: int = 256,
+        val_steps: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.eps = _check_float("eps", eps)
+        self.norm = A._check_norm(norm)
+        if isinstance(bounds, str):
+            if bounds != "auto":
+                raise ConfigError(f"Expected `bounds` to be 'auto', None or a (low, high) pair, got {bounds!r}.")
+            self.bounds: A.Bounds = None
+            self._auto_bounds = True
+        else:
+            self.bounds = A._check_bounds(bounds)
+            self._auto_bounds = False
+        self.val_samples = check_positive_int("val_samples", val_samples)
+        self.val_steps = None if val_steps is None else check_positive_int("val_steps", val_steps)
+        self.seed = int(seed)
+        self._gen = torch.Generator().manual_seed(self.seed)
+        self.history: list[dict[str, float]] = []
+
+    # -- configuration
+    def prepare(self, data: Any) -> None:
+        """Adopt the dataset's bounds when `bounds="auto"`."""
+        if self._auto_bounds:
+            self.bounds = A._check_bounds(getattr(data, "bounds", None))
+            self._auto_bounds = False
+
+    @property
+    def train_steps(self) -> int:
+        """Gradient steps of the training attack."""
+        return 1
+
+    @property
+    def eval_steps(self) -> int:
+        """Steps of the validation PGD: always more than the training attack."""
+        return self.val_steps if self.val_steps is not None else max(10, 2 * self.train_steps)
+
+    def describe(self) -> str:
+        return f"{self.name}(eps={self.eps:g}, norm={self.norm}, steps={self.train_steps})"
+
+    # -- input space
+    def _space(self, module: nn.Module, x: torch.Tensor) -> tuple[A.Model, torch.Tensor, torch.Tensor, float, A.Bounds]:
+        """(attack model, attack input detached, training input with grad path, eps, bounds):
+        the input itself for float inputs, token embeddings for long inputs."""
+        if torch.is_floating_point(x):
+            return module, x.detach(), x, self.eps, self.bounds
+        space = A.EmbeddingSpace(module)
+        e = module.embed(x)  # (B, T, C), keeps the path to the embedding weights
+        e0 = e.detach()
+        return space, e0, e, self.eps * A.embedding_eps_scale(e0, self.norm), None
+
+    @staticmethod
+    def _forward(module: nn.Module, xin: torch.Tensor, token: bool) -> torch.Tensor:
+        out = module.forward_from_embeddings(xin) if token else module(xin)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+        token = not torch.is_floating_point(x)
+        model, x0, xin, eps, bounds = self._space(module, x)
+        x_adv = self._adversarial(model, x0, y, eps, bounds)
+        # token models: the adversarial embedding keeps the path to the embedding weights
+        inp = xin + (x_adv - x0) if token else x_adv
+        return loss_fn(self._forward(module, inp, token), y)
+
+    # -- validation
+    def _val_batch(self, data: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = min(self.val_samples, len(data.val))
+        return data.val.x[:n].to(device), data.val.y[:n].to(device)
+
+    def _val_attack_accuracies(self, module: nn.Module, data: Any, device: torch.device) -> dict[str, float]:
+        self.prepare(data)
+        xv, yv = self._val_batch(data, device)
+        with frozen_eval(module), torch.no_grad():
+            if torch.is_floating_point(xv):
+                model, x0, eps, bounds = module, xv, self.eps, self.bounds
+            else:
+                model = A.EmbeddingSpace(module)
+                x0 = model.embed(xv)
+                eps, bounds = self.eps * A.embedding_eps_scale(x0, self.norm), None
+        gen = torch.Generator().manual_seed(self.seed + 1)
+
+        def acc(xa: torch.Tensor) -> float:
+            return float((A.predict_logits(model, xa).argmax(1) == yv).float().mean())
+
+        x_pgd = A.pgd(model, x0, yv, eps=eps, norm=self.norm, steps=self.eval_steps, bounds=bounds, generator=gen)
+        x_fgsm = A.fgsm(model, x0, yv, eps=eps, norm=self.norm, bounds=bounds)
+        return {"val_clean_accuracy": acc(x0), "val_pgd_accuracy": acc(x_pgd), "val_fgsm_accuracy": acc(x_fgsm)}
+
+    def epoch_end(self, module: nn.Module, data: Any, epoch: int, device: torch.device) -> dict[str, float]:
+        row = self._val_attack_accuracies(module, data, device)
+        row["selection_score"] = row["val_pgd_accuracy"]
+        self.history.append({"epoch": float(epoch), **row})
+        return row
+
+
+class PGDAdversarialTraining(_AdversarialRecipe):
+    """PGD adversarial training (Madry et al. 2018): PGD-`steps` with random start and step
+    `alpha` (default 2.5·eps/steps)."""
+
+    name = "pgd_at"
+
+    def __init__(self, *, eps: float = 0.1, steps: int = 7, alpha: float | None = None, norm: str = "linf",
+                 bounds: Any = "auto", val_samples: int = 256, val_steps: int | None = None, seed: int = 0) -> None:
+        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed)
+        self.steps = check_positive_int("steps", steps)
+        self.alpha = None if alpha is None else _check_float("alpha", alpha)
+
+    @property
+    def train_steps(self) -> int:
+        return self.steps
+
+    def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
+        alpha = None if self.alpha is None else self.alpha * eps / self.eps
+        return A.pgd(model, x0, y, eps=eps, norm=self.norm, steps=self.steps, step_size=alpha, bounds=bounds,
+                     generator=self._gen)
+
+
+class FGSMRandomStartTraining(_AdversarialRecipe):
+    """Fast adversarial training (Wong et al. 2020): FGSM from a uniform random start with
+    step `alpha` (default 1.25·eps), with catastrophic-overfitting detection."""
+
+    name = "fgsm_rs"
+
+    def __init__(self, *, eps: float = 0.1, alpha: float | None = None, norm: str = "linf", bounds: Any = "auto",
+                 collapse_drop: float = 0.2, collapse_gap: float = 0.3, val_samples: int = 256,
+                 val_steps: int | None = None, seed: int = 0) -> None:
+        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed)
+        self.alpha = 1.25 * self.eps if alpha is None else _check_float("alpha", alpha)
+        self.collapse_drop = _check_float("collapse_drop", collapse_drop)
+        self.collapse_gap = _check_float("collapse_gap", collapse_gap)
+        self.best_pgd = float("-inf")
+        self.collapsed_epochs: list[int] = []
+
+    def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
+        # FGSM-RS is PGD with one step of size alpha from a uniform random start
+        return A.pgd(model, x0, y, eps=eps, norm=self.norm, steps=1, step_size=self.alpha * eps / self.eps,
+                     random_start=True, bounds=bounds, generator=self._gen)
+
+    def epoch_end(self, module: nn.Module, data: Any, epoch: int, device: torch.device) -> dict[str, float]:
+        row = self._val_attack_accuracies(module, data, device)
+        row["selection_score"] = row["val_pgd_accuracy"]
+        row["fgsm_pgd_gap"] = row["val_fgsm_accuracy"] - row["val_pgd_accuracy"]
+        collapsed = catastrophic_overfitting(row["val_pgd_accuracy"], row["val_fgsm_accuracy"], self.best_pgd,
+                                             drop=self.collapse_drop, gap=self.collapse_gap)
+        row["catastrophic_overfitting"] = 1.0 if collapsed else 0.0
+        if collapsed:
+            self.collapsed_epochs.append(int(epoch))
+        self.best_pgd = max(self.best_pgd, row["val_pgd_accuracy"])
+        self.history.append({"epoch": float(epoch), **row})
+        return row
+
+
+def catastrophic_overfitting(pgd_acc: float, fgsm_acc: float, best_pgd_acc: float, *, drop: float = 0.2,
+                             gap: float = 0.3) -> bool:
+    """Catastrophic overfitting (Wong et al. 2020): validation PGD accuracy fell more than
+    `drop` below its best so far, or FGSM accuracy exceeds PGD accuracy by more than `gap`
+    (the model resists the single step it is trained on but not a multi-step attack)."""
+    return (pgd_acc < best_pgd_acc - drop) or (fgsm_acc - pgd_acc > gap)
+
+
+class TRADESTraining(_AdversarialRecipe):
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + beta·KL(softmax f(x) ‖ softmax f(x')), x'
+    found by `steps` signed-gradient steps of `alpha` (default 2.5·eps/steps) on that KL,
+    starting from x + 0.001·N(0, I)."""
+
+    name = "trades"
+
+    def __init__(self, *, eps: float = 0.1, beta: float = 6.0, steps: int = 7, alpha: float | None = None,
+                 norm: str = "linf", bounds: Any = "auto", val_samples: int = 256, val_steps: int | None = None,
+                 seed: int = 0) -> None:
+        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed)
+        self.beta = _check_float("beta", beta, positive=False)
+        self.steps = check_positive_int("steps", steps)
+        self.alpha = None if alpha is None else _check_float("alpha", alpha)
+
+    @property
+    def train_steps(self) -> int:
+        return self.steps
+
+    def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
+        alpha = 2.5 * eps / self.steps if self.alpha is None else self.alpha * eps / self.eps
+        with A.attack_mode(model):
+            with torch.no_grad():
+                p_clean = F.softmax(A.logits_of(model, x0).float(), dim=1)
+            start = 0.001 * torch.randn(tuple(x0.shape), generator=self._gen).to(x0)
+            x_adv = A.project(x0 + start, x0, eps, self.norm, bounds)
+            for _ in range(self.steps):
+                xa = x_adv.detach().requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(A.logits_of(model, xa).float(), dim=1), p_clean, reduction="sum")
+                (g,) = torch.autograd.grad(kl, xa)
+                x_adv = A.project(x_adv + alpha * A._ascent(g, self.norm), x0, eps, self.norm, bounds)
+        return x_adv.detach()
+
+    def batch_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+        token = not torch.is_floating_point(x)
+        model, x0, xin, eps, bounds = self._space(module, x)
+        x_adv = self._adversarial(model, x0, y, eps, bounds)
+        logits = self._forward(module, xin, token)
+        logits_adv = self._forward(module, xin + (x_adv - x0) if token else x_adv, token)
+        kl = F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.softmax(logits.float(), dim=1), reduction="batchmean")
+        return loss_fn(logits, y) + self.beta * kl
+
+
+def train_with_recipe(
+    module: nn.Module,
+    recipe: _AdversarialRecipe | Any,
+    data: Any,
+    *,
+    epochs: int,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[nn.Module, list[dict[str, float]], int]:
+    """A minimal stand-alone loop (Adam, fixed lr) honouring the recipe protocol, keeping
+    the epoch with the best "selection_score" — for scripts and tests; plans use
+    `workbench.train.train_model`. Returns (module in eval mode, history, best epoch)."""
+    import copy
+
+    check_positive_int("epochs", epochs)
+    torch.manual_seed(seed)
+    device = module_device(module)
+    if hasattr(recipe, "prepare"):
+        recipe.prepare(data)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    xtr, ytr = data.train.x, data.train.y
+    best, best_state, best_epoch, history = float("-inf"), None, 0, []
+    for epoch in range(epochs):
+        module.train()
+        perm = torch.randperm(len(ytr), generator=gen)
+        for i in range(0, len(ytr), batch_size):
+            b = perm[i : i + batch_size]
+            loss = recipe.batch_loss(module, xtr[b].to(device), ytr[b].to(device),
+                                     lambda out, yy: F.cross_entropy(out.float(), yy))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        module.eval()
+        row = dict(recipe.epoch_end(module, data, epoch, device) or {})
+        history.append({"epoch": float(epoch), **row})
+        score = float(row.get("selection_score", -epoch))
+        if score > best:
+            best, best_epoch, best_state = score, epoch, copy.deepcopy(module.state_dict())
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return module, history, best_epoch
