@@ -142,6 +142,8 @@ def test_parse_table_rules_and_gates_table():
     cfg = parse_gates({"alpha": 0.01, "rules": ["accuracy >= 0.9", "accuracy max_drop 0.1 significant"]})
     assert [x.alpha for x in cfg.rules] == [0.01, 0.01]
     assert parse_gates(["accuracy >= 0.9"]).rules[0].op == ">="
+    assert cfg.needs_baseline and not cfg.absolute_only().needs_baseline
+    assert [x.text for x in cfg.absolute_only().rules] == ["accuracy >= 0.9"]
 
 
 @pytest.mark.parametrize("rule, fragment", [

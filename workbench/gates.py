@@ -102,6 +102,15 @@ class GateConfig:
     n_boot: int = DEFAULT_N_BOOT
     seed: int = 0
 
+    def absolute_only(self) -> "GateConfig":
+        """The same gates without the baseline rules: what `workbench run` can check on its
+        own, before anyone passes a baseline."""
+        return replace(self, rules=tuple(r for r in self.rules if r.kind == "absolute"))
+
+    @property
+    def needs_baseline(self) -> bool:
+        return any(r.kind == "baseline" for r in self.rules)
+
 
 _NAME_RE = r"[A-Za-z_][\w.\-]*"
 _HEAD_RE = re.compile(rf"^\s*(?P<metric>{_NAME_RE})\s*(?:\{{(?P<tags>[^{{}}]*)\}})?\s*(?P<rest>.*)$", re.S)
@@ -711,7 +720,7 @@ def _evaluate_rule(rule: GateRule, cand: Mapping[str, Any], base: Mapping[str, A
         raise _RuleError("evaluate", f"{_describe(res, m)} has no value: {m.get('reason') or 'no reason given'}",
                          target=target)
     value = float(value)
-    unit = f" {m['unit']}" if m.get("unit") else ""
+    unit = f" {m['unit']}" if m.get("unit") and m["unit"] not in ("fraction", "dimensionless", "ratio", "1") else ""
     ci = m.get("ci")
     ci_txt = f" (95% CI {ci[0]:.4g}–{ci[1]:.4g})" if ci else ""
     if rule.kind == "absolute":

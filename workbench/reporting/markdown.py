@@ -19,7 +19,7 @@ MAX_BYTES = 1_000_000  # GitHub step summaries are capped at 1 MiB (1,048,576 by
 
 # Headline metrics, in display order. Per-class variants (a "class" tag) stay out of the headline.
 HEADLINE = (
-    "accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "auroc",
+    "accuracy", "balanced_accuracy", "f1_macro", "auroc",
     "mse", "rmse", "mae", "r2",
     "perplexity", "word_perplexity", "bits_per_byte", "bleu", "rouge_l",
     "robust_accuracy",
@@ -49,8 +49,12 @@ def md_escape(value: Any) -> str:
 # --------------------------------------------------------------------------- shared formatting
 
 
+QUIET_UNITS = frozenset({"fraction", "dimensionless", "ratio", "1"})  # not repeated after the number
+
+
 def fmt_value(v: float | None, unit: str | None = None) -> str:
-    """A number with 4 significant digits (thousands separators above 10^4)."""
+    """A number with 4 significant digits (thousands separators above 10^4), followed by
+    its unit unless the unit is a plain fraction/ratio."""
     if v is None:
         return "n/a"
     v = float(v)
@@ -62,7 +66,7 @@ def fmt_value(v: float | None, unit: str | None = None) -> str:
         s = f"{v:,.0f}"
     else:
         s = f"{v:.4g}"
-    return f"{s} {unit}" if unit else s
+    return f"{s} {unit}" if unit and unit not in QUIET_UNITS else s
 
 
 def fmt_ci(ci: Sequence[float] | None) -> str:
