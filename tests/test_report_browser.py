@@ -112,6 +112,8 @@ def test_report_renders_offline_in_chromium(tmp_path):
             page.wait_for_timeout(300)
             n_plots = page.locator(".js-plotly-plot").count()
             n_svg = page.locator(".js-plotly-plot .main-svg").count()
+            heights = page.evaluate("Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                                    ".map(e => e.getBoundingClientRect().height)")
             titles = page.locator(".gtitle").all_text_contents()
             notes = page.locator(".note").all_text_contents()
             body = page.inner_text("body")
@@ -120,6 +122,7 @@ def test_report_renders_offline_in_chromium(tmp_path):
             browser.close()
     assert n_plots == n_figs
     assert n_svg >= n_figs
+    assert min(heights) >= 300, f"figures collapsed to heights {heights}"
     assert sorted(t.split(" ")[0] + " " + t.split(" ")[1] for t in titles if t.startswith("line")) == [
         f"line {i}" for i in range(n_lines)]
     assert blocked == [], f"the report tried to fetch {blocked}"

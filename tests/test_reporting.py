@@ -321,6 +321,7 @@ def test_html_escapes_user_strings_and_references_no_external_url(run_and_dir, p
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     # Tables: a null metric shows n/a with its reason; directions; provenance; gate.
     assert "no probabilities &lt;script&gt;" in page and "↑" in page and "↓" in page
+    assert "<details><summary>Per-class metrics (1)</summary>" in page  # per-class rows start folded
     for text in ("deadbeef", "plan &lt;script&gt;", "torch 2.13.0", "2026-11-22T10:00:00+00:00", "Gate", "FAIL"):
         assert text in page
     # Every table-of-contents link has its target.

@@ -52,7 +52,7 @@ th{background:var(--bg2)}td.num{text-align:right;font-variant-numeric:tabular-nu
 .badge{display:inline-block;border-radius:1em;padding:0 .6em;font-size:12px;font-weight:600;color:#fff}
 .pass,.ok{background:var(--ok)}.fail,.error{background:var(--bad)}.skipped,.gerror{background:var(--warn)}
 .note{border-left:4px solid var(--warn);background:#fff8c5;padding:.4rem .8rem;margin:.5rem 0}
-.toc ol{margin:.2rem 0}.fig{min-height:120px;margin:.5rem 0 1rem}
+.toc ol{margin:.2rem 0}.fig{height:450px;width:100%;margin:.5rem 0 1rem}
 pre{background:var(--bg2);padding:.6rem;overflow:auto;max-height:30rem;font-size:12px}
 details>summary{cursor:pointer;color:var(--muted)}
 section.result{border-top:1px dashed var(--line);padding-top:.3rem}
@@ -65,6 +65,7 @@ LOADER = """
     var s = specs[i], div = document.getElementById(s.getAttribute('data-target'));
     try {
       var spec = JSON.parse(s.textContent);
+      if (spec.layout && spec.layout.height) div.style.height = spec.layout.height + 'px';
       Plotly.newPlot(div, spec.data || [], spec.layout || {}, {responsive: true, displaylogo: false});
     } catch (e) {
       div.className += ' note';
@@ -118,7 +119,7 @@ def collect_figures(result: Mapping[str, Any], run_dir: str | Path, suites: Any 
     return out, notes
 
 
-def _metric_table(metrics: list[Mapping[str, Any]]) -> str:
+def _metric_table(metrics: list[Mapping[str, Any]], fold: bool = True) -> str:
     rows = []
     for m in metrics:
         value = (f'<td class="num">{_e(fmt_value(m.get("value")))}</td>' if m.get("value") is not None
@@ -133,7 +134,7 @@ def _metric_table(metrics: list[Mapping[str, Any]]) -> str:
         )
     table = ("<table><thead><tr><th>metric</th><th>value</th><th>95% CI</th><th>n</th><th>dir</th><th>unit</th>"
              "<th>tags</th><th>reason (if no value)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
-    if len(metrics) > FOLD_ROWS:
+    if fold and len(metrics) > FOLD_ROWS:
         return f"<details><summary>All {len(metrics)} metrics</summary>{table}</details>"
     return table
 
@@ -243,7 +244,15 @@ def render_html(
             body.append(f'<section class="result" id="{anchor}"><h3>{_e(r.get("suite"))} · {_e(model)}</h3>'
                         f'<p class="muted">{meta}</p>')
             metrics = list(r.get("metrics", []))
-            body.append(_metric_table(metrics) if metrics else '<p class="muted">No metrics.</p>')
+            main = [m for m in metrics if "class" not in (m.get("tags") or {})]
+            per_class = [m for m in metrics if "class" in (m.get("tags") or {})]
+            if main:
+                body.append(_metric_table(main))
+            if per_class:
+                body.append(f"<details><summary>Per-class metrics ({len(per_class)})</summary>"
+                            f"{_metric_table(per_class, fold=False)}</details>")
+            if not metrics:
+                body.append('<p class="muted">No metrics.</p>')
             figs, notes = collect_figures(r, run_dir, suites)
             for note in notes:
                 body.append(f'<div class="note">{_e(note)}</div>')
