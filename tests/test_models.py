@@ -270,6 +270,25 @@ def test_parameter_counts_match_closed_forms(size: str) -> None:
     assert count(m) == 30 * c.d_model + 32 * c.d_model + c.n_layer * _block(c.d_model, c.d_ff) + 2 * c.d_model
 
 
+@pytest.mark.parametrize("name", ATTENTION_ARCHS)
+def test_flop_counter_sees_every_matmul(name: str) -> None:
+    """FlopCounterMode on the hand-written attention equals the closed-form count, also in
+    eval + no_grad (where nn.TransformerEncoderLayer's fast path reports 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    data = DATA[compatible(name)[0]]
+    m = build(name, data).eval()
+    c = m.config
+    x = data.train.x[:8]
+    B, T = x.shape
+    d, H, ff = c.d_model, c.n_head, c.d_ff
+    per_layer = 4 * 2 * B * T * d * d + 2 * (2 * B * H * T * T * (d // H)) + 2 * 2 * B * T * d * ff
+    head = 2 * B * T * d * c.vocab_size if m.output_kind == "lm_logits" else 2 * B * d * c.num_classes
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        m(x)
+    assert counter.get_total_flops() == c.n_layer * per_layer + head
+
+
 # ---- token models -------------------------------------------------------------------
 
 
