@@ -224,6 +224,10 @@ def calibration_bins(
         raise DataError(f"Expected `confidences` and `correct` of equal shape, got {tuple(conf.shape)} and {tuple(corr.shape)}.")
     _check_unit_interval("confidences", conf)
     _check_unit_interval("correct", corr)
+    return _bin_stats(conf, corr, n_bins, binning)
+
+
+def _bin_stats(conf: torch.Tensor, corr: torch.Tensor, n_bins: int, binning: str) -> BinStats:
     ids = bin_ids(conf, n_bins=n_bins, binning=binning)
     if conf.ndim == 1:
         conf, corr, ids = conf.unsqueeze(0), corr.unsqueeze(0), ids.unsqueeze(0)
@@ -279,12 +283,11 @@ def ece_bootstrap(
     check_positive_int("n_boot", n_boot)
     conf = _check_tensor("confidences", confidences, ndim=1).to(_F64)
     corr = _check_tensor("correct", correct, ndim=1).to(_F64)
+    _check_bins(n_bins, binning)
+    _check_unit_interval("confidences", conf)
+    _check_unit_interval("correct", corr)
     idx = torch.from_numpy(bootstrap_indices(conf.shape[0], n_boot, seed))
-    out = [
-        expected_calibration_error(conf[rows], corr[rows], n_bins=n_bins, binning=binning)
-        for rows in idx.split(chunk)
-    ]
-    return torch.cat(out)
+    return torch.cat([_ece_mce(_bin_stats(conf[rows], corr[rows], n_bins, binning))[0] for rows in idx.split(chunk)])
 
 
 def ece_perfectly_calibrated(
@@ -310,7 +313,7 @@ def ece_perfectly_calibrated(
         rows = min(chunk, n_sim - start)
         c = conf.expand(rows, -1)
         sim = torch.bernoulli(c, generator=gen)
-        out.append(expected_calibration_error(c, sim, n_bins=n_bins, binning=binning))
+        out.append(_ece_mce(_bin_stats(c, sim, n_bins, binning))[0])
     return torch.cat(out)
 
 
@@ -457,8 +460,12 @@ def auroc_bootstrap(
     if n == 0 or m == 0:
         raise DataError(f"Expected in- and out-of-distribution scores, got {n} and {m}.")
     rng = np.random.default_rng(seed)
-    w_in = torch.from_numpy(np.apply_along_axis(np.bincount, 1, rng.integers(0, n, (n_boot, n)), minlength=n)).to(_F64)
-    w_out = torch.from_numpy(np.apply_along_axis(np.bincount, 1, rng.integers(0, m, (n_boot, m)), minlength=m)).to(_F64)
+
+    def counts(size: int) -> torch.Tensor:  # (n_boot, size): how often each example is drawn per resample
+        idx = rng.integers(0, size, (n_boot, size)) + size * np.arange(n_boot)[:, None]
+        return torch.from_numpy(np.bincount(idx.ravel(), minlength=n_boot * size).reshape(n_boot, size)).to(_F64)
+
+    w_in, w_out = counts(n), counts(m)
     sorted_in, order = torch.sort(s_in)
     cum = torch.cat([torch.zeros(n_boot, 1, dtype=_F64), w_in[:, order].cumsum(1)], 1)  # (B, n+1)
     below = torch.searchsorted(sorted_in, s_out, right=False)  # count of s_in < s_out

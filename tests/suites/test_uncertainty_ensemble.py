@@ -11,7 +11,14 @@ from torch import nn
 
 from suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layers, mc_dropout_predict
 from workbench.errors import ConfigError, ModelError
-from workbench.torch_utils import ModuleState
+from workbench.torch_utils import ModuleState, limited_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster on a shared 2-core box."""
+    with limited_threads(1):
+        yield
 
 
 class TinyCNN(nn.Module):

@@ -17,6 +17,14 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from suites.uncertainty import functional as F
 from workbench.errors import ConfigError, DataError
 from workbench.stats import bootstrap_indices
+from workbench.torch_utils import limited_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster, and much faster on a shared 2-core box."""
+    with limited_threads(1):
+        yield
 
 
 def _probs(n: int, k: int, seed: int, s: int | None = None) -> torch.Tensor:
