@@ -217,6 +217,14 @@ def test_headline_rows_pick_headline_metrics_and_worst_case_robustness(run_and_d
     assert "worst of 2 (attack=pgd_linf)" in ra[0]["note"] and ra[1]["note"] == ""
     md = summary_markdown(run)
     assert "| 0.55 | \\[0.4, 0.7\\] | 50 |" in md and "12,346 target units²" in md
+    # A suite's own per-example worst case is preferred to the minimum over attacks.
+    d = run.to_dict()
+    d["results"][1]["metrics"].append({"name": "robust_accuracy", "value": 0.5, "higher_is_better": True,
+                                        "n": 50, "ci": None, "reason": None, "unit": None,
+                                        "tags": {"attack": "worst_case", "attacks": "pgd_linf+fgsm", "eps": 0.1}})
+    ra = [r for r in headline_rows(d) if r["metric"] == "robust_accuracy"]
+    assert [(r["value"], r["tags"], r["note"]) for r in ra] == [
+        (0.5, {"eps": 0.1}, "worst case over pgd_linf+fgsm (per example)")]
 
 
 def test_markdown_is_capped_with_a_note(tmp_path):

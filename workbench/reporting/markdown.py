@@ -140,13 +140,25 @@ def _row(res: Mapping[str, Any], m: Mapping[str, Any], note: str = "", tags: Map
     }
 
 
+ATTACK_DETAIL_TAGS = frozenset({"steps", "restarts", "targets", "role", "attacks"})
+
+
 def _worst_case_rows(res: Mapping[str, Any], ms: list[Mapping[str, Any]], over: str) -> list[dict]:
+    """Robust accuracy at each eps (eps = 0 left out). When the suite reports its own
+    per-example worst case (`attack=worst_case`: an example counts only if every attack
+    fails on it) those rows are used as they are; otherwise the minimum over attacks."""
+    ms = [m for m in ms if not _eps_is_zero(m.get("tags") or {})]
+    own = [m for m in ms if (m.get("tags") or {}).get(over) == "worst_case"]
+    if own:
+        return [_row(res, m, note=f"worst case over {(m.get('tags') or {}).get('attacks') or 'all attacks'}"
+                     " (per example)", tags={k: v for k, v in (m.get("tags") or {}).items() if k not in (over, "attacks")})
+                for m in own]
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for m in ms:
         tags = m.get("tags") or {}
-        if _eps_is_zero(tags):
+        if tags.get("role") == "masking_check":
             continue
-        key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != over))
+        key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != over and k not in ATTACK_DETAIL_TAGS))
         groups.setdefault(key, []).append(m)
     rows = []
     for key, group in groups.items():
