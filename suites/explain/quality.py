@@ -1,0 +1,230 @@
+"""Quality checks that sit next to every explanation.
+
+All functions take torch/numpy arrays of N explained examples and return per-example
+numbers (N,) so the suite can report a mean or median with a bootstrap CI.
+
+- completeness_gap: |sum(phi) - (f(x) - f(ref))| / |f(x) - f(ref)| (IG, DeepLift: ref =
+  baseline; SHAP: ref = E[f(background)]).
+- perturbation_curves / curve_auc: deletion (remove the most relevant units first; a
+  faithful attribution makes the target probability fall fast: lower AUC is better) and
+  insertion (start from the replacement and add the most relevant units first: higher
+  AUC is better), against a random order, for several replacement values.
+- rank_correlation + randomised_copy: the model-parameter randomisation test (Adebayo et
+  al. 2018). High correlation between explanations of the trained and a re-initialised
+  model means the method does not depend on what the model learned (it fails the check).
+- top_k_precision: overlap of the k most relevant units with known relevant units.
+- infidelity / max_sensitivity: captum.metrics (Yeh et al. 2019).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.errors import ConfigError, DataError, check_positive_int
+
+REPLACEMENTS = ("zero", "mean", "blur", "sample")
+
+
+def completeness_gap(total: np.ndarray, f_x: np.ndarray, f_ref: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Relative summation error per example: |total - (f_x - f_ref)| / max(|f_x - f_ref|, eps).
+    All arguments (N,)."""
+    total, f_x, f_ref = (np.asarray(a, dtype=np.float64).ravel() for a in (total, f_x, f_ref))
+    if not (total.shape == f_x.shape == f_ref.shape):
+        raise DataError(f"Expected equal shapes, got {total.shape}, {f_x.shape}, {f_ref.shape}.")
+    delta = f_x - f_ref
+    return np.abs(total - delta) / np.maximum(np.abs(delta), eps)
+
+
+def unit_index(shape: tuple[int, ...], space: str, modality: str) -> torch.Tensor:
+    """Unit of every element of one input of `shape` (the thing deletion removes at once):
+    image (C, H, W) -> pixel h*W + w (all channels together); tabular (F,) -> feature;
+    embeddings (T, C) -> token t."""
+    if space == "embedding":
+        t, c = shape
+        return torch.arange(t)[:, None].expand(t, c).contiguous()
+    if modality == "image":
+        c, h, w = shape
+        return torch.arange(h * w).reshape(1, h, w).expand(c, h, w).contiguous()
+    return torch.arange(int(np.prod(shape))).reshape(shape)
+
+
+def replacement_inputs(
+    kind: str, z: torch.Tensor, *, train_z: torch.Tensor, modality: str, rng: np.random.Generator,
+    blur_sigma: float = 1.0,
+) -> torch.Tensor:
+    """What a removed unit becomes, (N, *S) for inputs z (N, *S):
+    zero; mean (the training mean of each element); blur (images: Gaussian blur of the
+    image itself, sigma in pixels); sample (the same element of a random training input)."""
+    if kind == "zero":
+        return torch.zeros_like(z)
+    if kind == "mean":
+        return train_z.float().mean(0, keepdim=True).to(z).expand_as(z).contiguous()
+    if kind == "blur":
+        if modality != "image":
+            raise ConfigError(f"Replacement 'blur' applies to images, not {modality!r}.")
+        from scipy.ndimage import gaussian_filter
+
+        arr = z.detach().cpu().double().numpy()
+        out = gaussian_filter(arr, sigma=(0, 0, blur_sigma, blur_sigma), mode="nearest")
+        return torch.as_tensor(out, dtype=z.dtype, device=z.device)
+    if kind == "sample":
+        idx = rng.integers(0, train_z.shape[0], size=z.shape[0])
+        return train_z[torch.as_tensor(idx)].to(z)
+    raise ConfigError(f"Expected a replacement in {REPLACEMENTS}, got {kind!r}.")
+
+
+def order_units(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N, U) indices from most to least relevant (largest score first), ties broken at random."""
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    n, u = scores.shape
+    perm = rng.permuted(np.tile(np.arange(u), (n, 1)), axis=1)  # random order within ties
+    shuffled = np.take_along_axis(scores, perm, axis=1)
+    return np.take_along_axis(perm, np.argsort(-shuffled, axis=1, kind="stable"), axis=1)
+
+
+@torch.no_grad()
+def perturbation_curves(
+    f: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    target: torch.Tensor,
+    order: np.ndarray,
+    units: torch.Tensor,
+    replacement: torch.Tensor,
+    *,
+    mode: str = "deletion",
+    n_steps: int = 16,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Deletion or insertion curves, (N, n_steps + 1).
+
+    f(inputs (B, *S), target (B,)) -> (B,) the tracked score (e.g. target probability);
+    z (N, *S) inputs; order (N, U) unit indices, most relevant first; units (*S) unit of
+    each element; replacement (N, *S). Step j acts on the first round(j U / n_steps) units:
+    deletion replaces them, insertion starts from the replacement and restores them.
+    """
+    if mode not in ("deletion", "insertion"):
+        raise ConfigError(f"Expected `mode` in ('deletion', 'insertion'), got {mode!r}.")
+    check_positive_int("n_steps", n_steps)
+    n, u = order.shape
+    device = z.device
+    counts = np.round(np.linspace(0, u, n_steps + 1)).astype(np.int64)  # (S+1,)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(u)[None].repeat(n, 0), axis=1)  # rank of each unit
+    chosen = torch.as_tensor(rank[:, None, :] < counts[None, :, None], device=device)  # (N, S+1, U)
+    elem = chosen[:, :, units.to(device).reshape(-1)]  # (N, S+1, D)
+    flat_z = z.reshape(n, 1, -1)
+    flat_r = replacement.to(device).reshape(n, 1, -1)
+    if mode == "deletion":
+        inputs = torch.where(elem, flat_r, flat_z)
+    else:
+        inputs = torch.where(elem, flat_z, flat_r)
+    inputs = inputs.reshape(n * (n_steps + 1), *z.shape[1:])
+    tgt = target.to(device).repeat_interleave(n_steps + 1)
+    outs = [f(inputs[i : i + batch_size], tgt[i : i + batch_size]).double().cpu()
+            for i in range(0, inputs.shape[0], batch_size)]
+    return torch.cat(outs).reshape(n, n_steps + 1).numpy()
+
+
+def curve_auc(curves: np.ndarray) -> np.ndarray:
+    """Area under curves (N, S+1) sampled at evenly spaced fractions of [0, 1] (trapezoid)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    return np.trapezoid(curves, dx=1.0 / (curves.shape[-1] - 1), axis=-1)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, *, absolute: bool = True) -> np.ndarray:
+    """Spearman rank correlation per row of a, b (N, D) (of |values| when `absolute`, as in
+    Adebayo et al.'s absolute-value comparison). Constant rows give NaN."""
+    from scipy.stats import rankdata
+
+    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
+    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    if a.shape != b.shape:
+        raise DataError(f"Expected equal shapes, got {a.shape} and {b.shape}.")
+    if absolute:
+        a, b = np.abs(a), np.abs(b)
+    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra -= ra.mean(1, keepdims=True)
+    rb -= rb.mean(1, keepdims=True)
+    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (ra * rb).sum(1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def randomised_copy(module: nn.Module, seed: int) -> nn.Module:
+    """A deep copy with every submodule that has `reset_parameters` re-initialised (seeded).
+    The original is never touched. Returns the copy in eval mode with frozen parameters."""
+    clone = copy.deepcopy(module)
+    devices = [p.device.index or 0 for p in clone.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for m in clone.modules():
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+    clone.eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    return clone
+
+
+def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None = None) -> np.ndarray:
+    """Fraction of the k units with the largest |score| that are in `relevant` (N,);
+    k defaults to len(relevant). scores (N, U)."""
+    scores = np.abs(np.asarray(scores, dtype=np.float64))
+    rel = {int(r) for r in relevant}
+    if not rel:
+        raise DataError("Expected at least one relevant unit, got none.")
+    u = scores.shape[1]
+    if max(rel) >= u or min(rel) < 0:
+        raise DataError(f"Relevant units {sorted(rel)} are outside 0..{u - 1}.")
+    k = len(rel) if k is None else check_positive_int("k", k)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.isin(top, list(rel)).sum(1) / k
+
+
+def infidelity_scores(
+    model: nn.Module, z: torch.Tensor, attributions: torch.Tensor, target: torch.Tensor | None, *,
+    noise_std: float, n_samples: int, seed: int,
+) -> np.ndarray:
+    """captum.metrics.infidelity with Gaussian perturbations I ~ N(0, noise_std^2) and
+    normalised attributions (Yeh et al. 2019, optimal scaling), (N,). Lower is better."""
+    from captum.metrics import infidelity
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = torch.randn_like(inputs) * noise_std
+        return noise, inputs - noise
+
+    devices = [z.device.index or 0] if z.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        torch.manual_seed(seed)
+        out = infidelity(model, perturb, z.detach(), attributions.to(z), target=target,
+                         n_perturb_samples=n_samples, normalize=True)
+    return out.double().cpu().numpy()
+
+
+def max_sensitivity_scores(
+    explain: Callable[..., torch.Tensor], z: torch.Tensor, *, target: torch.Tensor | None,
+    baselines: torch.Tensor, radius: float, n_samples: int, seed: int,
+) -> np.ndarray:
+    """captum.metrics.sensitivity_max: the largest relative change of the explanation
+    (Frobenius norm) under uniform input noise in [-radius, radius], (N,). Lower is better.
+    `explain(inputs, target=..., baselines=...)` re-runs the attribution method."""
+    from captum.metrics import sensitivity_max
+
+    def perturb(inputs: torch.Tensor, r: float) -> torch.Tensor:
+        return inputs + (torch.rand_like(inputs) * 2 - 1) * r
+
+    devices = [z.device.index or 0] if z.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        out = sensitivity_max(explain, z.detach(), perturb_func=perturb, perturb_radius=radius,
+                              n_perturb_samples=n_samples, target=target,
+                              baselines=baselines.expand_as(z).contiguous())
+    return out.double().cpu().numpy()
