@@ -273,11 +273,11 @@ class EfficiencySuite(Suite):
                                             n=stats.n, ci=(fwd_per_example * stats.throughput_ci[0], fwd_per_example * stats.throughput_ci[1]),
                                             tags=tags))
                     if peak is None:
-                        out.append(MetricRecord.unavailable("peak_flops_fraction", peak_note, higher_is_better=True,
+                        out.append(MetricRecord.unavailable("achieved_flops_fraction", peak_note, higher_is_better=True,
                                                             unit="fraction", tags=tags))
                     else:
-                        row["peak_flops_fraction"] = achieved / peak
-                        out.append(MetricRecord(name="peak_flops_fraction", value=achieved / peak, higher_is_better=True,
+                        row["achieved_flops_fraction"] = achieved / peak
+                        out.append(MetricRecord(name="achieved_flops_fraction", value=achieved / peak, higher_is_better=True,
                                                 unit="fraction", n=stats.n, tags={**tags, "peak": peak_note}))
                 rows.append(row)
         ctx.save_artifact("latency", {"batch_sizes": np.array(p.batch_sizes), "samples_s": np.stack(all_samples)})
@@ -291,17 +291,17 @@ class EfficiencySuite(Suite):
             out.append(MetricRecord(name="energy_per_sample", value=per_sample, higher_is_better=False, unit="J/sample",
                                     n=p.repeats, tags={**etags, "status": "measured", "source": energy.source}))
             if score.higher_is_better and per_sample > 0:
-                out.append(MetricRecord(name="energy_efficiency", value=score.value / per_sample, higher_is_better=True,
+                out.append(MetricRecord(name="metric_per_joule", value=score.value / per_sample, higher_is_better=True,
                                         unit=f"{score.name} per J/sample",
                                         tags={**etags, "status": "measured", "source": energy.source, "metric": score.name}))
             else:
-                out.append(MetricRecord.unavailable("energy_efficiency", f"task metric {score.name} is lower-is-better; "
+                out.append(MetricRecord.unavailable("metric_per_joule", f"task metric {score.name} is lower-is-better; "
                                                     "a per-joule ratio of it has no meaning", higher_is_better=True,
                                                     tags={**etags, "status": "measured", "metric": score.name}))
         else:
             reason = energy_reason if energy is None else (energy.reason or "energy unavailable")
             summary["energy"] = {"status": "unavailable", "reason": reason}
-            for name, hib, unit in (("energy_per_sample", False, "J/sample"), ("energy_efficiency", True, f"{score.name} per J/sample")):
+            for name, hib, unit in (("energy_per_sample", False, "J/sample"), ("metric_per_joule", True, f"{score.name} per J/sample")):
                 out.append(MetricRecord.unavailable(name, reason, higher_is_better=hib, unit=unit,
                                                     tags={**etags, "status": "unavailable"}))
         return out
@@ -476,8 +476,6 @@ class EfficiencySuite(Suite):
                                     n=p.flops_batch_size,
                                     reason=None if r["flops_complete"] else "partially counted",
                                     tags={**tags, "pass": "forward", "batch_size": p.flops_batch_size}))
-            out.append(MetricRecord(name="pareto_optimal", value=float(r["pareto"]), higher_is_better=True,
-                                    unit="bool", tags=tags))
         return out
 
     def _student_reason(self, model: ModelHandle, data: Any) -> str | None:
