@@ -181,16 +181,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from workbench.errors import ConfigError
     from workbench.reporting import write_reports
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    valid = ("html", "md", "json", "junit")
-    for f in formats:
-        if f not in valid:
-            from workbench.errors import did_you_mean
+    from workbench.reporting import parse_formats
 
-            raise ConfigError(f"Unknown report format {f!r}.{did_you_mean(f, valid)} Valid formats: {', '.join(valid)}.")
+    formats = parse_formats(args.format)
     record, run_dir = _load_record(args.run, args)
     out = Path(args.out) if args.out else run_dir
     paths = write_reports(record, run_dir, formats=formats, out_dir=out)
@@ -220,7 +215,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     candidate = _results_path(args.run, args)
     baseline = _results_path(args.baseline, args) if args.baseline else None
     out = Path(args.out) if args.out else (candidate.parent if candidate.suffix == ".json" else candidate)
-    code = gate_main(candidate, rules_file=args.rules, baseline=baseline, out_dir=out, formats=("md", "json", "junit"))
+    code = gate_main(candidate, rules_file=args.rules, baseline=baseline, out_dir=out, formats=("html", "md", "json", "junit"))
     try:  # record the verdict beside the run in the store
         from workbench.gates import EXIT_FAIL, EXIT_PASS
         from workbench.reporting import load_results

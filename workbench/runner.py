@@ -500,8 +500,8 @@ def write_outputs(record: RunRecord, run_dir: Path, gates: dict[str, Any] | None
     if gates and gates.get("rules"):
         from workbench.gates import evaluate_gates, parse_gates
 
-        cfg = parse_gates(gates, source="plan [gates]")
-        if cfg.baseline is None:  # change rules need a baseline: `workbench gate --baseline`
+        cfg = parse_gates(gates, source="plan [gates]").absolute_only()
+        if cfg.rules:  # change-against-baseline rules run in `workbench gate --baseline`
             gate = evaluate_gates(record, cfg, run_dir=run_dir)
     reports = write_reports(record, run_dir, gate_outcome=gate)
     return reports, gate
