@@ -22,6 +22,7 @@ else:  # pragma: no cover
 RUN_KEYS = {
     "name": str, "seed": int, "device": str, "profile": str, "max_samples": int, "batch_size": int,
     "out": str, "store": str, "cache": str, "suites": list, "progress": bool, "description": str,
+    "threads": int,
 }
 MODEL_KEYS = {
     "name": str, "dataset": str, "arch": str, "size": str, "factory": str, "checkpoint": str,
@@ -47,6 +48,7 @@ class RunSettings:
     suites: list[str] | None = None
     progress: bool = True
     description: str = ""
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
 
 
 @dataclass
@@ -207,6 +209,8 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
         raise ConfigError(f"{source}: [run] profile must be one of {PROFILES}, got {run.profile!r}.{did_you_mean(run.profile, PROFILES)}")
     if run.max_samples is not None and not (0 < run.max_samples <= MAX_SAMPLES_LIMIT):
         raise ConfigError(f"{source}: [run] max_samples must be in [1, {MAX_SAMPLES_LIMIT}], got {run.max_samples}.")
+    if run.threads is not None and not 0 < run.threads <= 1024:
+        raise ConfigError(f"{source}: [run] threads must be in [1, 1024], got {run.threads}.")
     if not 0 < run.batch_size <= 1_000_000:
         raise ConfigError(f"{source}: [run] batch_size must be in [1, 1000000], got {run.batch_size}.")
     if run.suites is not None:

@@ -414,6 +414,8 @@ def run_plan(
     from workbench.torch_utils import resolve_device
 
     dev = resolve_device(device or plan.run.device)
+    if plan.run.threads and dev.type == "cpu":
+        torch.set_num_threads(plan.run.threads)
     store = store or Store(plan.run.store)
     cache_dir = Path(plan.run.cache or os.environ.get("WORKBENCH_CACHE", ".workbench/cache"))
     model_names = [m.name for m in plan.models]
