@@ -9,6 +9,7 @@ numbers. Results are committed to the store job by job; `resume` skips finished 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import inspect
@@ -21,7 +22,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,39 +458,76 @@ def run_plan(
 
         bar = tqdm(total=len(jobs), desc="jobs", unit="job")
     try:
-        for model_name, suite_name in jobs:
-            if (model_name, suite_name) in done:
-                if bar:
-                    bar.update(1)
-                continue
-            if bar:
-                bar.set_description(f"{model_name} · {suite_name}")
-            try:
-                res = execute_job(env, model_name, suite_name, run_id, run_dir)
-            except (ConfigError, DataError, ModelError):
-                store.finish_run(run_id, "failed", now_iso())
-                raise
-            results[(model_name, suite_name)] = res
-            store.add_result(run_id, res)
-            env.timings[f"{suite_name}:{model_name}"] = res.duration_s or 0.0
-            status = res.status if res.status == "ok" else f"{res.status}: {res.reason}"
-            log(f"  {model_name:<22} {suite_name:<12} {res.duration_s or 0:6.1f} s  {status[:120]}")
-            if bar:
-                bar.update(1)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            _run_jobs(env, store, jobs, done, results, run_id, run_dir, bar, log)
+            env.timings["total"] = time.perf_counter() - t_run
+            provenance["timings_s"] = {k: round(v, 3) for k, v in env.timings.items()}
+            ordered = [results[j] for j in jobs if j in results]
+            record = RunRecord(run_id=run_id, created_at=created_at, provenance=provenance, results=tuple(ordered))
+            reports, gate = write_outputs(record, run_dir, plan.gates, log=log)
+            gate_status = None if gate is None else getattr(gate, "status", None)
+            store.finish_run(run_id, "complete", now_iso(), provenance=provenance, gate_status=gate_status)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (see _sigterm_as_interrupt): never shown as complete
         store.finish_run(run_id, "interrupted", now_iso())
         raise
     finally:
         if bar:
             bar.close()
-    env.timings["total"] = time.perf_counter() - t_run
-    provenance["timings_s"] = {k: round(v, 3) for k, v in env.timings.items()}
-    ordered = [results[j] for j in jobs if j in results]
-    record = RunRecord(run_id=run_id, created_at=created_at, provenance=provenance, results=tuple(ordered))
-    reports, gate = write_outputs(record, run_dir, plan.gates, log=log)
-    gate_status = None if gate is None else getattr(gate, "status", None)
-    store.finish_run(run_id, "complete", now_iso(), provenance=provenance, gate_status=gate_status)
     return RunOutcome(run=record, run_dir=run_dir, reports=reports, gate=gate)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM (a scheduler, `kill`, a CI timeout) like Ctrl-C for the duration, so a
+    terminated run is marked `interrupted` in the store instead of staying `running`."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_jobs(env: Environment, store: Store, jobs: list[tuple[str, str]], done: dict[tuple[str, str], SuiteResult],
+              results: dict[tuple[str, str], SuiteResult], run_id: str, run_dir: Path, bar: Any,
+              log: Callable[[str], None]) -> None:
+    """Build and check every model that still has work (so a model whose output does not fit
+    its data, or a dataset that fails validation, stops the run before any suite runs), then
+    run the unfinished jobs, committing each result to the store as it lands."""
+    try:
+        for model_name in dict.fromkeys(m for m, s in jobs if (m, s) not in done):
+            env.model(model_name)
+    except (ConfigError, DataError, ModelError):
+        store.finish_run(run_id, "failed", now_iso())
+        raise
+    for model_name, suite_name in jobs:
+        if (model_name, suite_name) in done:
+            if bar:
+                bar.update(1)
+            continue
+        if bar:
+            bar.set_description(f"{model_name} · {suite_name}")
+        try:
+            res = execute_job(env, model_name, suite_name, run_id, run_dir)
+        except (ConfigError, DataError, ModelError):
+            store.finish_run(run_id, "failed", now_iso())
+            raise
+        results[(model_name, suite_name)] = res
+        store.add_result(run_id, res)
+        env.timings[f"{suite_name}:{model_name}"] = res.duration_s or 0.0
+        status = res.status if res.status == "ok" else f"{res.status}: {res.reason}"
+        log(f"  {model_name:<22} {suite_name:<12} {res.duration_s or 0:6.1f} s  {status[:120]}")
+        if bar:
+            bar.update(1)
 
 
 def write_outputs(record: RunRecord, run_dir: Path, gates: dict[str, Any] | None,

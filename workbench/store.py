@@ -112,7 +112,8 @@ class Store:
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:  # an interrupt can land just after COMMIT
+                    con.execute("ROLLBACK")
                 raise
 
     # -- writing ---------------------------------------------------------------
