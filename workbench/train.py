@@ -15,6 +15,8 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -303,12 +305,17 @@ def train_cached(
     result = train_model(module, data, cfg, device=device, progress=progress, log=log)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # A name of its own per writer: two runs training the same model at once must not
+        # write into (or rename away) each other's temporary file.
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         state = {k: v.detach().cpu() for k, v in result.module.state_dict().items()}
-        torch.save(
-            {"state_dict": state, "history": result.history, "best_epoch": result.best_epoch,
-             "seconds": result.seconds, "spec": json.dumps(spec, default=str)},
-            tmp,
-        )
-        tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
+        try:
+            torch.save(
+                {"state_dict": state, "history": result.history, "best_epoch": result.best_epoch,
+                 "seconds": result.seconds, "spec": json.dumps(spec, default=str)},
+                tmp,
+            )
+            tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
+        finally:
+            tmp.unlink(missing_ok=True)
     return result
