@@ -138,7 +138,9 @@ class EfficiencySuite(Suite):
             if p.seq_len is not None and p.seq_len > T:
                 ctx.log(f"efficiency: seq_len {p.seq_len} > the data's {T}; using {T}")
         env = flop_environment()
-        base_tags = {"torch": env["torch"], "threads": env["threads"], "device": str(device)}
+        # every cost figure of the model as given carries variant="base"; compressed variants
+        # carry their own `variant` (and `sparsity`), so a (name, tags) selection is unique
+        base_tags = {"variant": "base", "torch": env["torch"], "threads": env["threads"], "device": str(device)}
         metrics: list[MetricRecord] = []
         summary: dict[str, Any] = {"environment": {**env, "device": str(device)}, "flop_convention": FLOP_CONVENTION}
 
@@ -149,10 +151,13 @@ class EfficiencySuite(Suite):
                 xb = xb[:, :seq_len]
             return xb.to(device)
 
-        metrics += self._size_metrics(module, summary)
+        metrics += self._size_metrics(module, summary, {"variant": "base"})
         fwd_per_example, flop_metrics = self._flop_metrics(module, batch(p.flops_batch_size), seq_len, base_tags, ctx)
         metrics += flop_metrics
         score = self._task_score(module, data, model, device, ctx, seq_len)
+        metrics.append(MetricRecord(name=score.name, value=score.value, higher_is_better=score.higher_is_better,
+                                    unit=score.unit, n=score.n, ci=score.ci,
+                                    tags={"variant": "base", "device": str(device)}))
         metrics += self._latency_metrics(module, batch, fwd_per_example, base_tags, device, score, ctx, summary)
         if p.memory:
             metrics += self._memory_metrics(module, batch(max(p.batch_sizes)), base_tags, device, summary)
@@ -164,7 +169,7 @@ class EfficiencySuite(Suite):
         return ctx.result(metrics, config=self.config())
 
     # ------------------------------------------------------------------ pieces
-    def _size_metrics(self, module: Any, summary: dict[str, Any]) -> list[MetricRecord]:
+    def _size_metrics(self, module: Any, summary: dict[str, Any], tags: dict[str, Any]) -> list[MetricRecord]:
         from suites.efficiency.functional import count_parameters, model_size_bytes
 
         counts = count_parameters(module)
@@ -172,12 +177,12 @@ class EfficiencySuite(Suite):
         summary["parameters"] = counts
         summary["model_size_bytes"] = sizes
         out = [
-            MetricRecord(name="parameters", value=counts[k], higher_is_better=False, unit="count", tags={"kind": k})
+            MetricRecord(name="parameters", value=counts[k], higher_is_better=False, unit="count", tags={**tags, "kind": k})
             for k in ("total", "trainable")
         ]
         for dtype, nbytes in sizes.items():
             out.append(MetricRecord(name="model_size", value=nbytes, higher_is_better=False, unit="bytes",
-                                    tags={"dtype": dtype}))
+                                    tags={**tags, "dtype": dtype}))
         return out
 
     def _flop_metrics(
@@ -257,9 +262,9 @@ class EfficiencySuite(Suite):
                 tags = {**base_tags, "batch_size": b, "timer": getattr(timer, "name", type(timer).__name__)}
                 for q, v in stats.quantiles.items():
                     out.append(MetricRecord(name="latency", value=v, higher_is_better=False, unit="s", n=stats.n,
-                                            ci=stats.quantile_ci[q], tags={**tags, "quantile": q, "study": "sweep"}))
+                                            ci=stats.quantile_ci[q], tags={**tags, "quantile": q}))
                 out.append(MetricRecord(name="throughput", value=stats.throughput, higher_is_better=True,
-                                        unit="samples/s", n=stats.n, ci=stats.throughput_ci, tags={**tags, "study": "sweep"}))
+                                        unit="samples/s", n=stats.n, ci=stats.throughput_ci, tags=tags))
                 row = {"batch_size": b, **{f"{q}_s": v for q, v in stats.quantiles.items()},
                        **{f"{q}_ci": list(c) for q, c in stats.quantile_ci.items()},
                        "throughput": stats.throughput, "throughput_ci": list(stats.throughput_ci)}
@@ -442,7 +447,7 @@ class EfficiencySuite(Suite):
             density = weight_density(built, [getattr(m, name) for m, name in targets]) if targets else 1.0
             rows.append({
                 "variant": kind, "sparsity": sparsity, "device": str(vdev),
-                "metric_name": score.name, "metric": score.value, "metric_ci": list(score.ci) if score.ci else None,
+                "metric_name": score.name, "metric": score.value, "unit": score.unit, "metric_ci": list(score.ci) if score.ci else None,
                 "higher_is_better": score.higher_is_better, "n": score.n,
                 "latency_p50_s": lat.quantiles["p50"], "latency_ci": list(lat.quantile_ci["p50"]), "batch_size": b,
                 "size_bytes": model_size_bytes(built)["total"], "flops": fl.total, "flops_complete": fl.complete,
@@ -459,14 +464,17 @@ class EfficiencySuite(Suite):
                                           "student_overrides": STUDENT_OVERRIDES.get(model.arch)})
         out: list[MetricRecord] = []
         for r in rows:
-            tags: dict[str, Any] = {"study": "compression", "variant": r["variant"], "device": r["device"]}
+            tags: dict[str, Any] = {"variant": r["variant"], "device": r["device"]}
             if r["sparsity"] is not None:
                 tags["sparsity"] = r["sparsity"]
+            if r["variant"] == "base":
+                continue  # its task metric, latency, size and FLOPs are reported by the profile
             out.append(MetricRecord(name=r["metric_name"], value=r["metric"], higher_is_better=r["higher_is_better"],
-                                    n=r["n"], ci=tuple(r["metric_ci"]) if r["metric_ci"] else None, tags=tags))
-            if r["variant"] != "base":
-                out.append(MetricRecord(name=f"{r['metric_name']}_change", value=r["metric"] - base_score.value,
-                                        higher_is_better=r["higher_is_better"], unit="vs base", n=r["n"], tags=tags))
+                                    unit=r["unit"], n=r["n"], ci=tuple(r["metric_ci"]) if r["metric_ci"] else None,
+                                    tags=tags))
+            out.append(MetricRecord(name=f"{r['metric_name']}_change", value=r["metric"] - base_score.value,
+                                    higher_is_better=r["higher_is_better"], unit=r["unit"], n=r["n"],
+                                    tags={**tags, "relative_to": "base"}))
             out.append(MetricRecord(name="latency", value=r["latency_p50_s"], higher_is_better=False, unit="s",
                                     n=p.compression_repeats, ci=tuple(r["latency_ci"]),
                                     tags={**tags, "quantile": "p50", "batch_size": b}))
