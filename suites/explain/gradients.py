@@ -40,19 +40,33 @@ def untouched(module: nn.Module) -> Iterator[nn.Module]:
     Every submodule in eval mode and parameters frozen for the duration (`frozen_eval`);
     afterwards each submodule's train flag, each parameter's requires_grad and its `.grad`
     (shap calls `model.zero_grad()`) are restored, and hooks an explainer left behind are
-    removed. cuDNN is off on CUDA so RNNs can be differentiated in eval mode.
+    removed, as are parameters, buffers and attributes it attached to layers. cuDNN is off
+    on CUDA so RNNs can be differentiated in eval mode.
     """
     grads = {n: (None if p.grad is None else p.grad.detach().clone()) for n, p in module.named_parameters()}
-    hooks = {n: _hook_ids(m) for n, m in module.named_modules()}
+    modules = dict(module.named_modules())
+    hooks = {n: _hook_ids(m) for n, m in modules.items()}
+    # shap's DeepExplainer stores inputs/outputs on layers as new nn.Parameters `x`, `y`
+    # (and not always deletes them): remember what each layer had
+    owned = {n: (set(m._parameters), set(m._buffers), set(vars(m))) for n, m in modules.items()}
     cudnn = torch.backends.cudnn.flags(enabled=False) if _on_cuda(module) else contextlib.nullcontext()
     try:
         with frozen_eval(module), cudnn:
-            yield module
+            try:
+                yield module
+            finally:  # before frozen_eval restores flags, which knows only the original parameters
+                for n, m in modules.items():
+                    params, buffers, attrs = owned[n]
+                    for k in [k for k in m._parameters if k not in params]:
+                        del m._parameters[k]
+                    for k in [k for k in m._buffers if k not in buffers]:
+                        del m._buffers[k]
+                    for k in [k for k in vars(m) if k not in attrs]:
+                        delattr(m, k)
+                    _drop_new_hooks(m, hooks[n])
     finally:
         for n, p in module.named_parameters():
             p.grad = grads[n]
-        for n, m in module.named_modules():
-            _drop_new_hooks(m, hooks.get(n, {}))
 
 
 def _on_cuda(module: nn.Module) -> bool:
