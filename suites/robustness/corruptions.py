@@ -5,7 +5,8 @@ shape and dtype as x, never modifying x. Severity s in 1..5 picks the s-th value
 corruption's table below (so s=1 is mild, s=5 strong); randomness comes from the CPU
 `generator` only.
 
-Images x (N, C, H, W) float in `bounds` (lo, hi); r = hi - lo; outputs clipped to bounds:
+Images x (N, C, H, W) float in `bounds` (lo, hi); r = hi - lo; outputs clipped to bounds
+(without bounds: r = 1, no clipping, the outside of shifted/rotated images = the minimum):
   gaussian_noise  additive N(0, σ²), σ/r        = .04 .08 .12 .18 .26
   blur            Gaussian blur, σ (pixels)     = .5 .75 1.0 1.25 1.5   (reflect padding)
   shift           translation by d pixels in a random direction per image,
@@ -64,10 +65,13 @@ def _level(name: str, severity: int) -> float:
     return SEVERITIES[name][severity - 1]
 
 
-def _bounds(x: torch.Tensor, bounds: tuple[float, float] | None) -> tuple[float, float]:
-    if bounds is None:
-        return float(x.min()), float(x.max())
-    return float(bounds[0]), float(bounds[1])
+def _clip(x: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
+    return x if bounds is None else x.clamp(float(bounds[0]), float(bounds[1]))
+
+
+def _width(bounds: tuple[float, float] | None) -> float:
+    """The input range r the noise level is relative to (1 when the data declares no bounds)."""
+    return 1.0 if bounds is None else float(bounds[1]) - float(bounds[0])
 
 
 def _check_image(x: torch.Tensor) -> None:
@@ -92,10 +96,9 @@ def gaussian_noise(x: torch.Tensor, severity: int, *, generator: torch.Generator
                    bounds: tuple[float, float] | None = None, **_: object) -> torch.Tensor:
     """Images (N, C, H, W): additive Gaussian noise, clipped to bounds."""
     _check_image(x)
-    lo, hi = _bounds(x, bounds)
-    sigma = _level("gaussian_noise", severity) * (hi - lo)
+    sigma = _level("gaussian_noise", severity) * _width(bounds)
     noise = torch.randn(tuple(x.shape), generator=generator).to(x)
-    return (x + sigma * noise).clamp(lo, hi)
+    return _clip(x + sigma * noise, bounds)
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -118,16 +121,17 @@ def blur(x: torch.Tensor, severity: int, *, generator: torch.Generator,
     y = x.reshape(n * c, 1, h, w)
     y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
     y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
-    lo, hi = _bounds(x, bounds)
-    return y.reshape(n, c, h, w).clamp(lo, hi)
+    return _clip(y.reshape(n, c, h, w), bounds)
 
 
-def _affine(x: torch.Tensor, theta: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+def _affine(x: torch.Tensor, theta: torch.Tensor, bounds: tuple[float, float] | None) -> torch.Tensor:
     """Resample images with affine maps theta (N, 2, 3) in normalised coordinates; the
-    outside is filled with `lo` (grid_sample pads zeros, so shift by lo first)."""
+    outside is filled with the lower bound (the smallest input value without bounds)."""
+    lo = float(bounds[0]) if bounds is not None else float(x.min())
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    # grid_sample pads with zeros: shift by lo so the padding means "lo"
     out = F.grid_sample(x - lo, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + lo
-    return out.clamp(lo, hi)
+    return _clip(out, bounds)
 
 
 def shift(x: torch.Tensor, severity: int, *, generator: torch.Generator,
@@ -142,8 +146,7 @@ def shift(x: torch.Tensor, severity: int, *, generator: torch.Generator,
     # a shift of d pixels is 2d/W in normalised [-1, 1] coordinates; the grid samples x at (u - t)
     theta[:, 0, 2] = -torch.cos(angle) * d * 2 / w
     theta[:, 1, 2] = -torch.sin(angle) * d * 2 / h
-    lo, hi = _bounds(x, bounds)
-    return _affine(x, theta, lo, hi)
+    return _affine(x, theta, bounds)
 
 
 def rotation(x: torch.Tensor, severity: int, *, generator: torch.Generator,
@@ -157,8 +160,7 @@ def rotation(x: torch.Tensor, severity: int, *, generator: torch.Generator,
     theta = torch.zeros(n, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(phi), -torch.sin(phi)
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(phi), torch.cos(phi)
-    lo, hi = _bounds(x, bounds)
-    return _affine(x, theta, lo, hi)
+    return _affine(x, theta, bounds)
 
 
 def contrast(x: torch.Tensor, severity: int, *, generator: torch.Generator,
@@ -167,8 +169,7 @@ def contrast(x: torch.Tensor, severity: int, *, generator: torch.Generator,
     _check_image(x)
     c = _level("contrast", severity)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    lo, hi = _bounds(x, bounds)
-    return ((x - mean) * c + mean).clamp(lo, hi)
+    return _clip((x - mean) * c + mean, bounds)
 
 
 def feature_noise(x: torch.Tensor, severity: int, *, generator: torch.Generator, **_: object) -> torch.Tensor:
