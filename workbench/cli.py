@@ -104,20 +104,29 @@ def _load_record(ref: str, args: argparse.Namespace) -> tuple[Any, Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workbench.config import build_plan, load_plan
+    from workbench.config import build_plan, load_plan, user_code_references
     from workbench.errors import ConfigError
     from workbench.runner import run_plan
     from workbench.store import Store
 
     log = (lambda m: None) if args.quiet else (lambda m: print(m, flush=True))
-    store = _store(args)
     if args.resume and not args.plan:
+        store = _store(args)
         info = store.run_info(store.resolve_run_id(args.resume))
-        plan = build_plan(info["provenance"]["plan"], source=f"run {info['run_id']}")
+        raw = info["provenance"].get("plan") or {}
+        refs = user_code_references(raw)
+        if refs:  # code is imported only from a plan the user hands over, never from the store
+            raise ConfigError(
+                f"Run {info['run_id']} runs user code ({'; '.join(refs)}); the workbench does not import code "
+                f"named in the store. Resume it with your plan file: workbench run PLAN --resume {info['run_id']}"
+            )
+        plan = build_plan(raw, source=f"run {info['run_id']}")
     elif not args.plan:
         raise ConfigError("`workbench run` needs a PLAN file (or --resume RUN_ID).")
     else:
         plan = load_plan(args.plan, args.set)
+        # --store > the plan's [run] store > $WORKBENCH_STORE > .workbench/store.sqlite
+        store = Store(args.store or plan.run.store)
     if args.executor == "ray":
         from workbench.executors.ray_executor import run_plan_ray
 

@@ -297,6 +297,28 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
     return Plan(run=run, models=models, datasets=datasets, suites=suites, gates=gates, source=source)
 
 
+def user_code_references(raw: dict[str, Any]) -> list[str]:
+    """Where a raw (TOML-shaped) plan names code to import or a pickle to load: model
+    factories, callable dataset sources, checkpoints with `allow_pickle`. Used to refuse
+    running such a plan when it comes from the store or a results file rather than from a
+    file the user handed over (nothing named there is ever imported)."""
+    out: list[str] = []
+    models = raw.get("models") if isinstance(raw, dict) else None
+    for i, m in enumerate(models if isinstance(models, list) else []):
+        if not isinstance(m, dict):
+            continue
+        name = m.get("name", f"models[{i}]")
+        if m.get("factory"):
+            out.append(f"model {name!r} factory {m['factory']!r}")
+        if m.get("allow_pickle"):
+            out.append(f"model {name!r} checkpoint {m.get('checkpoint')!r} loaded as a pickle")
+    datasets = raw.get("datasets") if isinstance(raw, dict) else None
+    for dname, table in (datasets.items() if isinstance(datasets, dict) else []):
+        if isinstance(table, dict) and (table.get("source") == "callable" or "function" in table):
+            out.append(f"dataset {dname!r} function {table.get('function')!r}")
+    return out
+
+
 def _unknown(kind: str, name: Any, choices: list[str]) -> str:
     from workbench.errors import unknown_name
 
