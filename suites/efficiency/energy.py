@@ -54,8 +54,8 @@ def rapl_delta_uj(start: int, end: int, max_range: int) -> int:
 class RaplMeter:
     """Sum of the package-level RAPL counters under `root` (a powercap directory)."""
 
-    def __init__(self, root: Path | str = POWERCAP) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root if root is not None else POWERCAP)
 
     def zones(self) -> list[Path]:
         """Package zones: `intel-rapl:N` (no subzones, no mmio duplicates)."""
@@ -152,7 +152,7 @@ class NvmlMeter:
 
 
 def measure_energy(
-    fn: Callable[[], Any], device: torch.device | str = "cpu", *, rapl_root: Path | str = POWERCAP
+    fn: Callable[[], Any], device: torch.device | str = "cpu", *, rapl_root: Path | str | None = None
 ) -> EnergyReading:
     """Energy of `fn()` from the meter for `device`, or unavailable with the reason
     (in which case `fn` is not run)."""
@@ -164,7 +164,9 @@ def measure_energy(
     return EnergyReading(None, "unavailable", reason=f"no energy meter for {dev.type} devices")
 
 
-def energy_unavailable_reason(device: torch.device | str = "cpu", *, rapl_root: Path | str = POWERCAP) -> str | None:
+def energy_unavailable_reason(device: torch.device | str = "cpu", *, rapl_root: Path | str | None = None) -> str | None:
+    """None when `device` has a readable energy meter, else why not (`rapl_root` defaults to
+    /sys/class/powercap)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return NvmlMeter(dev).unavailable_reason()

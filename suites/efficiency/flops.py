@@ -356,7 +356,9 @@ _ATTENTION_BACKENDS = {
     "_transformer_encoder_layer_fwd": "encoder_fast_path",
     "_native_multi_head_attention": "native_mha_fast_path",
 }
-NO_FUSED_ATTENTION = "none (no fused attention kernel dispatched; attention, if any, ran as explicit matmuls)"
+# No fused attention kernel ran: attention, if the model has any, ran as explicit matmuls
+# (the reference transformer/gpt, or SDPA's math path) and is counted through them.
+NO_FUSED_ATTENTION = "none"
 
 
 def _op_name(func: Any) -> str:

@@ -152,8 +152,11 @@ class EfficiencySuite(Suite):
             return xb.to(device)
 
         metrics += self._size_metrics(module, summary, {"variant": "base"})
-        fwd_per_example, flop_metrics = self._flop_metrics(module, batch(p.flops_batch_size), seq_len, base_tags, ctx)
+        fwd_per_example, backend, flop_metrics = self._flop_metrics(module, batch(p.flops_batch_size), seq_len,
+                                                                    base_tags, ctx)
         metrics += flop_metrics
+        if backend is not None:  # the inference path that latency and memory measure below
+            base_tags["attention_backend"] = backend
         score = self._task_score(module, data, model, device, ctx, seq_len)
         metrics.append(MetricRecord(name=score.name, value=score.value, higher_is_better=score.higher_is_better,
                                     unit=score.unit, n=score.n, ci=score.ci,
@@ -187,33 +190,41 @@ class EfficiencySuite(Suite):
 
     def _flop_metrics(
         self, module: Any, x: Any, seq_len: int | None, base_tags: dict[str, Any], ctx: RunContext
-    ) -> tuple[float | None, list[MetricRecord]]:
+    ) -> tuple[float | None, str | None, list[MetricRecord]]:
+        """FLOP metrics; returns (forward FLOPs per example or None, attention backend, metrics)."""
         from suites.efficiency.flops import forward_backward_flops, forward_flops
 
         b = int(x.shape[0])
-        out: list[MetricRecord] = []
-        fwd = forward_flops(module, x)
-        tags = {**base_tags, "batch_size": b, "attention_backend": fwd.attention_backend}
+        unit = "FLOPs (2*MAC)"
+        tags = {**base_tags, "batch_size": b}
         if seq_len is not None:
             tags["seq_len"] = seq_len
-        art: dict[str, Any] = {"batch_size": b, "seq_len": seq_len, "forward": fwd.to_dict()}
-        out.append(MetricRecord(name="flops", value=fwd.total, reason=fwd.uncounted_reason(), higher_is_better=False,
-                                unit="FLOPs (2*MAC)", n=b,
-                                tags={**tags, "pass": "forward", "counted": "complete" if fwd.complete else "partial"}))
+        art: dict[str, Any] = {"batch_size": b, "seq_len": seq_len}
+        try:
+            fwd = forward_flops(module, x)
+        except _COUNTING_ERRORS as exc:
+            reason = f"FLOP counting failed: {type(exc).__name__}: {exc}"
+            ctx.save_artifact("flops", {**art, "forward": None, "forward_backward": None, "error": reason})
+            return None, None, [MetricRecord.unavailable("flops", reason, higher_is_better=False, unit=unit,
+                                                         tags={**tags, "pass": p}) for p in ("forward", "forward_backward")]
+        art["forward"] = fwd.to_dict()
+        out = [MetricRecord(name="flops", value=fwd.total, reason=fwd.uncounted_reason(), higher_is_better=False,
+                            unit=unit, n=b, tags={**tags, "pass": "forward", "attention_backend": fwd.attention_backend,
+                                                  "counted": "complete" if fwd.complete else "partial"})]
         try:
             fb = forward_backward_flops(module, x)
-        except RuntimeError as exc:
-            out.append(MetricRecord.unavailable("flops", f"no backward pass: {exc}", higher_is_better=False,
-                                                unit="FLOPs (2*MAC)", tags={**tags, "pass": "forward_backward"}))
+        except _COUNTING_ERRORS as exc:
             art["forward_backward"] = None
+            out.append(MetricRecord.unavailable("flops", f"no backward pass: {exc}", higher_is_better=False, unit=unit,
+                                                tags={**tags, "pass": "forward_backward"}))
         else:
             art["forward_backward"] = fb.to_dict()
             out.append(MetricRecord(name="flops", value=fb.total, reason=fb.uncounted_reason(), higher_is_better=False,
-                                    unit="FLOPs (2*MAC)", n=b,
+                                    unit=unit, n=b,
                                     tags={**tags, "pass": "forward_backward", "attention_backend": fb.attention_backend,
                                           "counted": "complete" if fb.complete else "partial"}))
         ctx.save_artifact("flops", art)
-        return (fwd.total / b if fwd.complete else None), out
+        return (fwd.total / b if fwd.complete else None), fwd.attention_backend, out
 
     def _task_score(self, module: Any, data: Any, model: ModelHandle, device: Any, ctx: RunContext,
                     seq_len: int | None) -> Any:
@@ -252,8 +263,11 @@ class EfficiencySuite(Suite):
                 xb = batch(b)
                 fn = (lambda xb=xb: module(xb))
                 if b == largest and energy_reason is None:
+                    for _ in range(p.warmup):  # outside the metered window: energy is per timed call
+                        fn()
                     box: dict[str, Any] = {}
-                    energy = measure_energy(lambda: box.setdefault("s", time_calls(fn, warmup=p.warmup, repeats=p.repeats, timer=timer)), device)
+                    energy = measure_energy(
+                        lambda: box.setdefault("s", time_calls(fn, warmup=0, repeats=p.repeats, timer=timer)), device)
                     samples = box["s"]
                 else:
                     samples = time_calls(fn, warmup=p.warmup, repeats=p.repeats, timer=timer)
@@ -529,5 +543,9 @@ def _nonzero_flops(module: Any, count: Any) -> int:
             total -= count.by_module[name] * (1.0 - weight_density(m, weights))
     return int(round(total))
 
+
+# what a failing FLOP count can raise (a formula meeting an unexpected signature, a model
+# whose output is not differentiable): reported as null with the reason, not a crashed suite
+_COUNTING_ERRORS = (RuntimeError, AssertionError, TypeError, ValueError, IndexError, NotImplementedError)
 
 __all__ = ["EfficiencySuite", "STUDENT_OVERRIDES"]

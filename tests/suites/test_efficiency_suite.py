@@ -205,3 +205,22 @@ def test_parameters_are_validated():
     assert quick.batch_sizes == (1, 32) and not quick.distill
     assert full.distill and len(full.batch_sizes) > len(quick.batch_sizes)
     assert EfficiencySuite.from_config({"batch_sizes": [2, 8]}).params.batch_sizes == (2, 8)
+
+
+def test_measured_energy_path_with_a_fake_rapl_tree(tmp_path: Path, monkeypatch):
+    import suites.efficiency.energy as energy
+
+    root = tmp_path / "powercap"
+    zone = root / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "energy_uj").write_text("0\n")
+    (zone / "max_energy_range_uj").write_text("1000000000\n")
+    reads = iter([1_000_000, 1_600_000])  # start and end of the metered window: 0.6 J
+    monkeypatch.setattr(energy, "POWERCAP", root)
+    monkeypatch.setattr(energy.RaplMeter, "read", lambda self: {"intel-rapl:0": next(reads)})
+    res = _run(Net().eval(), _blobs(), tmp_path / "run", compression=False)
+    e = res.metric("energy_per_sample")
+    assert e.tags["status"] == "measured" and e.tags["source"] == "rapl"
+    assert e.value == pytest.approx(0.6 / (5 * 4))  # 5 timed calls of the largest batch (4)
+    acc = res.metric("accuracy", variant="base").value
+    assert res.metric("metric_per_joule").value == pytest.approx(acc / e.value)
