@@ -19,6 +19,12 @@ vectorised call (`torch.func.stack_module_state` + `functional_call` + `vmap`); 
 that do not vectorise (no batching rule, e.g. `nn.LSTM`; data-dependent control flow; or
 an internal per-sample fallback that would only be slower) are evaluated by a plain loop.
 `DeepEnsemble.path` says which ran and `fallback_reason` why.
+
+`vectorize="auto"` (the default) picks vmap on CUDA and the loop on CPU: on CPU vmap turns
+M small GEMMs/convolutions into one bmm / grouped convolution, which measured 1.2-2.5x
+SLOWER than the loop for every reference model (benchmarks/bench_ensemble.py). The choice
+is made by device, never by timing at run time, so two runs with one seed take the same
+path and give bitwise-identical numbers (the paths agree to ~1e-6, not bitwise).
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ def mc_dropout_predict(
     samples: int,
     seed: int = 0,
     device: torch.device | None = None,
-    max_rows: int = 8192,
+    max_rows: int = 4096,
     batched: bool = True,
 ) -> torch.Tensor:
     """T = `samples` stochastic forward passes, outputs (T, N, ...) float32 on CPU.
@@ -125,25 +131,38 @@ def _structure(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
 class DeepEnsemble:
     """M trained members of one architecture, evaluated together.
 
+    `vectorize`: "auto" (vmap on CUDA, loop elsewhere), True / "vmap", False / "loop".
     `predict(x)` returns (M, N, ...) float32 on CPU with every member in eval mode (their
     own flags are restored afterwards); members are never moved (the loop feeds each
     member on its own device; vmap stacks copies of the weights on `device`, default
-    member 0's). The stacked copies are made once: members must not change afterwards. With `vectorize=True` the first call checks the
-    vmap path against a plain loop on a few rows (atol 1e-4) and watches for vmap's
-    per-sample fallback warning; any failure switches to the loop for good and is
-    recorded in `fallback_reason`."""
+    member 0's). The stacked copies are made once: members must not change afterwards.
+    On the vmap path the first call checks vmap against the plain loop on a few rows
+    (atol 1e-4) and watches for vmap's per-sample fallback warning; any failure switches
+    to the loop for good and is recorded in `fallback_reason`."""
 
-    def __init__(self, members: Sequence[nn.Module], *, device: torch.device | None = None, vectorize: bool = True) -> None:
+    def __init__(
+        self, members: Sequence[nn.Module], *, device: torch.device | None = None, vectorize: bool | str = "auto"
+    ) -> None:
         members = list(members)
         if not members:
             raise ConfigError("Expected at least one ensemble member, got none.")
         for i, m in enumerate(members):
             if not isinstance(m, nn.Module):
                 raise ConfigError(f"Expected ensemble member {i} to be an nn.Module, got {type(m).__name__}.")
+        if vectorize not in (True, False, "auto", "vmap", "loop"):
+            raise ConfigError(f"Expected `vectorize` in (True, False, 'auto', 'vmap', 'loop'), got {vectorize!r}.")
         self.members = members
         self.device = device or module_device(members[0])
+        self.fallback_reason: str | None = None
+        if vectorize == "auto":
+            vectorize = self.device.type == "cuda"
+            if not vectorize:
+                self.fallback_reason = f"auto: on {self.device.type} the member loop is faster than vmap (bench_ensemble.py)"
+        elif vectorize in ("vmap", "loop"):
+            vectorize = vectorize == "vmap"
+        if not vectorize and self.fallback_reason is None:
+            self.fallback_reason = "loop requested"
         self.path = "vmap" if vectorize else "loop"
-        self.fallback_reason: str | None = None if vectorize else "vectorize=False"
         self._stacked: tuple[dict, dict, nn.Module] | None = None
         self._checked = False
         if vectorize:
@@ -200,7 +219,7 @@ class DeepEnsemble:
             self._fallback("vmap output differs from the member loop by more than 1e-4")
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, *, max_rows: int = 8192) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, *, max_rows: int = 4096) -> torch.Tensor:
         """Outputs of every member, (M, N, ...) float32 on CPU. Chunks hold
         max(1, max_rows // M) inputs, so one vmap call sees at most ~max_rows rows."""
         check_positive_int("max_rows", max_rows)
@@ -209,8 +228,9 @@ class DeepEnsemble:
         chunk = max(1, max_rows // len(self.members))
         outs = []
         with contextlib.ExitStack() as stack:
-            for m in self.members:
-                stack.enter_context(frozen_eval(m))
+            if self.path == "loop" or not self._checked:  # the vmap path runs an eval-mode copy only
+                for m in self.members:
+                    stack.enter_context(frozen_eval(m))
             for i in range(0, x.shape[0], chunk):
                 xb = x[i : i + chunk].to(self.device)
                 if self.path == "vmap" and not self._checked:

@@ -25,6 +25,7 @@ from workbench.suite import ModelHandle, RunContext, Suite
 from workbench.torch_utils import frozen_eval, predict
 
 METHODS: tuple[str, ...] = ("single", "mc_dropout", "ensemble")
+ENSEMBLE_EVAL: tuple[str, ...] = ("auto", "vmap", "loop")
 # OOD input sets and the modalities they apply to (see README "OOD sets").
 OOD_SETS: dict[str, tuple[str, ...]] = {
     "gaussian_noise": ("image",),
@@ -59,7 +60,8 @@ class UncertaintySuite(Suite):
         resamples for CIs; n_calibrated_sims: simulations for `ece_perfectly_calibrated`;
         ood: OOD sets to try (those that do not fit the data's modality are skipped);
         max_test: cap on test (and validation) examples; interval_level: nominal coverage of
-        the regression predictive interval; methods: which of single, mc_dropout, ensemble run."""
+        the regression predictive interval; methods: which of single, mc_dropout, ensemble run;
+        ensemble_eval: "auto" (vmap on CUDA, member loop on CPU, where it is faster), "vmap", "loop"."""
 
         mc_samples: int = 20
         ensemble_size: int = 5
@@ -70,6 +72,7 @@ class UncertaintySuite(Suite):
         max_test: int | None = None
         interval_level: float = 0.9
         methods: tuple[str, ...] = METHODS
+        ensemble_eval: str = "auto"
 
         def __post_init__(self) -> None:
             for key in ("mc_samples", "ensemble_size"):
@@ -93,6 +96,11 @@ class UncertaintySuite(Suite):
                             f"Valid: {', '.join(valid)}."
                         )
                 object.__setattr__(self, key, values)
+            if self.ensemble_eval not in ENSEMBLE_EVAL:
+                raise ConfigError(
+                    f"Expected `ensemble_eval` in {list(ENSEMBLE_EVAL)}, got {self.ensemble_eval!r}."
+                    f"{did_you_mean(str(self.ensemble_eval), ENSEMBLE_EVAL)}"
+                )
             if not self.methods:
                 raise ConfigError(f"Expected at least one of {list(METHODS)} in `methods`, got none.")
 
@@ -268,9 +276,9 @@ class _Run:
         return members
 
     def sample_ensemble(self, members: list[torch.nn.Module]) -> torch.Tensor:
-        ens = DeepEnsemble(members, device=self.ctx.device)
+        ens = DeepEnsemble(members, device=self.ctx.device, vectorize=self.p.ensemble_eval)
         out = ens.predict(self.x_all)
-        self.info["ensemble_eval"] = ens.path
+        self.info["ensemble_eval_path"] = ens.path
         self.info["ensemble_fallback_reason"] = ens.fallback_reason
         return out
 
@@ -304,7 +312,8 @@ class _Run:
         roc: dict[str, Any] = {}
         temperatures: dict[str, float] = {}
         self.per_example["y"] = y_test.numpy()
-        for mi, (method, out) in enumerate(outputs.items()):
+        for method, out in outputs.items():
+            mi = METHODS.index(method)  # seeds depend on the method, not on which others ran
             tags = {"method": method}
             test_logits, val_logits = self.part(out, "test"), self.part(out, "val")
             logp = F.predictive_log_probs(test_logits)
@@ -438,7 +447,8 @@ class _Run:
         risk: dict[str, np.ndarray] = {}
         roc: dict[str, Any] = {}
         coverage_curves: dict[str, Any] = {}
-        for mi, (method, (out, kind)) in enumerate(outputs.items()):
+        for method, (out, kind) in outputs.items():
+            mi = METHODS.index(method)
             tags = {"method": method}
             means, variances = _gaussian(self.part(out, "test"), kind)
             dec = F.regression_decomposition(means, variances)

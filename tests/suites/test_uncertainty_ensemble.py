@@ -131,7 +131,7 @@ def test_mc_dropout_defeats_the_transformer_fast_path() -> None:
 def test_vmap_ensemble_equals_loop_with_batchnorm() -> None:
     members = [_cnn(s).eval() for s in range(4)]
     x = _images(37)
-    fast = DeepEnsemble(members)
+    fast = DeepEnsemble(members, vectorize=True)
     out = fast.predict(x, max_rows=40)  # several chunks of 10
     assert fast.path == "vmap" and fast.fallback_reason is None
     ref = torch.stack([m(x) for m in members]).detach()
@@ -139,14 +139,20 @@ def test_vmap_ensemble_equals_loop_with_batchnorm() -> None:
     assert torch.allclose(out, ref, atol=1e-5, rtol=0)
     slow = DeepEnsemble(members, vectorize=False)
     assert slow.path == "loop" and torch.allclose(slow.predict(x), out, atol=1e-5, rtol=0)
+    auto = DeepEnsemble(members)  # "auto": the loop on CPU, where it measured faster
+    assert auto.path == "loop" and "auto" in (auto.fallback_reason or "")
+    assert torch.equal(auto.predict(x), slow.predict(x))
+    with pytest.raises(ConfigError, match="vectorize"):
+        DeepEnsemble(members, vectorize="fast")
 
 
-def test_ensemble_leaves_members_unchanged_even_in_train_mode() -> None:
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_ensemble_leaves_members_unchanged_even_in_train_mode(vectorize: bool) -> None:
     members = [_cnn(s) for s in range(3)]
     members[1].train()  # a member handed over in training mode is evaluated in eval mode
     states = [ModuleState.capture(m) for m in members]
     x = _images(8)
-    out = DeepEnsemble(members).predict(x)
+    out = DeepEnsemble(members, vectorize=vectorize).predict(x)
     with torch.no_grad():
         ref = torch.stack([copy.deepcopy(m).eval()(x) for m in members])
     assert torch.allclose(out, ref, atol=1e-5)
@@ -160,16 +166,16 @@ def test_ensemble_falls_back_to_loop_for_lstm() -> None:
         torch.manual_seed(s)
         members.append(TinyLSTM().eval())
     x = torch.randint(0, 11, (9, 5), generator=torch.Generator().manual_seed(0))
-    ens = DeepEnsemble(members)
+    ens = DeepEnsemble(members, vectorize=True)
     out = ens.predict(x)
-    assert ens.path == "loop" and "vmap" in (ens.fallback_reason or "")
+    assert ens.path == "loop" and "vmap failed" in (ens.fallback_reason or "")
     with torch.no_grad():
         assert torch.allclose(out, torch.stack([m(x) for m in members]), atol=1e-6)
 
 
 def test_ensemble_of_different_shapes_uses_loop() -> None:
     a, b = nn.Linear(4, 2), nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
-    ens = DeepEnsemble([a, b])
+    ens = DeepEnsemble([a, b], vectorize=True)
     assert ens.path == "loop" and "differ" in (ens.fallback_reason or "")
     assert ens.predict(torch.zeros(5, 4)).shape == (2, 5, 2)
     with pytest.raises(ConfigError, match="at least one"):
