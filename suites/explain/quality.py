@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -176,7 +177,9 @@ def randomised_copy(module: nn.Module, seed: int) -> nn.Module:
 
 def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None = None) -> np.ndarray:
     """Fraction of the k units with the largest |score| that are in `relevant` (N,);
-    k defaults to len(relevant). scores (N, U)."""
+    k defaults to len(relevant). scores (N, U). Ties at the k-th place share the remaining
+    slots (the expected precision under random tie-breaking), so an all-zero attribution
+    scores the base rate, not whatever a sort happens to put first."""
     scores = np.abs(np.asarray(scores, dtype=np.float64))
     rel = {int(r) for r in relevant}
     if not rel:
@@ -185,8 +188,14 @@ def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None =
     if max(rel) >= u or min(rel) < 0:
         raise DataError(f"Relevant units {sorted(rel)} are outside 0..{u - 1}.")
     k = len(rel) if k is None else check_positive_int("k", k)
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.isin(top, list(rel)).sum(1) / k
+    is_rel = np.zeros(u, dtype=bool)
+    is_rel[list(rel)] = True
+    kth = -np.sort(-scores, axis=1)[:, k - 1 : k]  # (N, 1) the k-th largest |score|
+    above = scores > kth
+    tied = scores == kth
+    slots = k - above.sum(1)
+    hits = (above & is_rel).sum(1) + slots * (tied & is_rel).sum(1) / tied.sum(1)
+    return hits / k
 
 
 def infidelity_scores(
@@ -221,10 +230,14 @@ def max_sensitivity_scores(
     def perturb(inputs: torch.Tensor, r: float) -> torch.Tensor:
         return inputs + (torch.rand_like(inputs) * 2 - 1) * r
 
+    def _unwrap(inputs: Any, **kwargs: Any) -> tuple[torch.Tensor]:  # captum works on 1-tuples of tensors
+        kwargs = {k: (v[0] if isinstance(v, tuple) and len(v) == 1 else v) for k, v in kwargs.items()}
+        return (explain(inputs[0] if isinstance(inputs, tuple) else inputs, **kwargs),)
+
     devices = [z.device.index or 0] if z.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        out = sensitivity_max(explain, z.detach(), perturb_func=perturb, perturb_radius=radius,
+        out = sensitivity_max(_unwrap, z.detach(), perturb_func=perturb, perturb_radius=radius,
                               n_perturb_samples=n_samples, target=target,
                               baselines=baselines.expand_as(z).contiguous())
     return out.double().cpu().numpy()
