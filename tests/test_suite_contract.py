@@ -99,6 +99,7 @@ def _assert_same(a: list[dict], b: list[dict], suite: str) -> None:
     for x, y in zip(a, b):
         if x["unit"] in TIMING_UNITS or x["name"] in {"latency", "throughput", "peak_memory", "energy",
                                                       "energy_per_sample", "metric_per_joule", "tokens_per_second",
-                                                      "achieved_flops_fraction", "profiling_overhead"}:
+                                                      "achieved_flops", "achieved_flops_fraction",
+                                                      "generation_throughput", "profiling_overhead"}:
             continue
         assert x == y, f"{suite}: {x['name']} {x['tags']} differs between two runs with the same seed"
