@@ -336,7 +336,7 @@ _nested_tensor_strides _nested_tensor_storage_offsets _nested_from_padded _neste
 to_padded_tensor _transform_bias_rescale_qkv _masked_softmax _masked_softmax_backward
 _empty_affine_quantized _empty_per_channel_affine_quantized quantize_per_tensor quantize_per_tensor_dynamic quantize_per_channel dequantize _make_per_tensor_quantized_tensor
 q_scale q_zero_point q_per_channel_scales q_per_channel_zero_points int_repr fake_quantize_per_tensor_affine
-is_same_size sym_size sym_stride sym_numel sym_storage_offset size stride numel dim is_contiguous
+is_same_size sym_is_contiguous sym_size sym_stride sym_numel sym_storage_offset size stride numel dim is_contiguous
 storage_offset is_strides_like_format is_non_overlapping_and_dense _has_compatible_shallow_copy_type
 _reshape_alias _reshape_alias_copy _conj _neg_view _conj_physical conj_physical resolve_conj resolve_neg
 _pin_memory pin_memory record_stream _fused_dropout _masked_scale huber_loss huber_loss_backward
@@ -381,7 +381,8 @@ def is_zero_flop(func: Any) -> bool:
     if getattr(func, "is_view", False):
         return True
     tags = set(getattr(func, "tags", ()))
-    return bool(tags & {torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.nondeterministic_seeded, torch.Tag.inplace_view})
+    zero_tags = {torch.Tag.pointwise, torch.Tag.reduction, torch.Tag.nondeterministic_seeded, torch.Tag.inplace_view}
+    return bool(tags & zero_tags)
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -493,7 +494,8 @@ def count_flops(fn: Callable[[], Any], *, root: nn.Module | None = None) -> Flop
     by_op: Counter[str] = Counter()
     for packet, v in counts.get("Global", {}).items():
         by_op[_op_name(packet)] += int(v)
-    backends = sorted({_ATTENTION_BACKENDS[n.split(".", 1)[1]] for n in recorder.calls if n.split(".", 1)[1] in _ATTENTION_BACKENDS})
+    ran = {n.split(".", 1)[1] for n in recorder.calls}
+    backends = sorted(_ATTENTION_BACKENDS[n] for n in ran if n in _ATTENTION_BACKENDS)
     return FlopCount(
         total=total,
         by_module=by_module,

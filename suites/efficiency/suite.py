@@ -180,7 +180,8 @@ class EfficiencySuite(Suite):
         summary["parameters"] = counts
         summary["model_size_bytes"] = sizes
         out = [
-            MetricRecord(name="parameters", value=counts[k], higher_is_better=False, unit="count", tags={**tags, "kind": k})
+            MetricRecord(name="parameters", value=counts[k], higher_is_better=False, unit="count",
+                         tags={**tags, "kind": k})
             for k in ("total", "trainable")
         ]
         for dtype, nbytes in sizes.items():
@@ -205,8 +206,10 @@ class EfficiencySuite(Suite):
         except _COUNTING_ERRORS as exc:
             reason = f"FLOP counting failed: {type(exc).__name__}: {exc}"
             ctx.save_artifact("flops", {**art, "forward": None, "forward_backward": None, "error": reason})
-            return None, None, [MetricRecord.unavailable("flops", reason, higher_is_better=False, unit=unit,
-                                                         tags={**tags, "pass": p}) for p in ("forward", "forward_backward")]
+            return None, None, [
+                MetricRecord.unavailable("flops", reason, higher_is_better=False, unit=unit, tags={**tags, "pass": pa})
+                for pa in ("forward", "forward_backward")
+            ]
         art["forward"] = fwd.to_dict()
         out = [MetricRecord(name="flops", value=fwd.total, reason=fwd.uncounted_reason(), higher_is_better=False,
                             unit=unit, n=b, tags={**tags, "pass": "forward", "attention_backend": fwd.attention_backend,
@@ -244,6 +247,8 @@ class EfficiencySuite(Suite):
     def _latency_metrics(self, module: Any, batch: Callable[[int], Any], fwd_per_example: float | None,
                          base_tags: dict[str, Any], device: Any, score: Any, ctx: RunContext,
                          summary: dict[str, Any]) -> list[MetricRecord]:
+        """The sweep: latency quantiles, throughput and achieved FLOP/s per batch size; energy
+        is metered around the timed calls of the largest batch."""
         import torch
 
         from suites.efficiency.energy import energy_unavailable_reason, measure_energy
@@ -252,12 +257,12 @@ class EfficiencySuite(Suite):
 
         p = self.params
         timer = default_timer(device)
-        out: list[MetricRecord] = []
-        rows, all_samples = [], []
-        peak, peak_note = peak_flops(device, next((q.dtype for q in module.parameters() if q.is_floating_point()), torch.float32))
-        energy_reason = energy_unavailable_reason(device) if p.energy else "energy measurement switched off (energy = false)"
+        dtype = next((q.dtype for q in module.parameters() if q.is_floating_point()), torch.float32)
+        peak, peak_note = peak_flops(device, dtype)
+        energy_reason = energy_unavailable_reason(device) if p.energy else "energy measurement switched off"
         largest = max(p.batch_sizes)
-        energy = None
+        out: list[MetricRecord] = []
+        rows, all_samples, energy = [], [], None
         with eval_flags(module, None), torch.no_grad():
             for b in p.batch_sizes:
                 xb = batch(b)
@@ -271,8 +276,8 @@ class EfficiencySuite(Suite):
                     samples = box["s"]
                 else:
                     samples = time_calls(fn, warmup=p.warmup, repeats=p.repeats, timer=timer)
-                stats = summarize_latency(samples, b, seed=ctx.seed, n_boot=p.n_boot)
                 all_samples.append(samples)
+                stats = summarize_latency(samples, b, seed=ctx.seed, n_boot=p.n_boot)
                 tags = {**base_tags, "batch_size": b, "timer": getattr(timer, "name", type(timer).__name__)}
                 for q, v in stats.quantiles.items():
                     out.append(MetricRecord(name="latency", value=v, higher_is_better=False, unit="s", n=stats.n,
@@ -283,46 +288,58 @@ class EfficiencySuite(Suite):
                        **{f"{q}_ci": list(c) for q, c in stats.quantile_ci.items()},
                        "throughput": stats.throughput, "throughput_ci": list(stats.throughput_ci)}
                 if fwd_per_example is None:
-                    reason = "FLOP count is partial, so achieved FLOP/s would be low"
-                    out.append(MetricRecord.unavailable("achieved_flops", reason, higher_is_better=True, unit="FLOP/s", tags=tags))
+                    out.append(MetricRecord.unavailable("achieved_flops", "the FLOP count is partial or failed",
+                                                        higher_is_better=True, unit="FLOP/s", tags=tags))
                 else:
                     achieved = fwd_per_example * stats.throughput
+                    lo, hi = stats.throughput_ci
                     row["achieved_flops"] = achieved
-                    out.append(MetricRecord(name="achieved_flops", value=achieved, higher_is_better=True, unit="FLOP/s",
-                                            n=stats.n, ci=(fwd_per_example * stats.throughput_ci[0], fwd_per_example * stats.throughput_ci[1]),
+                    out.append(MetricRecord(name="achieved_flops", value=achieved, higher_is_better=True,
+                                            unit="FLOP/s", n=stats.n, ci=(fwd_per_example * lo, fwd_per_example * hi),
                                             tags=tags))
                     if peak is None:
-                        out.append(MetricRecord.unavailable("achieved_flops_fraction", peak_note, higher_is_better=True,
-                                                            unit="fraction", tags=tags))
+                        out.append(MetricRecord.unavailable("achieved_flops_fraction", peak_note,
+                                                            higher_is_better=True, unit="fraction", tags=tags))
                     else:
                         row["achieved_flops_fraction"] = achieved / peak
-                        out.append(MetricRecord(name="achieved_flops_fraction", value=achieved / peak, higher_is_better=True,
-                                                unit="fraction", n=stats.n, tags={**tags, "peak": peak_note}))
+                        out.append(MetricRecord(name="achieved_flops_fraction", value=achieved / peak,
+                                                higher_is_better=True, unit="fraction", n=stats.n,
+                                                tags={**tags, "peak": peak_note}))
                 rows.append(row)
         ctx.save_artifact("latency", {"batch_sizes": np.array(p.batch_sizes), "samples_s": np.stack(all_samples)})
         summary["latency"] = rows
-        etags = {**base_tags, "batch_size": largest}
-        if energy is not None and energy.measured:
-            n_samples = largest * p.repeats
-            per_sample = energy.joules / n_samples
-            summary["energy"] = {"status": "measured", "source": energy.source, "joules": energy.joules,
-                                 "samples": n_samples, "zones": list(energy.zones)}
-            out.append(MetricRecord(name="energy_per_sample", value=per_sample, higher_is_better=False, unit="J/sample",
-                                    n=p.repeats, tags={**etags, "status": "measured", "source": energy.source}))
-            if score.higher_is_better and per_sample > 0:
-                out.append(MetricRecord(name="metric_per_joule", value=score.value / per_sample, higher_is_better=True,
-                                        unit=f"{score.name} per J/sample",
-                                        tags={**etags, "status": "measured", "source": energy.source, "metric": score.name}))
-            else:
-                out.append(MetricRecord.unavailable("metric_per_joule", f"task metric {score.name} is lower-is-better; "
-                                                    "a per-joule ratio of it has no meaning", higher_is_better=True,
-                                                    tags={**etags, "status": "measured", "metric": score.name}))
-        else:
-            reason = energy_reason if energy is None else (energy.reason or "energy unavailable")
+        reason = energy_reason if energy is None else energy.reason
+        out += self._energy_metrics(energy, reason, largest, {**base_tags, "batch_size": largest}, score, summary)
+        return out
+
+    def _energy_metrics(self, energy: Any, reason: str | None, batch_size: int, tags: dict[str, Any], score: Any,
+                        summary: dict[str, Any]) -> list[MetricRecord]:
+        """energy_per_sample and metric_per_joule: measured, or null with the reason."""
+        unit_eff = f"{score.name} per J/sample"
+        if energy is None or not energy.measured:
+            reason = reason or "energy unavailable"
             summary["energy"] = {"status": "unavailable", "reason": reason}
-            for name, hib, unit in (("energy_per_sample", False, "J/sample"), ("metric_per_joule", True, f"{score.name} per J/sample")):
-                out.append(MetricRecord.unavailable(name, reason, higher_is_better=hib, unit=unit,
-                                                    tags={**etags, "status": "unavailable"}))
+            return [
+                MetricRecord.unavailable("energy_per_sample", reason, higher_is_better=False, unit="J/sample",
+                                         tags={**tags, "status": "unavailable"}),
+                MetricRecord.unavailable("metric_per_joule", reason, higher_is_better=True, unit=unit_eff,
+                                         tags={**tags, "status": "unavailable"}),
+            ]
+        p = self.params
+        n_samples = batch_size * p.repeats
+        per_sample = energy.joules / n_samples
+        summary["energy"] = {"status": "measured", "source": energy.source, "joules": energy.joules,
+                             "seconds": energy.seconds, "samples": n_samples, "zones": list(energy.zones)}
+        mtags = {**tags, "status": "measured", "source": energy.source}
+        out = [MetricRecord(name="energy_per_sample", value=per_sample, higher_is_better=False, unit="J/sample",
+                            n=p.repeats, tags=mtags)]
+        if score.higher_is_better and per_sample > 0:
+            out.append(MetricRecord(name="metric_per_joule", value=score.value / per_sample, higher_is_better=True,
+                                    unit=unit_eff, tags={**mtags, "metric": score.name}))
+        else:
+            why = f"task metric {score.name} is lower-is-better: a per-joule ratio of it has no meaning"
+            out.append(MetricRecord.unavailable("metric_per_joule", why, higher_is_better=True, unit=unit_eff,
+                                                tags={**mtags, "metric": score.name}))
         return out
 
     def _memory_metrics(self, module: Any, xb: Any, base_tags: dict[str, Any], device: Any,
@@ -395,7 +412,8 @@ class EfficiencySuite(Suite):
                 out.append(MetricRecord(name="generation_throughput", value=stats.throughput, higher_is_better=True,
                                         unit="tokens/s", n=stats.n, ci=stats.throughput_ci,
                                         tags={**tags, "kv_cache": flag, "prompt_len": prompt_len, "new_tokens": new}))
-        summary["generation"] = {"prompt_len": prompt_len, "new_tokens": new, "batch_size": p.gen_batch_size, "kv_cache": rows}
+        summary["generation"] = {"prompt_len": prompt_len, "new_tokens": new, "batch_size": p.gen_batch_size,
+                                 "kv_cache": rows}
         return out
 
     def _compression(self, model: ModelHandle, data: Any, batch: Callable[[int], Any], device: Any, base_score: Any,
@@ -461,7 +479,8 @@ class EfficiencySuite(Suite):
             density = weight_density(built, [getattr(m, name) for m, name in targets]) if targets else 1.0
             rows.append({
                 "variant": kind, "sparsity": sparsity, "device": str(vdev),
-                "metric_name": score.name, "metric": score.value, "unit": score.unit, "metric_ci": list(score.ci) if score.ci else None,
+                "metric_name": score.name, "metric": score.value, "unit": score.unit,
+                "metric_ci": list(score.ci) if score.ci else None,
                 "higher_is_better": score.higher_is_better, "n": score.n,
                 "latency_p50_s": lat.quantiles["p50"], "latency_ci": list(lat.quantile_ci["p50"]), "batch_size": b,
                 "size_bytes": model_size_bytes(built)["total"], "flops": fl.total, "flops_complete": fl.complete,
@@ -469,12 +488,12 @@ class EfficiencySuite(Suite):
                 "weight_density": density, "warnings": warns,
             })
         directions = ["max" if base_score.higher_is_better else "min", "min", "min", "min"]
-        pts = np.array([[r["metric"], r["latency_p50_s"], r["size_bytes"], r["nonzero_flops"]] for r in rows], dtype=float)
+        axes = ["metric", "latency_p50_s", "size_bytes", "nonzero_flops"]
+        pts = np.array([[r[a] for a in axes] for r in rows], dtype=float)
         front = pareto_front(pts, directions)
         for r, f in zip(rows, front):
             r["pareto"] = bool(f)
-        ctx.save_artifact("compression", {"rows": rows, "notes": notes, "pareto_axes": ["metric", "latency_p50_s",
-                                          "size_bytes", "nonzero_flops"], "directions": directions,
+        ctx.save_artifact("compression", {"rows": rows, "notes": notes, "pareto_axes": axes, "directions": directions,
                                           "student_overrides": STUDENT_OVERRIDES.get(model.arch)})
         out: list[MetricRecord] = []
         for r in rows:
