@@ -126,7 +126,15 @@ def test_suite_on_a_tiny_classifier(tmp_path: Path):
     figs = EfficiencySuite.figures(res.to_dict(), tmp_path / "a")
     assert [t for t, _ in figs][:3] == ["Compression variants", "Task metric vs cost (Pareto frontier filled)",
                                         "Latency vs batch size"]
-    assert len(figs) == 4 and all(hasattr(fig, "to_json") for _, fig in figs)
+    assert len(figs) == 4
+    table, pareto, latency, per_module = (fig for _, fig in figs)
+    assert len(table.data[0].cells.values[0]) == 6  # one row per variant
+    front = [t for t in pareto.data if t.name == "Pareto-optimal"]
+    assert sum(len(t.x) for t in front) == 3 * sum(r["pareto"] for r in comp["rows"])  # three cost panels
+    assert list(latency.data[0].x) == [1, 4]
+    assert list(latency.data[0].y) == pytest.approx(np.median(lat["samples_s"], axis=1).tolist())
+    assert set(per_module.data[0].y) == {"body.0", "body.4", "head"}  # the leaf layers with FLOPs
+    assert all(fig.to_json() for _, fig in figs)
 
 
 def test_same_seed_same_numbers_except_timings(tmp_path: Path):
