@@ -1,0 +1,58 @@
+"""The workbench dashboard (Streamlit): `workbench ui` or
+`python -m streamlit run apps/dashboard.py --server.address 127.0.0.1`.
+
+Reads the run store ($WORKBENCH_STORE, else .workbench/store.sqlite) and each run's
+artifacts; computes nothing heavy on load. Deep links: `?run=ID&page=explain&model=M&example=3`
+(`other=ID2` on the compare page). See apps/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run` puts apps/ on the path, not the repository
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="workbench", page_icon="🧪", layout="wide")
+
+from apps import data  # noqa: E402
+from apps.views import (  # noqa: E402
+    common,
+    compare,
+    efficiency,
+    explain,
+    metrics,
+    overview,
+    robustness,
+    runs,
+    uncertainty,
+)
+
+RENDER = {"runs": runs.render, "overview": overview.render, "metrics": metrics.render,
+          "robustness": robustness.render, "uncertainty": uncertainty.render, "efficiency": efficiency.render,
+          "explain": explain.render, "compare": compare.render}
+
+
+def main() -> None:
+    pages = {name: st.Page(RENDER[name], title=title, icon=icon, url_path=name, default=(name == "runs"))
+             for name, title, icon in common.PAGES}
+    common.register_pages(pages)
+    current = st.navigation(list(pages.values()))
+    name = next((k for k, p in pages.items() if p is current), "runs")
+    wanted = st.query_params.get("page")
+    if not st.session_state.get("_deep_link_done"):
+        st.session_state["_deep_link_done"] = True
+        if wanted in pages and wanted != name:
+            st.switch_page(pages[wanted], query_params=dict(st.query_params))
+    path = data.store_path()
+    st.sidebar.caption(f"Store: {common.esc(path)}")
+    common.pick_run_sidebar(path)
+    st.query_params["page"] = name
+    current.run()
+
+
+main()
