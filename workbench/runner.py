@@ -448,12 +448,13 @@ def run_plan(
         "argv": sys.argv[1:], "store": str(store.path),
     }
     store.begin_run(run_id, created_at, provenance, run_dir)
-    env = Environment(plan=plan, device=dev, cache_dir=cache_dir, log=log, progress=plan.run.progress)
+    show_progress = (plan.run.progress and sys.stderr.isatty()) or os.environ.get("WORKBENCH_PROGRESS") == "1"
+    env = Environment(plan=plan, device=dev, cache_dir=cache_dir, log=log, progress=show_progress)
     jobs = [(m, s) for m in model_names for s in suite_names]
     results: dict[tuple[str, str], SuiteResult] = dict(done)
     t_run = time.perf_counter()
     bar = None
-    if plan.run.progress and sys.stderr.isatty() or os.environ.get("WORKBENCH_PROGRESS") == "1":
+    if show_progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), desc="jobs", unit="job")
