@@ -89,10 +89,20 @@ class Store:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            _retry(lambda: con.executescript(SCHEMA))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                _retry(lambda: con.executescript(SCHEMA))
+        except (OSError, sqlite3.DatabaseError) as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            from workbench.errors import ConfigError
+
+            raise ConfigError(
+                f"Cannot open the run store {str(self.path)!r}: {exc}. Expected an SQLite file written by the "
+                "workbench or a new path (--store, $WORKBENCH_STORE or [run] store)."
+            ) from exc
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
