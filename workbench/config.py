@@ -244,6 +244,12 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
         if "name" not in m or "dataset" not in m:
             raise ConfigError(f"{source}: [{where}] needs `name` and `dataset`.")
         spec = ModelSpec(**m)
+        if (not spec.name.strip() or spec.name.strip(".") == "" or any(c in spec.name for c in "/\\")
+                or not spec.name.isprintable() or len(spec.name) > 100):  # it names artifact and log files
+            raise ConfigError(
+                f"{source}: [{where}] name must be a printable name of at most 100 characters without '/' or '\\', "
+                f"not '.' or '..' (it names files under the run directory), got {spec.name[:120]!r}."
+            )
         if spec.name in seen:
             raise ConfigError(f"{source}: model name {spec.name!r} appears twice; names must be unique.")
         seen.add(spec.name)
