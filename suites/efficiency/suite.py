@@ -105,7 +105,8 @@ class EfficiencySuite(Suite):
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU quickstart: a few seconds per tiny model on 2 cores
         "quick": {"batch_sizes": (1, 32), "repeats": 20, "warmup": 3, "sparsities": (0.5, 0.9),
-                  "distill": False, "compression_repeats": 10, "gen_tokens": 16, "gen_repeats": 3},
+                  "distill": False, "compression_batch_size": 8, "compression_repeats": 5, "eval_samples": 200,
+                  "gen_tokens": 8, "gen_repeats": 3},
         # what a GPU user wants: a wide sweep, tighter quantiles, distillation on
         "full": {"batch_sizes": (1, 8, 32, 128, 512), "repeats": 100, "warmup": 10,
                  "sparsities": (0.3, 0.5, 0.7, 0.9), "distill": True, "kd_epochs": 20,
