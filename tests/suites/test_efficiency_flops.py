@@ -157,6 +157,8 @@ def test_cnn_fixture_closed_form():
     fb = forward_backward_flops(model, x)
     # backward: weight gradients of every layer, input gradients of all but conv1
     assert fb.total == 25_957_376 + 2 * 25_957_376 - conv1
+    # backward FLOPs are attributed to the module whose forward they differentiate
+    assert fb.by_module == {"": fb.total, "conv1": 2 * conv1, "conv2": 3 * conv2, "fc": 3 * fc}
 
 
 # --------------------------------------------------------------------------- other ops
