@@ -28,6 +28,27 @@ HEADLINE = (
 )
 WORST_CASE = {"robust_accuracy": "attack"}  # metric -> the tag the worst case is taken over
 
+# Which (suite, metric) rows are headline material: the task metrics come from the metrics
+# suite (other suites report them again per variant); cost figures of the model as given;
+# calibration before any recalibration. Every row stays in results.json and the full tables.
+_TASK_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "auroc", "mse", "rmse", "mae", "r2",
+                 "perplexity", "word_perplexity", "bits_per_byte", "bleu", "rouge_l"}
+
+
+def is_headline(suite: str | None, m: Mapping[str, Any]) -> bool:
+    name, tags = m.get("name"), m.get("tags") or {}
+    if name not in HEADLINE or "class" in tags:
+        return False
+    if name in _TASK_METRICS:
+        return suite == "metrics" and tags.get("units", "model") == "model"
+    if suite == "efficiency":
+        return (tags.get("variant", "base") == "base" and tags.get("kind", "total") == "total"
+                and tags.get("quantile", "p50") == "p50")
+    if suite == "uncertainty":
+        return (tags.get("calibration", "none") == "none" and tags.get("binning", "uniform") == "uniform"
+                and tags.get("method", "single") == "single")
+    return True
+
 # `#` (issue links), `@` (mentions) and `$` (math) are special on GitHub too.
 _MD_BACKSLASH = set("\\`*_[]|~#@$")
 _MD_ENTITY = {"<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;"}
@@ -116,7 +137,7 @@ def headline_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
         for res in mine:
             groups: dict[str, list[Mapping[str, Any]]] = {}
             for m in res.get("metrics", []):
-                if m.get("name") in HEADLINE and "class" not in (m.get("tags") or {}):
+                if is_headline(res.get("suite"), m):
                     groups.setdefault(m["name"], []).append(m)
             by_name.append((res, groups))
         for name in HEADLINE:
