@@ -28,9 +28,10 @@ HEADLINE = (
 )
 WORST_CASE = {"robust_accuracy": "attack"}  # metric -> the tag the worst case is taken over
 
-# Which (suite, metric) rows are headline material: the task metrics come from the metrics
-# suite (other suites report them again per variant); cost figures of the model as given;
-# calibration before any recalibration. Every row stays in results.json and the full tables.
+# Which (suite, metric) rows are headline material: task metrics as measured on the model
+# itself (not the re-reports of compressed variants or uncertainty methods); cost figures
+# of the model as given; calibration before any recalibration. Every row stays in
+# results.json and the full tables.
 _TASK_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "auroc", "mse", "rmse", "mae", "r2",
                  "perplexity", "word_perplexity", "bits_per_byte", "bleu", "rouge_l"}
 
@@ -40,7 +41,7 @@ def is_headline(suite: str | None, m: Mapping[str, Any]) -> bool:
     if name not in HEADLINE or "class" in tags:
         return False
     if name in _TASK_METRICS:
-        return suite == "metrics" and tags.get("units", "model") == "model"
+        return "variant" not in tags and "method" not in tags and tags.get("units", "model") == "model"
     if suite == "efficiency":
         return (tags.get("variant", "base") == "base" and tags.get("kind", "total") == "total"
                 and tags.get("quantile", "p50") == "p50")
