@@ -1,0 +1,274 @@
+"""Run a plan's jobs as Ray tasks: `workbench run PLAN --executor ray [--address ...]`.
+
+The plan becomes independent jobs, one per (model, suite), and with `shards > 1` the
+metrics suite's classification job becomes one task per contiguous row range of the
+evaluated split (combined from exact counts, see `workbench.executors.jobs`). Each task
+declares its CPU/GPU needs (`num_cpus`, `num_gpus`) so Ray places it.
+
+What matches the local executor (`workbench.runner.run_plan`) and why:
+  * numbers: a job's seed is `derive_seed(run seed, model, suite)`, independent of where
+    and when it runs; workers run the same `execute_job`.
+  * models: the driver builds (and trains, through the on-disk training cache) every
+    model before fanning out, so workers load the trained weights from the cache instead
+    of training them again. The cache directory must be reachable from every worker
+    (one machine, or a shared filesystem on a cluster).
+  * store and run directory: the driver alone writes them, as results arrive; workers
+    return their artifact files with their results.
+  * failures: a suite's own exception is an 'error' result (as locally). A task that dies
+    (worker crash, node loss) is retried `max_retries` times by Ray; a task that still
+    fails, or raises outside a suite, becomes an 'error' result with the error, its
+    traceback in `logs/SUITE-MODEL.txt`, and every other job still completes.
+    Configuration, data and model errors are found in the driver before any task runs
+    and fail the run as they do locally.
+
+Ray is an optional extra (`pip install "workbench[ray]"`); importing this module does
+not import it. With no `address` and no Ray already initialised, a local cluster is
+started for the run and shut down after it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workbench.config import Plan
+from workbench.errors import ConfigError, WorkbenchError
+from workbench.records import RunRecord, SuiteResult
+from workbench.store import Store
+
+RAY_REQUIREMENT = "ray[default]>=2.9"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(
+            "`--executor ray` needs Ray, which is not installed. Install the optional extra: "
+            f"pip install \"workbench[ray]\" (or pip install \"{RAY_REQUIREMENT}\")."
+        ) from exc
+    return ray
+
+
+def _check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value < minimum:
+        kind = "an int" if integer else "a number"
+        raise ConfigError(f"Expected `{name}` to be {kind} >= {minimum}, got {value!r}.")
+
+
+def _gpus_per_task(device: str, num_gpus: float | None, cluster: dict[str, float]) -> float:
+    if num_gpus is not None:
+        _check_number("num_gpus", num_gpus, minimum=0)
+        return float(num_gpus)
+    if device == "cpu":
+        return 0.0
+    has_gpu = cluster.get("GPU", 0) > 0
+    if device.startswith("cuda") and not has_gpu:
+        raise ConfigError(
+            f"Device {device!r} was requested but the Ray cluster has no GPU resources ({cluster}); "
+            "use --device cpu or add GPU nodes."
+        )
+    return 1.0 if has_gpu else 0.0
+
+
+def _error_result(model: str, suite: str, dataset: str, reason: str) -> SuiteResult:
+    return SuiteResult(suite=suite, model=model, dataset=dataset, status="error", reason=reason[:2000])
+
+
+def _describe_failure(exc: BaseException, max_retries: int) -> tuple[str, str]:
+    """(one-line reason, full text for the log file) of a failed Ray task."""
+    name = type(exc).__name__
+    cause = getattr(exc, "cause", None)
+    if name in ("WorkerCrashedError", "NodeDiedError", "OwnerDiedError", "ObjectLostError"):
+        reason = f"{name}: the worker running the job died (after {max_retries} retries)"
+    elif cause is not None:
+        reason = f"{type(cause).__name__}: {cause}"
+    else:
+        reason = f"{name}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+    return reason, "".join(traceback.format_exception(exc))
+
+
+def run_plan_ray(
+    plan: Plan,
+    *,
+    suites: list[str] | None = None,
+    models: list[str] | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    store: Store | None = None,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+    shards: int = 1,
+    num_cpus: float = 1.0,
+    num_gpus: float | None = None,
+    max_retries: int = 2,
+    init_kwargs: dict[str, Any] | None = None,
+    _faults: dict[str, str] | None = None,
+) -> Any:
+    """Run a validated plan on Ray and write results, reports and the store row like
+    `workbench.runner.run_plan`; returns its `RunOutcome`.
+
+    address: a Ray cluster ("auto", "HOST:PORT", "ray://HOST:10001"); None starts a local
+      cluster unless Ray is already initialised in this process (then that one is used).
+    shards: row ranges per sharded job (metrics on classification; 1 = no sharding).
+    num_cpus / num_gpus: resources each task declares (num_gpus None: 1 when the device
+      is cuda, or auto with GPUs in the cluster; else 0).
+    max_retries: Ray retries of a task whose worker died (system failures only).
+    init_kwargs: extra `ray.init` arguments when this call starts Ray.
+    _faults: {"MODEL/SUITE" or "MODEL/metrics#SHARD": "raise" | "crash" | "crash_once"},
+      fault injection for tests of the failure handling; never set it in a real run.
+    """
+    from workbench.executors import jobs as J
+    from workbench.registry import SUITES
+    from workbench.runner import (Environment, RunOutcome, device_info, git_sha, new_run_id, now_iso,
+                                  plan_to_raw, selected_suites, versions, write_outputs)
+    from workbench.torch_utils import resolve_device
+
+    _check_number("shards", shards, minimum=1, integer=True)
+    _check_number("num_cpus", num_cpus, minimum=0)
+    _check_number("max_retries", max_retries, minimum=0, integer=True)
+    for key, kind in (_faults or {}).items():
+        if kind not in J.FAULT_KINDS:
+            raise ConfigError(f"Expected fault kinds in {J.FAULT_KINDS}, got {kind!r} for {key!r}.")
+    ray = _import_ray()
+
+    device_name = device or plan.run.device
+    dev = resolve_device(device_name)
+    store = store or Store(plan.run.store)
+    cache_dir = Path(plan.run.cache or os.environ.get("WORKBENCH_CACHE", ".workbench/cache")).resolve()
+    model_names = [m.name for m in plan.models]
+    if models:
+        for m in models:
+            plan.model(m)
+        model_names = [m for m in model_names if m in models]
+    suite_names = selected_suites(plan, suites)
+    for s in suite_names:  # bad suite parameters fail here, before any task runs
+        SUITES.get(s).from_config(plan.suites.get(s, {}), profile=plan.run.profile)
+
+    run_id = new_run_id(plan.run.name)
+    run_dir = (Path(out or plan.run.out) / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    created_at = now_iso()
+    raw = plan_to_raw(plan)
+    provenance: dict[str, Any] = {
+        "git_sha": git_sha(), "versions": versions(), "device": str(dev), "device_info": device_info(dev),
+        "seed": plan.run.seed, "plan": raw, "plan_source": plan.source,
+        "suites": suite_names, "models": model_names, "profile": plan.run.profile,
+        "argv": sys.argv[1:], "store": str(store.path),
+    }
+    store.begin_run(run_id, created_at, provenance, run_dir)
+    env = Environment(plan=plan, device=dev, cache_dir=cache_dir, log=log, progress=plan.run.progress)
+    t_run = time.perf_counter()
+    started_here = False
+    pending: dict[Any, tuple[str, str, int | None]] = {}
+    try:
+        # Train (or load) every model once here, so the workers find them in the cache;
+        # configuration, data and model errors fail the run here, as they do locally.
+        for m in model_names:
+            env.model(m)
+        if not ray.is_initialized():
+            opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            opts.update(init_kwargs or {})
+            ray.init(address=address, **opts)
+            started_here = True
+        elif address:
+            log(f"  ray: already initialised in this process; using that cluster, not {address!r}")
+        cluster = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        gpus = _gpus_per_task(device_name, num_gpus, cluster)
+        log(f"  ray: cluster {cluster}, each task {num_cpus:g} CPU / {gpus:g} GPU, up to {max_retries} retries")
+        spec = J.JobSpec(plan=raw, plan_source=plan.source, run_id=run_id, device=device_name,
+                         cache_dir=str(cache_dir), faults=dict(_faults or {}))
+        spec_ref = ray.put(spec)
+        opts = {"num_cpus": num_cpus, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
+        job_task = ray.remote(J.run_job)
+        shard_task = ray.remote(J.run_metrics_shard)
+
+        jobs = [(m, s) for m in model_names for s in suite_names]
+        shard_plan: dict[tuple[str, str], list[slice]] = {}
+        for m, s in jobs:
+            slices = J.plan_metrics_shards(env, m, shards) if s == "metrics" else None
+            if slices:
+                shard_plan[(m, s)] = slices
+                for i, sl in enumerate(slices):
+                    ref = shard_task.options(name=f"{m}/{s}#{i}", **opts).remote(spec_ref, m, sl.start, sl.stop, i)
+                    pending[ref] = (m, s, i)
+            else:
+                pending[job_task.options(name=f"{m}/{s}", **opts).remote(spec_ref, m, s)] = (m, s, None)
+
+        results: dict[tuple[str, str], SuiteResult] = {}
+        shard_out: dict[tuple[str, str], list[dict[str, Any]]] = {j: [] for j in shard_plan}
+        where: dict[str, Any] = {}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            m, s, shard = pending.pop(ref)
+            if (m, s) in results:  # a sibling shard already failed this job
+                continue
+            dataset = plan.model(m).dataset
+            try:
+                out_obj = ray.get(ref)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # the task failed after its retries: report it, keep the rest
+                reason, text = _describe_failure(exc, max_retries)
+                what = f"shard {shard} of the job" if shard is not None else "the job"
+                log_dir = run_dir / "logs"
+                log_dir.mkdir(parents=True, exist_ok=True)
+                (log_dir / f"{s}-{m}.txt").write_text(text)
+                res = _error_result(m, s, env.dataset(dataset).name, f"ray task failed ({what}): {reason}")
+            else:
+                key = f"{m}/{s}" if shard is None else f"{m}/{s}#{shard}"
+                where[key] = {**out_obj["where"], "seconds": round(float(out_obj["seconds"]), 3)}
+                if shard is None:
+                    for rel, blob in out_obj["files"].items():
+                        path = run_dir / rel
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(blob)
+                    res = SuiteResult.from_dict(out_obj["result"])
+                else:
+                    shard_out[(m, s)].append(out_obj)
+                    if len(shard_out[(m, s)]) < len(shard_plan[(m, s)]):
+                        continue
+                    try:
+                        res = J.combine_metrics_shards(env, m, shard_out[(m, s)], run_id, run_dir)
+                    except WorkbenchError as exc:
+                        res = _error_result(m, s, env.dataset(dataset).name, f"combining shards failed: {exc}")
+            results[(m, s)] = res
+            store.add_result(run_id, res)
+            env.timings[f"{s}:{m}"] = res.duration_s or 0.0
+            status = res.status if res.status == "ok" else f"{res.status}: {res.reason}"
+            n_sh = len(shard_plan.get((m, s), []))
+            log(f"  {m:<22} {s:<12} {res.duration_s or 0:6.1f} s  {status[:120]}" + (f"  ({n_sh} shards)" if n_sh else ""))
+    except BaseException as exc:
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - best effort; the cluster may be gone
+                pass
+        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", now_iso())
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+    env.timings["total"] = time.perf_counter() - t_run
+    provenance["timings_s"] = {k: round(v, 3) for k, v in env.timings.items()}
+    provenance["executor"] = {
+        "kind": "ray", "address": address, "ray_version": getattr(ray, "__version__", None),
+        "cluster_resources": cluster, "task_resources": {"num_cpus": num_cpus, "num_gpus": gpus},
+        "max_retries": max_retries, "shards": {f"{m}/{s}": [[sl.start, sl.stop] for sl in v]
+                                               for (m, s), v in shard_plan.items()},
+        "tasks": where, "driver_pid": os.getpid(),
+    }
+    ordered = [results[j] for j in jobs if j in results]
+    record = RunRecord(run_id=run_id, created_at=created_at, provenance=provenance, results=tuple(ordered))
+    reports, gate = write_outputs(record, run_dir, plan.gates, log=log)
+    gate_status = None if gate is None else getattr(gate, "status", None)
+    store.finish_run(run_id, "complete", now_iso(), provenance=provenance, gate_status=gate_status)
+    return RunOutcome(run=record, run_dir=run_dir, reports=reports, gate=gate)
