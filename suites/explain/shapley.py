@@ -35,12 +35,19 @@ VALUE_FUNCTIONS = ("baseline", "background")
 MAX_EXACT_PLAYERS = 20  # 2^20 coalitions is the most we ever enumerate
 
 
-def _blas_one_thread():  # noqa: ANN202 - a context manager
-    """Limit BLAS to one thread for small solves (a 200x65 lstsq: 155 ms -> 3 ms on a busy box)."""
-    try:
-        from threadpoolctl import threadpool_limits
+_CONTROLLER = None
 
-        return threadpool_limits(limits=1, user_api="blas")
+
+def _blas_one_thread():  # noqa: ANN202 - a context manager
+    """Limit BLAS to one thread for small solves (a 200x65 lstsq: 155 ms -> 3 ms on a busy box).
+    The threadpoolctl controller is built once: scanning the loaded libraries costs ~8 ms."""
+    global _CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        if _CONTROLLER is None:
+            _CONTROLLER = ThreadpoolController()
+        return _CONTROLLER.limit(limits=1, user_api="blas")
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
         import contextlib
 
@@ -204,14 +211,26 @@ def _encode(rows: np.ndarray) -> np.ndarray:
     return packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
 
 
+def _subsets_of_size(m: int, size: int) -> np.ndarray:
+    """(C(m, size), m) bool: every coalition with `size` players."""
+    if m <= 16:
+        rows = all_coalitions(m)
+        return rows[rows.sum(1) == size]
+    out = np.zeros((math.comb(m, size), m), dtype=bool)
+    for r, idx in enumerate(combinations(range(m), size)):
+        out[r, list(idx)] = True
+    return out
+
+
 def sample_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Distinct coalitions for Kernel SHAP and their kernel weights.
 
-    Like shap's KernelExplainer: sizes whose every subset (and complement) fits in the
-    remaining budget are enumerated completely with their exact kernel weight; the rest of
-    the budget is filled by paired (S, complement) samples drawn without duplicates from
-    the remaining sizes, which share the remaining kernel mass in proportion to how often
-    they were drawn. Returns (coalitions (C, m) bool excluding empty/full, weights (C,)).
+    Like shap's KernelExplainer: sizes whose every subset (and complement) fits in their
+    share of the remaining budget are enumerated completely with their exact kernel weight;
+    the rest of the budget is filled by paired (S, complement) samples drawn without
+    duplicates from the remaining sizes, which share the remaining kernel mass in proportion
+    to how often they were drawn. Returns (coalitions (C, m) bool excluding empty/full,
+    weights (C,) summing to 1).
     """
     check_positive_int("m", m)
     check_positive_int("budget", budget)
@@ -231,9 +250,7 @@ def sample_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np
         if remaining * share < count - 1e-8:
             break
         for size in sorted({s, m - s}):
-            combos = np.zeros((math.comb(m, size), m), dtype=bool)
-            for r, idx in enumerate(combinations(range(m), size)):
-                combos[r, list(idx)] = True
+            combos = _subsets_of_size(m, size)
             rows.append(combos)
             wts.append(np.full(len(combos), left[size] / len(combos)))
             left[size] = 0.0
@@ -241,34 +258,35 @@ def sample_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np
         remaining -= count
     available = sum(math.comb(m, s) for s in range(1, m) if not sizes_done[s])
     remaining = min(remaining, available)
-    if remaining > 0 and not sizes_done.all():
+    if remaining > 0:
         p = left / left.sum()
-        keys: dict[bytes, int] = {}
-        counts: list[int] = []
-        found: list[np.ndarray] = []
-        for _ in range(50):  # draw rounds; stop when the budget is full or nothing new appears
+        keys = np.zeros(0, dtype=_encode(np.zeros((1, m), dtype=bool)).dtype)
+        counts = np.zeros(0, dtype=np.float64)
+        found = np.zeros((0, m), dtype=bool)
+        for _ in range(50):  # draw rounds until the budget is full
             need = remaining - len(found)
             if need <= 0:
                 break
             n_draw = max(8, need)
             size = rng.choice(m + 1, size=n_draw, p=p)
             ranks = np.argsort(rng.random((n_draw, m)), axis=1).argsort(axis=1)
-            s_rows = ranks < size[:, None]  # (n_draw, m) random subsets of the drawn sizes
-            cand = np.concatenate([s_rows, ~s_rows], axis=0)  # paired with complements
-            cand = cand.reshape(2, n_draw, m).transpose(1, 0, 2).reshape(-1, m)  # S1, ~S1, S2, ~S2...
-            for row, key in zip(cand, _encode(cand)):
-                kb = key.tobytes()
-                if kb in keys:
-                    counts[keys[kb]] += 1
-                elif len(found) < remaining:
-                    keys[kb] = len(found)
-                    found.append(row)
-                    counts.append(1)
-        if found:
-            arr = np.stack(found)
-            c = np.asarray(counts, dtype=np.float64)
-            rows.append(arr)
-            wts.append(c / c.sum() * left.sum())
+            drawn = ranks < size[:, None]  # (n_draw, m) random subsets of the drawn sizes
+            cand = np.stack([drawn, ~drawn], 1).reshape(-1, m)  # each paired with its complement
+            ckeys = _encode(cand)
+            uniq, first, cnt = np.unique(ckeys, return_index=True, return_counts=True)
+            known = np.isin(uniq, keys)
+            if known.any():  # repeats of coalitions already kept add to their weight
+                pos = np.searchsorted(keys, uniq[known], sorter=np.argsort(keys))
+                counts[np.argsort(keys)[pos]] += cnt[known]
+            new = np.sort(first[~known])[:need]  # first-drawn order, then cut to the budget
+            keep_keys = ckeys[new]
+            keys = np.concatenate([keys, keep_keys])
+            found = np.concatenate([found, cand[new]])
+            new_counts = cnt[~known][np.argsort(first[~known])][:need]
+            counts = np.concatenate([counts, new_counts.astype(np.float64)])
+        if len(found):
+            rows.append(found)
+            wts.append(counts / counts.sum() * left.sum())
     if not rows:
         return np.zeros((0, m), dtype=bool), np.zeros(0)
     return np.concatenate(rows), np.concatenate(wts)

@@ -331,7 +331,9 @@ class _Setup:
         bg_idx = torch.as_tensor(rng.choice(n_train, size=min(n_train, p.shap_background), replace=False))
         background_raw = data.train.x[bg_idx]
         weights = None
-        if modality == "tabular" and n_train > p.shap_background:
+        kernel_methods = {"shapley", "shap_kernel"} & set(p.methods)
+        if modality == "tabular" and n_train > p.shap_background and kernel_methods \
+                and p.shap_value_function == "background":  # importing shap costs seconds: only when used
             import shap
 
             from .shapley import _blas_one_thread

@@ -132,9 +132,7 @@ def test_output_kinds():
 def test_every_method_leaves_the_model_untouched_in_train_mode():
     """Train mode, dropout, BatchNorm and filled .grad: captum and shap (which calls
     model.eval() and zero_grad()) run, and nothing of the model changes."""
-    import shap  # noqa: F401 - imported here so shap's own import cost is not timed elsewhere
-
-    from suites.explain.suite import _explain_shap_nn  # noqa: F401
+    import shap
 
     torch.manual_seed(3)
     m = TinyMLP(6, 3)
