@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import ConfigError, did_you_mean
+from workbench.errors import ConfigError, ParameterTypeError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -275,8 +275,8 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
 
         try:
             TrainConfig.from_dict(spec.train)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: [{where}.train] {exc}") from exc
+        except (ConfigError, ParameterTypeError) as exc:  # both name the file and table
+            raise type(exc)(f"{source}: [{where}.train] {exc}") from exc
         models.append(spec)
 
     suites = raw.get("suites", {})
@@ -291,8 +291,8 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
             raise ConfigError(f"{source}: [suites.{sname}] enabled must be true or false.")
         try:
             SUITES.get(sname).from_config(stable, profile=run.profile)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: [suites.{sname}] {exc}") from exc
+        except (ConfigError, ParameterTypeError) as exc:
+            raise type(exc)(f"{source}: [suites.{sname}] {exc}") from exc
     gates = raw.get("gates", {})
     if not isinstance(gates, dict):
         raise ConfigError(f"{source}: expected [gates] to be a table (e.g. rules = [...]).")
