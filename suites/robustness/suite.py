@@ -53,12 +53,14 @@ class RobustnessSuite(Suite):
 
     @dataclass(frozen=True, kw_only=True)
     class Params:
-        """eps: the radius grid, in input units for images (pixel range of data.bounds) and
+        """n_samples: test points for corruptions and drift; attack_samples: how many of them
+        are attacked (default: all). eps: the radius grid, in input units for images (pixel range of data.bounds) and
         standardised tabular features (train-std units), relative to the embedding scale for
         token models (see README). attacks run in the order given; the headline worst case
         is per sample over all of them (and, at masking_eps, the masking-check attacks)."""
 
         n_samples: int = 500
+        attack_samples: int | None = None
         eps: tuple[float, ...] = (0.05, 0.1, 0.2)
         norm: str = "linf"
         attacks: tuple[str, ...] = ("fgsm", "pgd", "apgd_ce", "apgd_t")
@@ -91,6 +93,8 @@ class RobustnessSuite(Suite):
 
             set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
             check_positive_int("n_samples", self.n_samples)
+            if self.attack_samples is not None:
+                check_positive_int("attack_samples", self.attack_samples)
             eps = _tuple("eps", self.eps, (int, float))
             if not eps or any(not (math.isfinite(e) and e >= 0) for e in eps):
                 raise ConfigError(f"Expected `eps` to be a non-empty list of finite floats >= 0, got {list(eps)}.")
@@ -138,8 +142,9 @@ class RobustnessSuite(Suite):
                 check_positive_int("training_epochs", self.training_epochs)
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        # CPU quickstart: ~200 points, 3 eps, PGD-10, APGD-CE 20 steps + APGD-T 3 targets x 20 steps.
-        "quick": {"n_samples": 200, "eps": (0.05, 0.1, 0.2), "pgd_steps": 10, "apgd_steps": 20, "apgd_targets": 3,
+        # CPU quickstart: 100 attacked points (200 for corruptions and drift), 3 eps, PGD-10,
+        # APGD-CE 20 steps + APGD-T 3 targets x 20 steps: <= ~10 s CPU per tiny reference model.
+        "quick": {"n_samples": 200, "attack_samples": 100, "eps": (0.05, 0.1, 0.2), "pgd_steps": 10, "apgd_steps": 20, "apgd_targets": 3,
                   "restarts": 1, "random_search_queries": 100, "severities": (1, 3, 5), "drift_permutations": 200,
                   "adversarial_training": ()},
         # GPU: the whole test split, a finer eps grid, AutoAttack-strength settings, the three AT recipes.
@@ -166,13 +171,15 @@ class RobustnessSuite(Suite):
             return ctx.skip(reason)
         p = self.params
         n = ctx.limit(len(data.test), p.n_samples)
-        order = torch.randperm(len(data.test), generator=ctx.generator(17))[:n].sort().values
-        test = data.test.subset(order)
+        n_att = min(n, p.attack_samples or n)
+        perm = torch.randperm(len(data.test), generator=ctx.generator(17))
+        test = data.test.subset(perm[:n].sort().values)
+        attacked = data.test.subset(perm[:n_att].sort().values)  # a subset of `test`
         metrics: list[MetricRecord] = []
         summary: dict[str, Any] = {
             "modality": data.modality, "norm": p.norm, "eps": list(p.eps), "attacks": list(p.attacks),
             "class_names": list(data.class_names) if data.class_names else [str(k) for k in range(data.num_classes or 0)],
-            "bounds": list(data.bounds) if data.bounds else None, "n": n, "variants": {}, "notes": [],
+            "bounds": list(data.bounds) if data.bounds else None, "n": n, "n_attacked": n_att, "variants": {}, "notes": [],
         }
         if data.modality == "tabular" and data.bounds is None:
             summary["notes"].append("tabular inputs have no declared bounds: attacks are unbounded (eps in train-std units)")
@@ -218,7 +225,7 @@ class RobustnessSuite(Suite):
                                                         unit="fraction", tags={**vtags, "attack": "worst_case"}))
                 summary["variants"][variant] = {"error": info["error"]}
                 continue
-            out = _attack_variant(module_v, data, test, p, ctx, variant, seed_of, transfer,
+            out = _attack_variant(module_v, data, attacked, p, ctx, variant, seed_of, transfer,
                                   save_examples=not examples_saved and p.n_examples > 0)
             metrics += out["metrics"]
             if out.get("examples") is not None:

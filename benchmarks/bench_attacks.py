@@ -1,0 +1,166 @@
+"""PGD-k speed: the workbench's `pgd` against a plain loop of k forward+backward passes
+(written here), and against torchattacks and IBM ART when they are installed, side by side.
+
+    python benchmarks/bench_attacks.py                      # digits test split, PGD-20, CPU
+    python benchmarks/bench_attacks.py --steps 50 --device cuda --tile 20
+
+Every method runs the same attack (L∞, eps, step 2.5·eps/k, no random start) on the same
+trained model in eval mode; the table gives the median wall time over --repeats runs, the
+ratio to the plain loop (goal: workbench ≤ 1.05×) in wall and process-CPU time (runs are
+interleaved so load drift on a shared machine hits all methods alike), the largest
+difference of the adversarial examples from the plain loop's, and whether the method left
+a TRAIN-mode model (dropout submodule in eval mode, BatchNorm statistics, a .grad) exactly
+as found. The plain loop itself makes no attempt to (it runs the model in whatever mode it
+is). Missing libraries are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from suites.robustness import functional as A  # noqa: E402
+from suites.robustness.testing import SmallCNN, digits_dataset, trained_digits_cnn  # noqa: E402
+from workbench.torch_utils import ModuleState  # noqa: E402
+
+
+def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+               steps: int) -> torch.Tensor:
+    """The reference: k forward+backward passes, gradient w.r.t. the input only."""
+    xa = x.clone()
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        loss = F.cross_entropy(model(xa), y, reduction="sum")
+        (g,) = torch.autograd.grad(loss, xa)
+        with torch.no_grad():
+            xa = torch.min(torch.max(xa + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    return xa.detach()
+
+
+def methods(eps: float, alpha: float, steps: int, batch: int) -> dict[str, Callable | str]:
+    out: dict[str, Callable | str] = {
+        "plain loop": lambda m, x, y: plain_loop(m, x, y, eps, alpha, steps),
+        "workbench pgd": lambda m, x, y: A.pgd(m, x, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
+                                               batch_size=batch),
+    }
+    try:
+        import torchattacks
+
+        def ta(m, x, y):
+            return torchattacks.PGD(m, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
+
+        out[f"torchattacks {torchattacks.__version__}"] = ta
+    except ImportError as exc:
+        out["torchattacks"] = f"skipped: not installed ({exc}); pip install --no-deps torchattacks"
+    try:
+        import numpy as np
+        from art import __version__ as art_version
+        from art.attacks.evasion import ProjectedGradientDescentPyTorch
+        from art.estimators.classification import PyTorchClassifier
+
+        def art(m, x, y):
+            clf = PyTorchClassifier(model=m, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                    nb_classes=10, clip_values=(0.0, 1.0), device_type=x.device.type)
+            atk = ProjectedGradientDescentPyTorch(clf, norm=np.inf, eps=eps, eps_step=alpha, max_iter=steps,
+                                                  num_random_init=0, batch_size=batch, verbose=False)
+            return torch.from_numpy(atk.generate(x.cpu().numpy(), y=y.cpu().numpy())).to(x.device)
+
+        out[f"ART {art_version}"] = art
+    except ImportError as exc:
+        out["ART"] = f"skipped: not installed ({exc}); pip install adversarial-robustness-toolbox"
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def side_effect_free(fn: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> str:
+    """Run `fn` once on a fresh TRAIN-mode SmallCNN with BN statistics and a .grad, report changes."""
+    torch.manual_seed(1)
+    m = SmallCNN().to(device).train()
+    with torch.no_grad():
+        m(x[:32])
+    m.fc.weight.grad = torch.ones_like(m.fc.weight)
+    m.drop.eval()  # a submodule whose mode differs from its parent's
+    before = ModuleState.capture(m)
+    try:
+        fn(m, x[:32], y[:32])
+    except Exception as exc:  # report, do not crash the table
+        return f"error: {type(exc).__name__}"
+    diff = before.diff(m)
+    if not diff:
+        return "yes"
+    labels = {"state": "BN stats/weights", "train": "train/eval flags", "requires_grad": "requires_grad",
+              ".grad": "parameter .grad"}
+    return "no: " + ", ".join(sorted({labels.get(d.split(" ")[0], d) for d in diff})) + " changed"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--tile", type=int, default=1, help="repeat the test split this many times (bigger workloads)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cache", default="/tmp/workbench-bench-cache")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = digits_dataset()
+    model = trained_digits_cnn(Path(args.cache)).to(device).eval()
+    x = data.test.x.repeat(args.tile, 1, 1, 1).to(device)
+    y = data.test.y.repeat(args.tile).to(device)
+    alpha = 2.5 * args.eps / args.steps
+    print(f"PGD-{args.steps} L∞ eps={args.eps} on {len(y)} digits test images, batch {args.batch_size}, "
+          f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    runnable = {}
+    for name, fn in methods(args.eps, alpha, args.steps, args.batch_size).items():
+        if isinstance(fn, str):
+            print(f"  {name}: {fn}")
+        else:
+            runnable[name] = fn
+
+    def run(fn: Callable) -> torch.Tensor:
+        model.eval()
+        return torch.cat([fn(model, x[i : i + args.batch_size], y[i : i + args.batch_size])
+                          for i in range(0, len(y), args.batch_size)])
+
+    outs = {name: run(fn) for name, fn in runnable.items()}  # warm-up, and the outputs compared
+    wall: dict[str, list[float]] = {n: [] for n in runnable}
+    cpu: dict[str, list[float]] = {n: [] for n in runnable}
+    for _ in range(args.repeats):  # interleaved, so load drifts on a shared machine hit every method alike
+        for name, fn in runnable.items():
+            sync(device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            run(fn)
+            sync(device)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    ref = outs["plain loop"]
+    w0, c0 = statistics.median(wall["plain loop"]), statistics.median(cpu["plain loop"])
+    print(f"{'method':<22}{'wall s':>9}{'ratio':>7}{'cpu s':>9}{'ratio':>7}{'max |Δ| vs loop':>17}{'robust acc':>11}"
+          "  leaves a train-mode model untouched")
+    for name, fn in runnable.items():
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        acc = float((A.predict_logits(model, outs[name]).argmax(1) == y).float().mean())
+        delta = float((outs[name] - ref).abs().max())
+        print(f"{name:<22}{w:>9.4f}{w / w0:>6.2f}x{c:>9.4f}{c / c0:>6.2f}x{delta:>17.2e}{acc:>11.3f}  "
+              f"{side_effect_free(fn, x, y, device)}")
+
+
+if __name__ == "__main__":
+    main()
