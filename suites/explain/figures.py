@@ -158,7 +158,7 @@ def attention_figure(ex: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
                                      showscale=(layer == 0 and h == 0),
                                      hovertemplate="query %{y} → key %{x}: %{z:.2f}<extra></extra>"),
                           row=layer + 1, col=h + 1)
-        roll = attention_rollout(maps[: layer + 1], causal=causal)[0].numpy()  # (T, T), tiny
+        roll = attention_rollout(maps[: layer + 1])[0].numpy()  # (T, T), tiny; display only, never raises
         fig.add_trace(go.Heatmap(z=roll, x=labels, y=labels, colorscale="Viridis", zmin=0, showscale=False,
                                  hovertemplate="rollout %{y} ← %{x}: %{z:.2f}<extra></extra>"),
                       row=layer + 1, col=n_head + 1)

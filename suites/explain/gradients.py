@@ -131,6 +131,8 @@ class ExplainedModel(nn.Module):
         self.space = space
         self.explained = explained
         self._direct = space == "embedding" and hasattr(module, "forward_from_embeddings")
+        # a module, not torch.softmax: DeepLift rules (captum, shap) exist for nn.Softmax only
+        self.softmax = nn.Softmax(dim=-1)
 
     @property
     def classification(self) -> bool:
@@ -151,7 +153,7 @@ class ExplainedModel(nn.Module):
             return out.reshape(-1)
         if self.output_kind == "mean_logvar":
             return out[:, 0]
-        return torch.softmax(out, dim=-1) if self.explained == "probability" else out
+        return self.softmax(out) if self.explained == "probability" else out
 
     def _through_embedding_hook(self, z: torch.Tensor) -> torch.Tensor:
         emb = find_embedding(self.module)
