@@ -94,6 +94,10 @@ def plan_to_raw(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _canonical(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, sort_keys=True, default=str)
+
+
 @dataclass
 class Environment:
     """Per-process caches: datasets and trained models are built once and shared by
@@ -430,6 +434,12 @@ def run_plan(
     if resume:
         run_id = store.resolve_run_id(resume)
         info = store.run_info(run_id)
+        stored = (info["provenance"] or {}).get("plan")
+        if stored is not None and _canonical(stored) != _canonical(plan_to_raw(plan)):
+            raise ConfigError(
+                f"Run {run_id} was made from a different plan than the one given; resuming would mix "
+                "results of two plans. Resume with the same plan (and --set values), or start a new run."
+            )
         run_dir = Path(info["run_dir"])
         created_at = info["created_at"]
         for r in store.results(run_id):

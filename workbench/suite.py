@@ -192,6 +192,7 @@ class Suite:
         defaults.update(config)
         for key, value in defaults.items():
             _check_type(cls.name, key, value, fields[key])
+            _check_sane(cls.name, key, value)
         try:
             params = cls.Params(**defaults)
         except (TypeError, ValueError) as exc:
@@ -221,6 +222,27 @@ class Suite:
 
 
 _TYPE_NAMES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+# No suite parameter (a count of steps, samples, resamples, repeats...) is meaningful past
+# this: a plan asking for 10**12 would never finish, so it is refused up front.
+MAX_PARAMETER_VALUE = 10_000_000
+
+
+def _check_sane(suite: str, key: str, value: Any) -> None:
+    """Reject NaN/inf and absurdly large numbers in any suite parameter (lists too)."""
+    import math
+
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"Suite {suite!r} parameter `{key}`: expected a finite number, got {v}.")
+        if abs(v) > MAX_PARAMETER_VALUE:
+            raise ConfigError(
+                f"Suite {suite!r} parameter `{key}`: {v} is beyond any sensible setting "
+                f"(|value| <= {MAX_PARAMETER_VALUE:,}); did you mean a smaller number?"
+            )
 
 
 def _check_type(suite: str, key: str, value: Any, f: dataclasses.Field) -> None:

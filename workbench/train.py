@@ -61,9 +61,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
+        if self.epochs > 100_000:
+            raise ConfigError(f"Expected `epochs` <= 100000, got {self.epochs}.")
+        if self.batch_size > 10_000_000:
+            raise ConfigError(f"Expected `batch_size` <= 10000000, got {self.batch_size}.")
         if self.patience is not None:
             check_positive_int("patience", self.patience)
-        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0):
+        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and 0 < self.lr < float("inf")):
             raise ConfigError(f"Expected `lr` to be a float > 0, got {self.lr!r}.")
         if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
             raise ConfigError(f"Expected `weight_decay` to be a float >= 0, got {self.weight_decay!r}.")

@@ -949,6 +949,13 @@ def load_callable(
     params = inspect.signature(fn).parameters
     if "seed" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
         kwargs = {"seed": seed, **kwargs}
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        for key in kwargs:
+            if key not in params:
+                raise ConfigError(
+                    f"{function!r} takes no option {key!r}.{did_you_mean(key, params)} "
+                    f"Its parameters: {', '.join(params) or '(none)'}."
+                )
     out = fn(**kwargs)
     if isinstance(out, Dataset):
         return validate_dataset(out)
