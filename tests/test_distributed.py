@@ -176,7 +176,7 @@ def _write_plan(tmp_path: Path, model: dict, cache: Path) -> Path:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_torchrun_two_gloo_ranks_adversarial_training(tmp_path, capsys):
+def test_torchrun_two_gloo_ranks_adversarial_training(tmp_path, capfd):
     from workbench.registry import DATASETS, MODELS
 
     cache = tmp_path / "cache"
@@ -184,7 +184,7 @@ def test_torchrun_two_gloo_ranks_adversarial_training(tmp_path, capsys):
              "train": {"epochs": 3, "recipe": "fgsm_rs", "recipe_params": {"eps": 0.05, "val_samples": 128}}}
     plan = _write_plan(tmp_path, model, cache)
     assert main(["train", str(plan), "--nproc", "2", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out  # printed by rank 0 of the torchrun subprocess
     assert "ranks identical: True" in out
 
     summaries = sorted(cache.glob("mlp-ddp2-*.json"))
