@@ -92,7 +92,7 @@ def drift_table_figure(rows: list[dict[str, Any]]) -> Any:
         "perm. p": [f"{r['permutation_pvalue']:.3g}" for r in rows],
         "max KS": [f"{r['max_ks']:.3f}" for r in rows],
         "KS threshold (at n)": [f"{r['threshold']:.3f}" for r in rows],
-        "max PSI": [f"{r['max_psi']:.3f}" for r in rows],
+        "max PSI (bias-corrected)": [f"{r['max_psi']:.3f} ({r.get('max_psi_corrected', float('nan')):.3f})" for r in rows],
         "features drifted (BH)": [f"{r['n_significant_features']}/{len(r['ks_statistic'])}" for r in rows],
         "drift": ["yes" if r["drift"] else ("stat. only" if r["statistically_significant"] else "no") for r in rows],
     }
