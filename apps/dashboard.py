@@ -38,8 +38,8 @@ RENDER = {"runs": runs.render, "overview": overview.render, "metrics": metrics.r
 
 
 def main() -> None:
-    pages = {name: st.Page(RENDER[name], title=title, icon=icon, url_path=name, default=(name == "runs"))
-             for name, title, icon in common.PAGES}
+    pages = {name: st.Page(RENDER[name], title=title, url_path=name, default=(name == "runs"))
+             for name, title in common.PAGES}
     common.register_pages(pages)
     current = st.navigation(list(pages.values()))
     name = next((k for k, p in pages.items() if p is current), "runs")

@@ -199,7 +199,9 @@ def suite_figures(result: Mapping[str, Any], run_dir: str | None) -> tuple[list[
         return [], None
     if run_dir is None:
         return [], "the run has no directory recorded in the store"
-    payload = json.dumps(result, sort_keys=True, default=str)
+    # Suites open `run_dir / rel` themselves: hand them only paths that stay inside the run.
+    arts = {k: v for k, v in (result.get("artifacts") or {}).items() if artifact_path(run_dir, result, k) is not None}
+    payload = json.dumps({**result, "artifacts": arts}, sort_keys=True, default=str)
     return _suite_figures(str(result["suite"]), payload, str(run_dir), _mtimes(run_dir, result))
 
 

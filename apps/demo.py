@@ -300,7 +300,7 @@ def demo_run(run_dir: Path, run_id: str, *, variant: int, n_examples: int, n_exp
         _metrics_result(_Writer(run_dir, "metrics", "tok_tr"), "tok_tr", "synthetic_tokens", tok, ["neg", "pos"]),
         _explain_tokens(_Writer(run_dir, "explain", "tok_tr"), "tok_tr", tok, min(n_explained, 6), seed=16),
         _efficiency(_Writer(run_dir, "efficiency", "tok_tr"), "tok_tr", seed=17, scale=3.0),
-        _regression_result(_Writer(run_dir, "metrics", "reg_mlp"), "reg_mlp", max(n_examples // 2, 10), seed=18 + variant),
+        _regression_result(_Writer(run_dir, "metrics", "reg_mlp"), "reg_mlp", max(n_examples, 10), seed=18 + variant),
         SuiteResult(suite="explain", model="reg_mlp", dataset="synthetic_hetero_regression", status="skipped",
                     reason="demo: explain was not applicable", seed=8),
         SuiteResult(suite="robustness", model="reg_mlp", dataset="synthetic_hetero_regression", status="error",

@@ -134,7 +134,7 @@ def test_runs_page_lists_filters_and_opens(demo, monkeypatch):
     at = open_app(monkeypatch, demo["store"], page="runs")
     df = frame(at, "run_id", "gate")
     assert df["run_id"].tolist() == ["demo-b", "demo-a"]  # newest first
-    assert [g.split()[-1] for g in df["gate"]] == ["fail", "pass"]
+    assert df["gate"].tolist() == ["FAIL", "pass"]
     assert set(df.loc[0, "models"].split(", ")) == {"img_cnn", "tok_tr", "reg_mlp"}
     at.multiselect(key="runs:gate").select("pass").run()
     assert frame(at, "run_id", "gate")["run_id"].tolist() == ["demo-a"]
@@ -393,6 +393,9 @@ def test_large_runs_use_webgl_scatter(tmp_path, monkeypatch):
     picker = [t for t in charts(at)[0]["data"] if t["name"] in ("correct", "wrong")]
     assert {t["type"] for t in picker} == {"scattergl"}
     assert sum(decode(t["customdata"]).size for t in picker) == 2500
+    at = open_app(monkeypatch, big["store"], run="demo-a", page="metrics", model="reg_mlp")
+    (pts,) = traces(at, name="examples")
+    assert pts["type"] == "scattergl" and decode(pts["x"]).size == 2500
 
 
 # --------------------------------------------------------------------------- compare
@@ -452,15 +455,19 @@ def test_pages_without_their_suite_say_so(tmp_path, monkeypatch):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     store.begin_run("only-metrics", "2026-11-22T00:00:00+00:00", {"seed": 0}, run_dir)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    np.savez(outside / "predictions.npz", y_true=np.zeros(5), y_pred=np.ones(5))
     store.add_result("only-metrics", SuiteResult(suite="metrics", model="m", dataset="d", status="ok",
-                                                 artifacts={"predictions": "../../etc/passwd"}))
+                                                 artifacts={"predictions": "../outside/predictions.npz"}))
     store.finish_run("only-metrics", "complete", "2026-11-22T00:01:00+00:00")
     for page in ("robustness", "uncertainty", "efficiency", "explain"):
         at = open_app(monkeypatch, store.path, page=page)
         assert any("did not run" in i.value for i in at.info), page
         assert not at.get("plotly_chart")
     at = open_app(monkeypatch, store.path, page="metrics")
-    assert any("no artifacts" in t for t in texts(at))  # the path outside the run dir is not read
+    assert any("no artifacts" in t for t in texts(at))  # the file outside the run directory is not read
+    assert not at.get("plotly_chart")
     at = open_app(monkeypatch, store.path, page="compare")
     assert any("only one run" in i.value for i in at.info)
     empty = open_app(monkeypatch, tmp_path / "missing" / "store.sqlite", page="overview")

@@ -14,17 +14,17 @@ import streamlit as st
 
 from apps import data
 
-# (url path, title, local emoji icon). Emoji only: a `:material/...` icon makes the
-# browser fetch a remote font.
-PAGES: tuple[tuple[str, str, str], ...] = (
-    ("runs", "Runs", "🗂️"),
-    ("overview", "Overview", "📋"),
-    ("metrics", "Metrics", "📏"),
-    ("robustness", "Robustness", "🛡️"),
-    ("uncertainty", "Uncertainty", "🎲"),
-    ("efficiency", "Efficiency", "⚡"),
-    ("explain", "Explain", "🔍"),
-    ("compare", "Compare", "⚖️"),
+# (url path, title). No per-page icons: an emoji needs an emoji font (boxes without one) and a
+# `:material/...` icon makes the browser fetch a remote font. The app icon is set in dashboard.py.
+PAGES: tuple[tuple[str, str], ...] = (
+    ("runs", "Runs"),
+    ("overview", "Overview"),
+    ("metrics", "Metrics"),
+    ("robustness", "Robustness"),
+    ("uncertainty", "Uncertainty"),
+    ("efficiency", "Efficiency"),
+    ("explain", "Explain"),
+    ("compare", "Compare"),
 )
 WEBGL_MIN_POINTS = 2000  # scatter traces with more points are drawn with WebGL (go.Scattergl)
 DEEP_LINK_KEYS = ("run", "page", "example", "model", "other")
@@ -241,7 +241,9 @@ def show_suite_figures(run: RunView, result: Mapping[str, Any], key: str, skip: 
     for i, (title, fig) in enumerate(figs):
         if any(s in title for s in skip):
             continue
-        st.markdown(f"**{esc(title)}**")
+        layout_title = getattr(getattr(fig.layout, "title", None), "text", None)
+        if not layout_title:  # the suite's figure carries no title of its own
+            st.markdown(f"**{esc(title)}**")
         show_figure(fig, key=f"{key}:{i}")
         n += 1
     if not figs and not note:

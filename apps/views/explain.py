@@ -226,11 +226,13 @@ def attention_figure(attention: np.ndarray, tokens: Sequence[str] | None) -> Any
     from plotly.subplots import make_subplots
 
     n_layers, n_heads, t, _ = attention.shape
+    top = float(attention.max()) or 1.0  # one scale for every head, so heads compare
     fig = make_subplots(rows=n_layers, cols=n_heads, horizontal_spacing=0.01, vertical_spacing=0.03,
                         subplot_titles=[f"layer {l} · head {h}" for l in range(n_layers) for h in range(n_heads)])
     for l in range(n_layers):
         for h in range(n_heads):
-            fig.add_trace(go.Heatmap(z=attention[l, h], colorscale="Viridis", zmin=0, zmax=1, showscale=False,
+            fig.add_trace(go.Heatmap(z=attention[l, h], colorscale="Viridis", zmin=0, zmax=top,
+                                     showscale=(l == 0 and h == n_heads - 1), colorbar={"title": "weight"},
                                      name=f"L{l}H{h}",
                                      hovertemplate="query %{y} → key %{x}<br>weight %{z:.3f}<extra></extra>"),
                           l + 1, h + 1)
@@ -266,6 +268,10 @@ def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str) ->
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("deletion (lower is better)", "insertion (higher is better)"))
     any_curve = False
+    methods = list(dict.fromkeys(k.split("__")[1] for k in curves if k.count("__") == 2))
+    palette = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
+               "#fecb52"]
+    color = {m: ("#555555" if m == "random" else palette[j % len(palette)]) for j, m in enumerate(methods)}
     for col, mode in ((1, "deletion"), (2, "insertion")):
         for key, arr in curves.items():
             parts = key.split("__")
@@ -274,7 +280,8 @@ def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str) ->
             any_curve = True
             fig.add_trace(go.Scatter(x=frac, y=arr[i], mode="lines", name=parts[1], legendgroup=parts[1],
                                      showlegend=(col == 1),
-                                     line={"dash": "dash" if parts[1] == "random" else "solid"}), 1, col)
+                                     line={"dash": "dash" if parts[1] == "random" else "solid",
+                                           "color": color[parts[1]]}), 1, col)
     if not any_curve:
         return None
     fig.update_xaxes(title_text="fraction of features removed / inserted")
@@ -336,8 +343,12 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
             else:
                 st.caption("No quality scores stored.")
             if result is not None:
+                summary = quality_summary(result)
                 st.markdown("**Over all explained examples** (value [95% CI])")
-                st.dataframe(quality_summary(result), hide_index=True, key=f"{key}:quality_summary")
+                if summary.empty:
+                    st.caption("The run recorded no quality metrics for these methods.")
+                else:
+                    st.dataframe(summary, hide_index=True, key=f"{key}:quality_summary")
     skipped = meta.get("skipped") or {}
     if skipped:
         st.caption("Not computed: " + "; ".join(f"{common.esc(m)} ({common.esc(r)})" for m, r in skipped.items()))

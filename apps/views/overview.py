@@ -11,7 +11,7 @@ import streamlit as st
 from apps import data
 from apps.views import common
 
-GATE_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️"}
+GATE_COLOUR = {"pass": "green", "fail": "red", "error": "orange"}
 
 
 def provenance_rows(info: dict) -> list[tuple[str, str]]:
@@ -74,7 +74,8 @@ def render() -> None:
     if not status and not outcome:
         st.caption("No gate was evaluated for this run (no `[gates]` rules, or `workbench gate` not run).")
     else:
-        st.markdown(f"Gate status: {GATE_ICON.get(status, '')} **{common.esc(status)}**")
+        colour = GATE_COLOUR.get(str(status), "gray")
+        st.markdown(f"Gate status: :{colour}[**{common.esc(status)}**]")
         if outcome and outcome.get("rules"):
             rules = pd.DataFrame([{k: r.get(k) for k in ("rule", "status", "observed", "threshold", "baseline",
                                                         "p_value", "message")} for r in outcome["rules"]])

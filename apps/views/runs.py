@@ -13,7 +13,7 @@ from apps import data
 from apps.views import common
 
 PAGE_SIZE = 50
-GATE_LABEL = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error", "": "— none"}
+GATE_LABEL = {"pass": "pass", "fail": "FAIL", "error": "error", "": "—"}  # text: emoji need an emoji font
 
 
 def filter_runs(df: pd.DataFrame, *, models: Sequence[str] = (), datasets: Sequence[str] = (),
