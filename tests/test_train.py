@@ -78,3 +78,17 @@ def test_task_losses_match_closed_forms():
     ref = 0.5 * (torch.log(2 * torch.pi * var) + (y - out[:, 0]) ** 2 / var)
     assert torch.allclose(nll, ref.mean())
     assert torch.allclose(task_loss("mean")(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0])), torch.tensor(2.5))
+
+
+def test_module_state_sees_added_parameters_and_frozen_eval_tolerates_them():
+    from torch import nn
+
+    from workbench.torch_utils import ModuleState, frozen_eval
+
+    m = TinyMLP().train()
+    before = ModuleState.capture(m)
+    with frozen_eval(m):
+        assert not m.training and not any(p.requires_grad for p in m.parameters())
+        m.net[0].extra = nn.Parameter(torch.zeros(1))  # what shap's DeepExplainer does
+    assert m.training and all(p.requires_grad for n, p in m.named_parameters() if n != "net.0.extra")
+    assert any("added" in d for d in before.diff(m))

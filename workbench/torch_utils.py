@@ -98,6 +98,7 @@ class ModuleState:
             w = other.state.get(k)
             if w is None or w.shape != v.shape or not torch.equal(w, v):
                 out.append(f"state {k} changed")
+        out += [f"state {k} added" for k in other.state if k not in self.state]
         out += [f"train flag of {k!r} changed" for k, v in self.training.items() if other.training.get(k) != v]
         out += [f"requires_grad of {k} changed" for k, v in self.requires_grad.items() if other.requires_grad.get(k) != v]
         for k, g in self.grads.items():
@@ -132,9 +133,11 @@ def frozen_eval(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         for n, m in module.named_modules():
-            m.training = training[n]
+            if n in training:  # a submodule added during the context keeps its own flag
+                m.training = training[n]
         for n, p in module.named_parameters():
-            p.requires_grad_(req[n])
+            if n in req:
+                p.requires_grad_(req[n])
 
 
 @contextlib.contextmanager
