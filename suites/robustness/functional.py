@@ -116,10 +116,13 @@ def _check_positive_float(name: str, value: object) -> float:
 
 @contextlib.contextmanager
 def attack_mode(model: Model) -> Iterator[None]:
-    """Gradients on, and for an `nn.Module`: eval mode + frozen parameters, restored after."""
+    """Gradients on, and for an `nn.Module`: eval mode + frozen parameters, restored after.
+    cuDNN refuses RNN backward in eval mode, so it is switched off for models with an RNN."""
     with contextlib.ExitStack() as stack:
         if isinstance(model, nn.Module):
             stack.enter_context(frozen_eval(model))
+            if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+                stack.enter_context(torch.backends.cudnn.flags(enabled=False))
         stack.enter_context(torch.enable_grad())
         yield
 

@@ -191,7 +191,7 @@ class RobustnessSuite(Suite):
                 transfer = model.trainer(seed=ctx.seed + 1)
             except Exception as exc:  # a failed copy only removes the transfer check
                 summary["notes"].append(f"transfer attack skipped: training a copy failed ({exc})")
-        elif p.transfer_attack:
+        elif p.transfer_attack and p.masking_checks:
             summary["notes"].append("transfer attack skipped: the model has no trainer (cannot train a copy)")
 
         variants: list[tuple[str, nn.Module | None, dict[str, Any]]] = [

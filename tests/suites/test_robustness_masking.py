@@ -88,3 +88,16 @@ def test_monotonicity_check_on_hand_made_curves():
     assert check_increasing(fgsm_only, tol).flagged is None
     # order of the points does not matter
     assert check_increasing({"pgd": [(0.2, 0.6), (0.05, 0.9), (0.1, 0.5)]}, tol).flagged
+
+
+def test_transfer_attack_from_an_independent_copy_joins_the_black_box_check(setup, shared_cache):
+    cnn, x, y = setup
+    copy = trained_digits_cnn(shared_cache, seed=1)
+    rep = gradient_masking_checks(cnn, x[:80], y[:80], eps=0.1, num_classes=10, pgd_steps=5, apgd_steps=8,
+                                  apgd_targets=2, queries=20, transfer_model=copy,
+                                  generator=torch.Generator().manual_seed(0))
+    check = {c.check: c for c in rep.checks}["black_box_beats_white_box"]
+    assert "transfer" in rep.correct and "transfer" in check.values
+    # a transferred attack is weaker than attacking the model itself, yet does something
+    assert rep.accuracy["pgd"] <= rep.accuracy["transfer"] < rep.accuracy["clean"]
+    assert check.flagged is False
