@@ -181,10 +181,10 @@ class _Run:
         self.info: dict[str, Any] = {"n_test": len(test), "n_val": len(val)}
         self.ood: dict[str, torch.Tensor] = {}
         not_applicable = []
-        for i, name in enumerate(self.p.ood):
+        for name in self.p.ood:
             if data.modality in OOD_SETS[name]:
-                try:
-                    self.ood[name] = make_ood(name, test.x, data, ctx.generator(200 + i))
+                try:  # seeds keyed by the set's name, not by which other sets are configured
+                    self.ood[name] = make_ood(name, test.x, data, ctx.generator(200 + list(OOD_SETS).index(name)))
                 except ConfigError as exc:
                     not_applicable.append(f"{name}: {exc}")
             else:
@@ -394,7 +394,8 @@ class _Run:
         """AUROC (with a stratified bootstrap CI) and AUPR of each score, OOD = positive."""
         roc: dict[str, Any] = {}
         s_in = scores_for(self.part(out, "test"))
-        for oi, ood in enumerate(self.ood):
+        for ood in self.ood:
+            oi = list(OOD_SETS).index(ood)
             s_out = scores_for(self.part(out, f"ood:{ood}"))
             roc[ood] = {}
             for score in s_in:
