@@ -190,6 +190,8 @@ def train_model(
     eval mode on `device`. Deterministic for `cfg.seed` on CPU."""
     seed_everything(cfg.seed)
     recipe = recipe if recipe is not None else make_recipe(cfg.recipe, cfg.recipe_params)
+    if hasattr(recipe, "prepare"):  # e.g. adversarial recipes read the data's input bounds
+        recipe.prepare(data)
     output_kind = output_kind_for(module, data)
     loss_fn = task_loss(output_kind)
     module.to(device)
