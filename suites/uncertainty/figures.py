@@ -72,13 +72,16 @@ def decomposition_figure(per_example: dict[str, np.ndarray], unit: str) -> tuple
     if not methods:
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("aleatoric", "epistemic"))
-    for method in methods:
-        for col, q in ((1, "aleatoric"), (2, "epistemic")):
-            v = per_example.get(f"{method}{_SEP}{q}")
-            if v is None:
-                continue
-            fig.add_trace(go.Histogram(x=v, name=f"{method}", legendgroup=method, showlegend=col == 1,
-                                       marker_color=_COLORS.get(method), opacity=0.6, nbinsx=40), row=1, col=col)
+    for col, q in ((1, "aleatoric"), (2, "epistemic")):
+        values = {m: per_example[f"{m}{_SEP}{q}"] for m in methods if f"{m}{_SEP}{q}" in per_example}
+        if not values:
+            continue
+        lo = float(min(v.min() for v in values.values()))
+        hi = float(max(v.max() for v in values.values()))
+        bins = {"start": lo, "end": hi, "size": (hi - lo) / 40 or 1.0}  # the same bins for every method
+        for method, v in values.items():
+            fig.add_trace(go.Histogram(x=v, name=method, legendgroup=method, showlegend=col == 1, xbins=bins,
+                                       marker_color=_COLORS.get(method), opacity=0.6), row=1, col=col)
     fig.update_layout(barmode="overlay", yaxis_title="examples")
     fig.update_xaxes(title_text=unit)
     return "Aleatoric and epistemic uncertainty per test example", fig
