@@ -126,3 +126,24 @@ def explain_example(info: Mapping[str, Any], result: Mapping[str, Any], index: i
                 out[name] = json.loads(p.read_text())
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def evaluate_run_gates(store_path: str, run_id: str, baseline_id: str | None = None) -> dict[str, Any] | None:
+    """The run's own `[gates]` rules (from its resolved plan) evaluated now with
+    workbench.gates.evaluate_gates: absolute rules only, or every rule against
+    `baseline_id` as the baseline run. None when the plan has no gates.
+    Returns `GateOutcome.to_dict()`."""
+    from workbench.gates import evaluate_gates, gates_from_run
+    from workbench.store import Store
+
+    store = Store(store_path)
+    run = store.load_run(run_id)
+    cfg = gates_from_run(run)
+    if cfg is None or not cfg.rules:
+        return None
+    run_dir = (store.run_info(run_id) or {}).get("run_dir")
+    if baseline_id is None:
+        return evaluate_gates(run, cfg.absolute_only(), run_dir=run_dir).to_dict()
+    base = store.load_run(baseline_id)
+    base_dir = (store.run_info(baseline_id) or {}).get("run_dir")
+    return evaluate_gates(run, cfg, baseline=base, run_dir=run_dir, baseline_dir=base_dir).to_dict()

@@ -46,6 +46,8 @@ def main() -> None:
     wanted = st.query_params.get("page")
     if not st.session_state.get("_deep_link_done"):
         st.session_state["_deep_link_done"] = True
+        if st.query_params.get("model"):
+            st.session_state["_model"] = st.query_params.get("model")  # kept across pages
         if wanted in pages and wanted != name:
             st.switch_page(pages[wanted], query_params=dict(st.query_params))
     path = data.store_path()

@@ -1,7 +1,7 @@
 """A demo run store with synthetic results and artifacts in the suites' formats, for
 trying the dashboard without running a plan, for its tests and for its benchmark.
 
-    python -m apps.demo /tmp/demo-store            # 2 runs, 3 models, every suite
+    python -m apps.demo /tmp/demo-store            # 2 runs, 4 models, every suite
     python -m apps.demo /tmp/big --examples 10000 --extra-runs 1000
     WORKBENCH_STORE=/tmp/demo-store/store.sqlite workbench ui
 
@@ -129,10 +129,11 @@ def _explain_image(w: _Writer, model: str, pred: dict[str, np.ndarray], n_ex: in
     quality: dict[str, Any] = {}
     for m in (*IMAGE_METHODS, "random"):
         for rep in ("zero", "blur"):
-            curves[f"deletion__{m}__{rep}"] = np.clip(1 - frac[None] * rng.uniform(0.5, 1.5, (n_ex, 1)), 0, 1).astype(np.float32)
-            curves[f"insertion__{m}__{rep}"] = np.clip(frac[None] * rng.uniform(0.5, 1.5, (n_ex, 1)), 0, 1).astype(np.float32)
-        quality[m] = {"deletion_auc": {rep: curves[f"deletion__{m}__{rep}"].mean(1).tolist() for rep in ("zero", "blur")},
-                      "insertion_auc": {rep: curves[f"insertion__{m}__{rep}"].mean(1).tolist() for rep in ("zero", "blur")}}
+            slope = rng.uniform(0.5, 1.5, (n_ex, 1))
+            curves[f"deletion__{m}__{rep}"] = np.clip(1 - frac[None] * slope, 0, 1).astype(np.float32)
+            curves[f"insertion__{m}__{rep}"] = np.clip(frac[None] * slope, 0, 1).astype(np.float32)
+        quality[m] = {f"{mode}_auc": {rep: curves[f"{mode}__{m}__{rep}"].mean(1).tolist() for rep in ("zero", "blur")}
+                      for mode in ("deletion", "insertion")}
         if m != "random":
             quality[m]["randomisation_rank_correlation"] = rng.uniform(-1, 1, n_ex).tolist()
     quality["integrated_gradients"]["completeness_gap"] = rng.uniform(0, 0.01, n_ex).tolist()
@@ -277,16 +278,53 @@ def _efficiency(w: _Writer, model: str, seed: int, scale: float = 1.0) -> SuiteR
                             tags={"pass": "forward", "counted": "complete"})]
     for b, v in zip(bs.tolist(), p50):
         metrics.append(MetricRecord(name="latency", value=v, n=20, ci=(v * 0.95, v * 1.05), unit="s",
-                                    higher_is_better=False, tags={"quantile": "p50", "study": "sweep", "batch_size": b}))
+                                    higher_is_better=False,
+                                    tags={"quantile": "p50", "study": "sweep", "batch_size": b}))
         metrics.append(MetricRecord(name="throughput", value=b / v, n=20, unit="samples/s", higher_is_better=True,
                                     tags={"study": "sweep", "batch_size": b}))
     return SuiteResult(suite="efficiency", model=model, dataset="digits", status="ok", metrics=tuple(metrics),
                        artifacts=w.paths, seed=7, duration_s=2.0)
 
 
+def _lm(run_dir: Path, model: str, seed: int) -> list[SuiteResult]:
+    """A character LM: perplexity with its floor and greedy generations (metrics), and
+    attention maps + rollout only (explain on a language model)."""
+    rng = np.random.default_rng(seed)
+    w = _Writer(run_dir, "metrics", model)
+    docs_nll, docs_tok = rng.uniform(50, 80, 6), np.full(6, 40.0)
+    w.npz("lm_documents", doc_id=np.arange(6), doc_nll=docs_nll, doc_tokens=docs_tok)
+    hyps = ["the cat", "a dog <b>", "def f():"]
+    w.json("generations", {"rows": [0, 2, 4], "prompt_len": 8, "gen_len": 8, "decoded_as": "text",
+                           "prompts": ["once upo", "in the p", "import o"],
+                           "references": ["n a time", "ark we ", "s\nimpo"],
+                           "hypotheses": hyps, "rouge_l": [0.2, 0.1, 0.0], "bleu_signature": "demo"})
+    ppl = float(np.exp(docs_nll.sum() / docs_tok.sum()))
+    metrics = SuiteResult(suite="metrics", model=model, dataset="pydoc_text", status="ok", metrics=(
+        MetricRecord(name="perplexity", value=ppl, ci=(ppl * 0.9, ppl * 1.1), n=240, unit="ppl", higher_is_better=False,
+                     tags={"split": "test"}),
+        MetricRecord(name="perplexity_floor", value=1.5, unit="ppl", higher_is_better=False,
+                     tags={"split": "test", "source": "exact"}),
+    ), artifacts=w.paths, seed=10)
+    w = _Writer(run_dir, "explain", model)
+    n, layers, heads, t = 3, 2, 2, 6
+    att = np.tril(rng.random((n, layers, heads, t, t))).astype(np.float32)
+    att /= att.sum(-1, keepdims=True)
+    roll = np.tril(att.mean(2)[:, 0] @ att.mean(2)[:, 1]).astype(np.float32)
+    x = rng.integers(0, len(TOKEN_VOCAB), (n, t))
+    w.npz("examples", input=x, attention=att, rollout=roll)
+    w.json("meta", {"modality": "lm", "task": "lm", "space": "embedding", "methods": ["attention", "rollout"],
+                    "attributions": [], "tokens": [[TOKEN_VOCAB[i] for i in row] for row in x], "causal": True,
+                    "n_examples": n, "note": "language model: attention maps and rollout only"})
+    explain = SuiteResult(suite="explain", model=model, dataset="pydoc_text", status="ok", metrics=(
+        MetricRecord(name="causality_violation", value=0.0, unit="probability", higher_is_better=False,
+                     tags={"method": "attention", "statistic": "max"}),), artifacts=w.paths, seed=11)
+    return [metrics, explain]
+
+
 def demo_run(run_dir: Path, run_id: str, *, variant: int, n_examples: int, n_explained: int) -> RunRecord:
-    """One run of three models (image classifier, token classifier, regressor) with every
-    suite's artifacts; `variant` 1 flips a seeded tenth of the image predictions."""
+    """One run of four models (image classifier, token classifier, regressor, character
+    LM) with every suite's artifacts; `variant` 1 flips a seeded tenth of the image and
+    token predictions."""
     run_dir.mkdir(parents=True, exist_ok=True)
     flip = None if variant == 0 else 100 + variant
     img = classification_predictions(n_examples, len(IMAGE_CLASSES), seed=10, flip_seed=flip)
@@ -305,12 +343,15 @@ def demo_run(run_dir: Path, run_id: str, *, variant: int, n_examples: int, n_exp
                     reason="demo: explain was not applicable", seed=8),
         SuiteResult(suite="robustness", model="reg_mlp", dataset="synthetic_hetero_regression", status="error",
                     reason=f"demo failure mentioning {EVIL}", seed=9),
+        *_lm(run_dir, "char_gpt", seed=19),
     ]
     created = (dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.timezone.utc) + dt.timedelta(days=variant)).isoformat()
     prov = {"seed": 0, "device": "cpu", "device_info": {"type": "cpu", "name": "demo"}, "git_sha": "0123456789abcdef",
             "versions": {"python": "3.11", "torch": "2.13.0"}, "profile": "quick",
             "plan": {"run": {"name": "demo", "seed": 0}, "models": [
-                {"name": "img_cnn", "arch": "cnn", "dataset": "digits"}]},
+                {"name": "img_cnn", "arch": "cnn", "dataset": "digits"}],
+                "gates": {"rules": ["accuracy{model=img_cnn,suite=metrics} >= 0.8",
+                                    "accuracy{model=img_cnn,suite=metrics} max_drop 0.0 test=mcnemar"]}},
             "timings_s": {"total": 12.5}}
     return RunRecord(run_id=run_id, created_at=created, provenance=prov, results=tuple(results))
 

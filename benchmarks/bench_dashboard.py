@@ -93,7 +93,8 @@ def main() -> None:
         warm = [render(page, model)[0] for _ in range(a.repeats)]
         med = statistics.median(warm)
         total_warm += med
-        print(f"{page + ' (' + model + ')':<24} {cold:8.2f} {med:16.2f} {n_charts:7d} {pts:11d}  {', '.join(kinds) or '-'}")
+        label = f"{page} ({model})"
+        print(f"{label:<24} {cold:8.2f} {med:16.2f} {n_charts:7d} {pts:11d}  {', '.join(kinds) or '-'}")
     print(f"sum of warm medians: {total_warm:.2f} s")
 
 

@@ -22,7 +22,7 @@ import pytest
 st = pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apps.demo import EVIL, IMAGE_CLASSES, write_demo_store  # noqa: E402
+from apps.demo import IMAGE_CLASSES, write_demo_store  # noqa: E402
 from workbench.records import SuiteResult  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
@@ -135,7 +135,7 @@ def test_runs_page_lists_filters_and_opens(demo, monkeypatch):
     df = frame(at, "run_id", "gate")
     assert df["run_id"].tolist() == ["demo-b", "demo-a"]  # newest first
     assert df["gate"].tolist() == ["FAIL", "pass"]
-    assert set(df.loc[0, "models"].split(", ")) == {"img_cnn", "tok_tr", "reg_mlp"}
+    assert set(df.loc[0, "models"].split(", ")) == {"img_cnn", "tok_tr", "reg_mlp", "char_gpt"}
     at.multiselect(key="runs:gate").select("pass").run()
     assert frame(at, "run_id", "gate")["run_id"].tolist() == ["demo-a"]
     at.selectbox(key="runs:open").select("demo-a").run()
@@ -334,7 +334,8 @@ def test_explain_explorer_image_attributions_and_quality(demo, monkeypatch):
         assert np.abs(z).max() == pytest.approx(1.0)
     np.testing.assert_array_equal(normalise(np.zeros(4)), np.zeros(4))
     q = frame(at, "method", "completeness_gap", "deletion_auc (blur)").set_index("method")
-    assert q.loc["integrated_gradients", "completeness_gap"] == pytest.approx(quality["integrated_gradients"]["completeness_gap"][3])
+    ig_gap = quality["integrated_gradients"]["completeness_gap"][3]
+    assert q.loc["integrated_gradients", "completeness_gap"] == pytest.approx(ig_gap)
     assert q.loc["random", "deletion_auc (blur)"] == pytest.approx(quality["random"]["deletion_auc"]["blur"][3])
     # the picker: every scored test example, the stored ones marked, example 3 starred
     pred = npz(demo["runs"]["demo-a"] / "artifacts/metrics/img_cnn/predictions.npz")
@@ -373,6 +374,23 @@ def test_explain_tokens_attention_grid_and_rollout(demo, monkeypatch):
     np.testing.assert_allclose(decode(heads["L1H0"]["z"]), ex["attention"][2, 1, 0])
     (roll,) = [f for f in charts(at) if "rollout" in str(f["layout"].get("title"))]
     np.testing.assert_allclose(decode(roll["data"][0]["z"]), ex["rollout"][2])
+
+
+def test_language_model_perplexity_generations_and_attention(demo, monkeypatch):
+    at = open_app(monkeypatch, demo["store"], run="demo-a", page="metrics", model="char_gpt")
+    docs = npz(demo["runs"]["demo-a"] / "artifacts/metrics/char_gpt/lm_documents.npz")
+    (bar,) = traces(at, type="bar")
+    assert decode(bar["y"])[0] == pytest.approx(np.exp(docs["doc_nll"].sum() / docs["doc_tokens"].sum()))
+    gens = frame(at, "prompt", "generated")
+    assert gens["generated"].tolist() == ["the cat", "a dog <b>", "def f():"]
+    at = open_app(monkeypatch, demo["store"], run="demo-a", page="explain", model="char_gpt", example="1")
+    ex = npz(demo["runs"]["demo-a"] / "artifacts/explain/char_gpt/examples.npz")
+    heads = {t["name"]: t for t in traces(at, type="heatmap") if str(t.get("name", "")).startswith("L")}
+    assert len(heads) == 4
+    np.testing.assert_allclose(decode(heads["L0H1"]["z"]), ex["attention"][1, 0, 1])
+    (roll,) = [f for f in charts(at) if "rollout" in str(f["layout"].get("title"))]
+    np.testing.assert_allclose(decode(roll["data"][0]["z"]), ex["rollout"][1])
+    assert np.allclose(np.triu(decode(roll["data"][0]["z"]), 1), 0)  # causal: nothing above the diagonal
 
 
 def test_selected_example_from_a_plotly_click_event():
@@ -431,6 +449,12 @@ def test_compare_paired_tests_and_flips_match_plain_loops(demo, monkeypatch):
     assert any(r"reg\_mlp" in t and "not paired" in t for t in texts(at))
     forest = next(f for f in charts(at) if "Paired difference" in str(f["layout"].get("title")))
     np.testing.assert_allclose(decode(forest["data"][0]["x"]), paired.loc[list(forest["data"][0]["y"]), "B − A"])
+    # the plan's gate rules, B against A as the baseline, agree with the paired table
+    at.button(key="compare:gate:demo-b:demo-a:button").click().run()
+    gate = frame(at, "rule", "status", "p_value").set_index("rule")
+    drop = gate.loc["accuracy{model=img_cnn,suite=metrics} max_drop 0.0 test=mcnemar"]
+    assert drop["p_value"] == pytest.approx(p_ref, rel=1e-9)
+    assert drop["status"] == ("fail" if p_ref < 0.05 and c_only < b_only else "pass")
     deltas = frame(at, "delta (B − A)", "B vs A")
     acc = deltas[(deltas["model"] == "img_cnn") & (deltas["metric"] == "accuracy")].iloc[0]
     assert acc["delta (B − A)"] == pytest.approx(acc["B"] - acc["A"])
@@ -454,7 +478,8 @@ def test_pages_without_their_suite_say_so(tmp_path, monkeypatch):
     store = Store(tmp_path / "store.sqlite")
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    store.begin_run("only-metrics", "2026-11-22T00:00:00+00:00", {"seed": 0}, run_dir)
+    plan = {"run": {"name": "m"}, "gates": {"rules": ["accuracy{model=m} >= 0.5"]}}
+    store.begin_run("only-metrics", "2026-11-22T00:00:00+00:00", {"seed": 0, "plan": plan}, run_dir)
     outside = tmp_path / "outside"
     outside.mkdir()
     np.savez(outside / "predictions.npz", y_true=np.zeros(5), y_pred=np.ones(5))
@@ -468,6 +493,10 @@ def test_pages_without_their_suite_say_so(tmp_path, monkeypatch):
     at = open_app(monkeypatch, store.path, page="metrics")
     assert any("no artifacts" in t for t in texts(at))  # the file outside the run directory is not read
     assert not at.get("plotly_chart")
+    at = open_app(monkeypatch, store.path, page="overview")
+    at.button(key="overview:gate_now:only-metrics:button").click().run()
+    gate = frame(at, "rule", "status", "message")
+    assert gate["status"].tolist() == ["error"]  # the run has no accuracy: an error, never a pass
     at = open_app(monkeypatch, store.path, page="compare")
     assert any("only one run" in i.value for i in at.info)
     empty = open_app(monkeypatch, tmp_path / "missing" / "store.sqlite", page="overview")

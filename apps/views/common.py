@@ -27,7 +27,6 @@ PAGES: tuple[tuple[str, str], ...] = (
     ("compare", "Compare"),
 )
 WEBGL_MIN_POINTS = 2000  # scatter traces with more points are drawn with WebGL (go.Scattergl)
-DEEP_LINK_KEYS = ("run", "page", "example", "model", "other")
 
 _ESCAPE = {ord(c): "\\" + c for c in "\\`*_[]()#+-.!|~{}:$"}
 _ESCAPE.update({ord("<"): "&lt;", ord(">"): "&gt;", ord("&"): "&amp;"})
@@ -147,13 +146,17 @@ def run_caption(run: RunView) -> None:
 
 
 def pick_model(models: Sequence[str], key: str, label: str = "Model") -> str:
-    """A model picker that starts from `?model=` and writes the choice back to the URL."""
+    """A model picker that starts from `?model=` (else the model last picked on any page)
+    and writes the choice back to the URL."""
     ss = st.session_state
     models = list(models)
     if ss.get(key) not in models:
         wanted = st.query_params.get("model")
+        if wanted not in models:
+            wanted = ss.get("_model")
         ss[key] = wanted if wanted in models else models[0]
     choice = st.selectbox(label, models, key=key)
+    ss["_model"] = choice
     st.query_params["model"] = choice
     return choice
 

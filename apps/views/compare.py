@@ -78,7 +78,8 @@ def paired_comparison(pred_a: Mapping[str, np.ndarray], pred_b: Mapping[str, np.
                               "pred B": pb[flipped], "kind": kind})
         return {"task": "classification", "metric": "accuracy", "n": int(ya.size), "a": float(ca.mean()),
                 "b": float(cb.mean()), "diff": boot.diff, "ci": (boot.low, boot.high), "n_boot": n_boot,
-                "test": "McNemar " + ("exact binomial" if test.method == "exact" else "chi² with continuity correction"),
+                "test": "McNemar " + ("exact binomial" if test.method == "exact"
+                                      else "chi² with continuity correction"),
                 "p_value": test.p_value, "statistic": test.statistic,
                 "discordant": {"A right, B wrong": test.b, "A wrong, B right": test.c}, "flips": flips}
     ea = (pa.astype(float) - ya.astype(float)) ** 2
@@ -101,6 +102,10 @@ def _cached_paired(path: str, run_a: str, run_b: str, model: str, stamp: tuple) 
         missing = [r for r, p in ((run_a, pa), (run_b, pb)) if p is None or "y_true" not in p]
         return {"error": f"no per-example predictions (metrics suite predictions.npz) in run(s) {', '.join(missing)}"}
     return paired_comparison(pa, pb)
+
+
+def _discordant(d: Mapping[str, int] | None) -> str:
+    return f"{d['A right, B wrong']} / {d['A wrong, B right']}" if d else "—"
 
 
 def forest_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
@@ -169,11 +174,31 @@ def render() -> None:
         table = pd.DataFrame([{
             "model": r["model"], "metric": r["metric"], "n": r["n"], "A": r["a"], "B": r["b"],
             "B − A": r["diff"], "95% CI": common.fmt_ci(r["ci"]), "test": r["test"], "p-value": r["p_value"],
-            "discordant (A✓B✗ / A✗B✓)": (f"{r['discordant']['A right, B wrong']} / {r['discordant']['A wrong, B right']}"
-                                       if r["discordant"] else "—"),
+            "discordant (A✓B✗ / A✗B✓)": _discordant(r["discordant"]),
         } for r in rows])
         st.dataframe(table, hide_index=True, key="compare:paired")
         common.show_figure(forest_figure(rows), key="compare:forest")
+
+    gate_key = f"compare:gate:{other}:{run.run_id}"
+    if st.button("Evaluate run B's gate rules with run A as the baseline", key=f"{gate_key}:button",
+                 help="Every rule of run B's own [gates] table (drop rules use A as the baseline), "
+                      "with workbench.gates.evaluate_gates"):
+        from apps import compute
+
+        with st.spinner("Evaluating gates…"):
+            try:
+                ss[gate_key] = compute.evaluate_run_gates(run.path, other, baseline_id=run.run_id) or {
+                    "note": "Run B's plan has no [gates] rules."}
+            except Exception as exc:  # shown, not raised
+                ss[gate_key] = {"note": f"{type(exc).__name__}: {exc}"}
+    got = ss.get(gate_key)
+    if got and "note" in got:
+        st.caption(common.esc(got["note"]))
+    elif got:
+        from apps.views.overview import gate_table
+
+        st.markdown(f"Gate of run B against run A: **{common.esc(got.get('status'))}** (evaluated now, not saved)")
+        gate_table(got, key="compare:gate")
 
     st.subheader("Examples whose prediction flipped")
     if not flips:

@@ -34,7 +34,8 @@ def _task_metric(results: Sequence[Mapping[str, Any]], model: str) -> Mapping[st
     for name in TASK_METRICS:
         for m in r.get("metrics", []):
             t = m.get("tags") or {}
-            if m["name"] == name and "class" not in t and t.get("units", "model") == "model" and m.get("value") is not None:
+            if m["name"] == name and "class" not in t and t.get("units", "model") == "model" \
+                    and m.get("value") is not None:
                 return m
     return None
 

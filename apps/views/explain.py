@@ -194,7 +194,8 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
         ticks = [f"{t}★" if j in relevant else str(t) for j, t in enumerate(labels)]
         fig = go.Figure(go.Heatmap(
             z=z, customdata=raw, x=list(range(len(labels))), y=list(methods), colorscale=DIVERGING, zmid=0,
-            zmin=-1, zmax=1, text=[labels] * len(methods), texttemplate="%{text}", colorbar={"title": "attr / max|attr|"},
+            zmin=-1, zmax=1, text=[labels] * len(methods), texttemplate="%{text}",
+            colorbar={"title": "attr / max|attr|"},
             hovertemplate="position %{x} (%{text})<br>attribution %{customdata:.3g}<extra>%{y}</extra>",
         ))
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=ticks, title="token")
@@ -316,7 +317,8 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
     classification = meta.get("task") == "classification"
     facts = []
     if "label" in row:
-        facts.append(f"true: **{common.esc(_class_name(meta, row['label']) if classification else common.fmt(float(row['label'])))}**")
+        label = _class_name(meta, row["label"]) if classification else common.fmt(float(row["label"]))
+        facts.append(f"true: **{common.esc(label)}**")
     if "prediction" in row:
         pred = _class_name(meta, row["prediction"]) if classification else common.fmt(float(row["prediction"]))
         facts.append(f"predicted: **{common.esc(pred)}**")
@@ -414,8 +416,9 @@ def render() -> None:
         correct = (preds["y_pred"] == preds["y_true"]) if classification else None
     else:
         idx = np.arange(stored)
-        y = np.asarray(ex.get("explained_value", np.zeros(stored)), dtype=float)
-        y_title = "explained output"
+        has_value = "explained_value" in ex
+        y = np.asarray(ex["explained_value"], dtype=float) if has_value else np.zeros(stored)
+        y_title = "explained output" if has_value else "(stored examples)"
         correct = (ex["prediction"] == ex["label"]) if "prediction" in ex and "label" in ex \
             and meta.get("task") == "classification" else None
     fig, by_curve = picker_figure(idx, y, correct, stored, current, y_title)

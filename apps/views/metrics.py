@@ -48,7 +48,7 @@ def render() -> None:
 
     pc = per_class_frame(result)
     if not pc.empty:
-        st.subheader("Per-class scores (95% bootstrap CI)")
+        st.subheader("Per-class scores (with 95% CIs)")
         page = common.paginate(pc, key="metrics:perclass:page", page_size=50)
         st.dataframe(page, hide_index=True, key="metrics:perclass")
 

@@ -37,6 +37,13 @@ def provenance_rows(info: dict) -> list[tuple[str, str]]:
     ]
 
 
+def gate_table(outcome: dict, key: str) -> None:
+    """One row per rule of a `GateOutcome.to_dict()`."""
+    cols = ("rule", "status", "observed", "threshold", "baseline", "p_value", "message")
+    st.dataframe(pd.DataFrame([{k: r.get(k) for k in cols} for r in outcome.get("rules", [])], columns=list(cols)),
+                 hide_index=True, key=key)
+
+
 def render() -> None:
     st.title("Overview")
     run = common.current_run()
@@ -71,15 +78,31 @@ def render() -> None:
     st.subheader("Gate")
     outcome = data.gate_outcome(run.run_dir)
     status = run.info.get("gate_status") or (outcome or {}).get("status")
-    if not status and not outcome:
-        st.caption("No gate was evaluated for this run (no `[gates]` rules, or `workbench gate` not run).")
-    else:
+    if status:
         colour = GATE_COLOUR.get(str(status), "gray")
         st.markdown(f"Gate status: :{colour}[**{common.esc(status)}**]")
-        if outcome and outcome.get("rules"):
-            rules = pd.DataFrame([{k: r.get(k) for k in ("rule", "status", "observed", "threshold", "baseline",
-                                                        "p_value", "message")} for r in outcome["rules"]])
-            st.dataframe(rules, hide_index=True, key="overview:gate")
+    if outcome and outcome.get("rules"):
+        gate_table(outcome, key="overview:gate")
+    else:
+        if not status:
+            st.caption("No gate verdicts were written for this run (gate.json).")
+        now_key = f"overview:gate_now:{run.run_id}"
+        if st.button("Evaluate the plan's gate rules now", key=f"{now_key}:button",
+                     help="Absolute rules of the run's own [gates] table, with workbench.gates.evaluate_gates"):
+            from apps import compute
+
+            with st.spinner("Evaluating gates…"):
+                try:
+                    st.session_state[now_key] = compute.evaluate_run_gates(run.path, run.run_id) or {
+                        "note": "The run's plan has no [gates] rules."}
+                except Exception as exc:  # a broken rule table is shown, not raised
+                    st.session_state[now_key] = {"note": f"{type(exc).__name__}: {exc}"}
+        got = st.session_state.get(now_key)
+        if got and "note" in got:
+            st.caption(common.esc(got["note"]))
+        elif got:
+            st.markdown(f"Evaluated now: **{common.esc(got.get('status'))}** (not saved)")
+            gate_table(got, key="overview:gate_now")
 
     st.subheader("Suite results")
     if not run.results:
