@@ -26,7 +26,7 @@ from apps import data
 from apps.views import common
 
 DIVERGING = "RdBu_r"  # positive attribution red, negative blue, zero white
-MAX_COLS = 5
+MAX_COLS = 4
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -184,7 +184,12 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
             ), k // cols + 1, k % cols + 1)
         fig.update_yaxes(autorange="reversed", showticklabels=False)
         fig.update_xaxes(showticklabels=False)
-        fig.update_layout(height=260 * nrows, margin={"t": 40, "b": 10})
+        for k in range(len(panels)):  # square pixels in every panel
+            ax = "" if k == 0 else str(k + 1)
+            fig.layout[f"yaxis{ax}"].update(scaleanchor=f"x{ax}", constrain="domain")
+            fig.layout[f"xaxis{ax}"].update(constrain="domain")
+        fig.update_annotations(font_size=11)
+        fig.update_layout(height=230 * nrows, margin={"t": 40, "b": 10})
         return fig
     if modality == "tokens":
         labels = list(tokens) if tokens is not None else [str(int(t)) for t in x]
