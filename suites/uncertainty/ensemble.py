@@ -160,7 +160,8 @@ class DeepEnsemble:
         if vectorize not in (True, False, "auto", "vmap", "loop"):
             raise ConfigError(f"Expected `vectorize` in (True, False, 'auto', 'vmap', 'loop'), got {vectorize!r}.")
         self.members = members
-        self.device = device or module_device(members[0])
+        self._devices = [module_device(m) for m in members]  # members are never moved
+        self.device = device or self._devices[0]
         self.fallback_reason: str | None = None
         if vectorize == "auto":
             vectorize = self.device.type == "cuda"
@@ -206,7 +207,11 @@ class DeepEnsemble:
         return vmap(one, in_dims=(0, 0, None))(params, buffers, xb)
 
     def _loop(self, xb: torch.Tensor) -> torch.Tensor:
-        return torch.stack([_rows(m(xb.to(module_device(m)))).to(self.device) for m in self.members])
+        outs = []
+        for m, dev in zip(self.members, self._devices):
+            out = _rows(m(xb if xb.device == dev else xb.to(dev)))
+            outs.append(out if out.device == self.device else out.to(self.device))
+        return torch.stack(outs)
 
     def _check_vmap(self, xb: torch.Tensor) -> None:
         self._checked = True
@@ -243,7 +248,8 @@ class DeepEnsemble:
                     if any(sub.training for sub in m.modules()):  # under no_grad only the mode matters
                         stack.enter_context(frozen_eval(m))
             for i in range(0, x.shape[0], chunk):
-                xb = x[i : i + chunk].to(self.device)
+                xb = x[i : i + chunk]
+                xb = xb if xb.device == self.device else xb.to(self.device)
                 if self.path == "vmap" and not self._checked:
                     self._check_vmap(xb)
                 out = self._vmap(xb) if self.path == "vmap" else self._loop(xb)
