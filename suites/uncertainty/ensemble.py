@@ -21,7 +21,7 @@ an internal per-sample fallback that would only be slower) are evaluated by a pl
 `DeepEnsemble.path` says which ran and `fallback_reason` why.
 
 `vectorize="auto"` (the default) picks vmap on CUDA and the loop on CPU: on CPU vmap turns
-M small GEMMs/convolutions into one bmm / grouped convolution, which measured 1.2-2.5x
+M small GEMMs/convolutions into one bmm / grouped convolution, which measured 1.2-2.1x
 SLOWER than the loop for every reference model (benchmarks/bench_ensemble.py). The choice
 is made by device, never by timing at run time, so two runs with one seed take the same
 path and give bitwise-identical numbers (the paths agree to ~1e-6, not bitwise).
