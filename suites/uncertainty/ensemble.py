@@ -118,7 +118,7 @@ def mc_dropout_predict(
     with torch.random.fork_rng(devices=forked), mc_dropout_mode(module):
         torch.manual_seed(int(seed))
         outs: list[torch.Tensor] = []
-        if batched:
+        if batched and samples <= max_rows:
             b = max(1, max_rows // samples)
             for i in range(0, x.shape[0], b):
                 xb = x[i : i + b].to(device)

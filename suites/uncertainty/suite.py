@@ -240,7 +240,8 @@ class _Run:
         self.info["mc_dropout_layers"] = layers
         if not layers:
             return f"{type(module).__name__} has no dropout layer with p > 0, so MC dropout cannot sample"
-        out = mc_dropout_predict(module, self.x_all, samples=self.p.mc_samples, seed=self.ctx.seed, device=self.ctx.device)
+        out = mc_dropout_predict(module, self.x_all, samples=self.p.mc_samples, seed=self.ctx.seed, device=self.ctx.device,
+                                 max_rows=self.ctx.batch_size)
         if float((out.amax(0) - out.amin(0)).abs().max()) == 0.0:
             return (
                 f"dropout layers {layers} had no effect on the outputs (dropout applied functionally or inside a "
@@ -277,7 +278,7 @@ class _Run:
 
     def sample_ensemble(self, members: list[torch.nn.Module]) -> torch.Tensor:
         ens = DeepEnsemble(members, device=self.ctx.device, vectorize=self.p.ensemble_eval)
-        out = ens.predict(self.x_all)
+        out = ens.predict(self.x_all, max_rows=self.ctx.batch_size)
         self.info["ensemble_eval_path"] = ens.path
         self.info["ensemble_fallback_reason"] = ens.fallback_reason
         return out
