@@ -73,8 +73,11 @@ def main() -> None:
     a = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # AppTest outside a server warns on every run
+    import logging
+
     import streamlit as st
+
+    logging.disable(logging.WARNING)  # AppTest outside a server warns "no runtime" on every run
 
     from apps.demo import write_demo_store
 
