@@ -144,6 +144,25 @@ def test_missing_ray_is_a_config_error_with_the_install_hint(local_run, monkeypa
         run_plan_ray(plan, log=QUIET)
 
 
+def test_unreachable_or_malformed_address_fails_fast():
+    """ray.init waits minutes for an absent GCS; the executor probes the port first."""
+    import socket
+    import time
+
+    from workbench.executors.ray_executor import _probe
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="Could not reach a Ray cluster"):
+        _probe(f"127.0.0.1:{port}", timeout=2.0)
+    assert time.perf_counter() - t0 < 5
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        _probe("no-port-here")
+    _probe("auto")  # resolved by Ray itself
+
+
 # ----------------------------------------------------------------- on a local Ray cluster
 
 

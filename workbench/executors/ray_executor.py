@@ -29,6 +29,7 @@ started for the run and shut down after it.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 import traceback
@@ -75,6 +76,22 @@ def _gpus_per_task(device: str, num_gpus: float | None, cluster: dict[str, float
             "use --device cpu or add GPU nodes."
         )
     return 1.0 if has_gpu else 0.0
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on an unreachable HOST:PORT (ray.init itself waits minutes for a GCS)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"Expected a Ray address 'auto', 'HOST:PORT' or 'ray://HOST:PORT', got {address!r}.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"Could not reach a Ray cluster at {address!r} ({exc}). Start one (`ray start --head` on the head "
+            "node), pass its HOST:PORT, or leave out --address to start a local cluster."
+        ) from exc
 
 
 def _error_result(model: str, suite: str, dataset: str, reason: str) -> SuiteResult:
@@ -168,17 +185,24 @@ def run_plan_ray(
     started_here = False
     pending: dict[Any, tuple[str, str, int | None]] = {}
     try:
+        if not ray.is_initialized():
+            opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            opts.update(init_kwargs or {})
+            _probe(address)
+            try:
+                ray.init(address=address, **opts)
+            except ConnectionError as exc:
+                raise ConfigError(
+                    f"Could not connect to a Ray cluster at {address!r}: {exc}. Start one (`ray start --head` on "
+                    "the head node), pass its HOST:PORT, or leave out --address to start a local cluster."
+                ) from exc
+            started_here = True
+        elif address:
+            log(f"  ray: already initialised in this process; using that cluster, not {address!r}")
         # Train (or load) every model once here, so the workers find them in the cache;
         # configuration, data and model errors fail the run here, as they do locally.
         for m in model_names:
             env.model(m)
-        if not ray.is_initialized():
-            opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            opts.update(init_kwargs or {})
-            ray.init(address=address, **opts)
-            started_here = True
-        elif address:
-            log(f"  ray: already initialised in this process; using that cluster, not {address!r}")
         cluster = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
         gpus = _gpus_per_task(device_name, num_gpus, cluster)
         log(f"  ray: cluster {cluster}, each task {num_cpus:g} CPU / {gpus:g} GPU, up to {max_retries} retries")
