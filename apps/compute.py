@@ -87,7 +87,15 @@ def explain_example(info: Mapping[str, Any], result: Mapping[str, Any], index: i
     from workbench.runner import build_handle, load_plan_dataset
     from workbench.suite import RunContext
 
+    from workbench.config import user_code_references
+
     t0 = time.perf_counter()
+    refs = user_code_references((info.get("provenance") or {}).get("plan") or {})
+    if refs:  # code is imported only from a plan the user hands over, never from the store
+        raise RebuildError(
+            "this run's plan names user code (" + "; ".join(refs) + "); the dashboard does not import code "
+            "named in the store. Re-run the explain suite with your plan file instead."
+        )
     plan = _plan(info)
     model = str(result["model"])
     try:

@@ -262,8 +262,6 @@ def test_resume_from_store_without_user_code_needs_no_plan(tmp_path, capsys):
     assert code == 2 and "Unknown model 'nope'" in err  # got past the user-code check to plan use
 
 
-@pytest.mark.xfail(strict=True, reason="reported: apps/compute.py rebuilds a model from the stored plan and imports "
-                                       "its factory / callable dataset; it should refuse (user_code_references)")
 def test_dashboard_explain_now_does_not_import_code_from_the_store(tmp_path, side_effect_module):
     compute = pytest.importorskip("apps.compute")
     mod, marker = side_effect_module
