@@ -92,3 +92,25 @@ def test_module_state_sees_added_parameters_and_frozen_eval_tolerates_them():
         m.net[0].extra = nn.Parameter(torch.zeros(1))  # what shap's DeepExplainer does
     assert m.training and all(p.requires_grad for n, p in m.named_parameters() if n != "net.0.extra")
     assert any("added" in d for d in before.diff(m))
+
+
+def test_predict_backs_off_on_cuda_out_of_memory(monkeypatch):
+    """The CUDA branch of torch_utils.predict halves the batch on OOM (simulated on CPU)."""
+    import workbench.torch_utils as tu
+
+    calls = []
+    real = tu._predict
+
+    def flaky(module, x, *, batch_size, device):
+        calls.append(batch_size)
+        if batch_size > 16:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(module, x, batch_size=batch_size, device=torch.device("cpu"))
+
+    monkeypatch.setattr(tu, "_predict", flaky)
+    m = TinyMLP().eval()
+    x = torch.randn(40, 4)
+    out = tu.predict(m, x, batch_size=64, device=torch.device("cuda"))
+    assert calls == [64, 32, 16]
+    with torch.no_grad():
+        assert torch.allclose(out, m(x))

@@ -152,8 +152,9 @@ def predict_with_backoff(
 
     Sound because `predict` runs under no_grad per batch, so its output does not depend on
     the batch size (up to floating-point summation order on some kernels)."""
-    from workbench.torch_utils import predict
+    from workbench.torch_utils import _predict, module_device
 
-    res = run_with_oom_backoff(lambda b: predict(module, x, batch_size=b, device=device), batch_size, min_batch,
+    dev = device or module_device(module)
+    res = run_with_oom_backoff(lambda b: _predict(module, x, batch_size=b, device=dev), batch_size, min_batch,
                                log=log)
     return res.value, BackoffResult(value=None, batch_size=res.batch_size, retries=res.retries)

@@ -51,8 +51,19 @@ def predict(
     module: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: torch.device | None = None
 ) -> torch.Tensor:
     """Concatenated `module(x[i:i+B])` outputs on CPU, computed without grad on `device`
-    (default: the module's device). Does not change the module's train/eval mode."""
+    (default: the module's device). Does not change the module's train/eval mode. On CUDA
+    an out-of-memory error is retried at half the batch (sound: each batch is independent
+    under no_grad) until it fits; see workbench.oom."""
     device = device or module_device(module)
+    if device.type == "cuda":
+        from workbench.oom import run_with_oom_backoff
+
+        return run_with_oom_backoff(lambda b: _predict(module, x, batch_size=b, device=device), batch_size).value
+    return _predict(module, x, batch_size=batch_size, device=device)
+
+
+@torch.no_grad()
+def _predict(module: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device) -> torch.Tensor:
     outs = []
     for i in range(0, x.shape[0], batch_size):
         out = module(x[i : i + batch_size].to(device))
