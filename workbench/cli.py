@@ -247,7 +247,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"WARNING: the dashboard will listen on {args.host}, reachable from other machines. "
               "It has no authentication; use 127.0.0.1 unless you mean it.", file=sys.stderr)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
-           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
     env = dict(os.environ)
     if args.store:
         env["WORKBENCH_STORE"] = str(Path(args.store).resolve())
