@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import hashlib
 import json
 import os
@@ -119,13 +118,6 @@ def _backend() -> str | None:
     if dist.is_available() and dist.is_initialized():
         return dist.get_backend()
     return None
-
-
-@dataclasses.dataclass
-class _Sums:
-    loss: float
-    correct: int
-    count: int
 
 
 def _sharded_loss(module: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", output_kind: str,
@@ -478,9 +470,11 @@ def _worker_main(argv: list[str] | None = None) -> int:
                                 "world_size": world, "backend": backend}, tmp)
                     tmp.replace(path)
                 path.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
-                acc = f", test accuracy {test['correct']}/{test['n']} = {test['accuracy']:.4f}" if "correct" in test else ""
+                acc = (f", test accuracy {test['correct']}/{test['n']} = {test['accuracy']:.4f}"
+                       if "correct" in test else f", test loss {test['loss']:.4f}")
                 say(f"  {name}: {'loaded from cache' if cached else 'trained'} on {world} x {device.type} "
-                    f"({backend}), best epoch {best_epoch}, {seconds:.1f} s{acc}; ranks identical: {summary['identical']}")
+                    f"({backend}), best epoch {best_epoch}, {seconds:.1f} s{acc}; "
+                    f"ranks identical: {summary['identical']}")
                 say(f"    checkpoint {path}")
             dist.barrier()
             if len(set(digests)) != 1:

@@ -307,10 +307,10 @@ def run_metrics_shard(spec: JobSpec, model: str, start: int, stop: int, index: i
     if not 0 <= start < stop <= n:
         raise DataError(f"Expected a shard inside [0, {n}), got [{start}, {stop}).")
     part = split.subset(slice(start, stop))
-    ctx = RunContext(run_id=spec.run_id, run_dir=Path(tempfile.gettempdir()), seed=derive_seed(plan.run.seed, model, "metrics"),
-                     device=env.device, suite="metrics", model_name=model, dataset_name=data.name,
-                     max_samples=plan.run.max_samples, batch_size=plan.run.batch_size, profile=plan.run.profile,
-                     log=env.log)
+    seed = derive_seed(plan.run.seed, model, "metrics")
+    ctx = RunContext(run_id=spec.run_id, run_dir=Path(tempfile.gettempdir()), seed=seed, device=env.device,
+                     suite="metrics", model_name=model, dataset_name=data.name, max_samples=plan.run.max_samples,
+                     batch_size=plan.run.batch_size, profile=plan.run.profile, log=env.log)
     before = ModuleState.capture(handle.module)
     logits = suite._outputs(handle.module, part.x, ctx)  # the suite's own forward pass
     changes = before.diff(handle.module)

@@ -186,11 +186,11 @@ def run_plan_ray(
     pending: dict[Any, tuple[str, str, int | None]] = {}
     try:
         if not ray.is_initialized():
-            opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-            opts.update(init_kwargs or {})
+            init_opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            init_opts.update(init_kwargs or {})
             _probe(address)
             try:
-                ray.init(address=address, **opts)
+                ray.init(address=address, **init_opts)
             except ConnectionError as exc:
                 raise ConfigError(
                     f"Could not connect to a Ray cluster at {address!r}: {exc}. Start one (`ray start --head` on "
@@ -209,7 +209,7 @@ def run_plan_ray(
         spec = J.JobSpec(plan=raw, plan_source=plan.source, run_id=run_id, device=device_name,
                          cache_dir=str(cache_dir), faults=dict(_faults or {}))
         spec_ref = ray.put(spec)
-        opts = {"num_cpus": num_cpus, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
+        task_opts = {"num_cpus": num_cpus, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
         job_task = ray.remote(J.run_job)
         shard_task = ray.remote(J.run_metrics_shard)
 
@@ -220,10 +220,10 @@ def run_plan_ray(
             if slices:
                 shard_plan[(m, s)] = slices
                 for i, sl in enumerate(slices):
-                    ref = shard_task.options(name=f"{m}/{s}#{i}", **opts).remote(spec_ref, m, sl.start, sl.stop, i)
+                    ref = shard_task.options(name=f"{m}/{s}#{i}", **task_opts).remote(spec_ref, m, sl.start, sl.stop, i)
                     pending[ref] = (m, s, i)
             else:
-                pending[job_task.options(name=f"{m}/{s}", **opts).remote(spec_ref, m, s)] = (m, s, None)
+                pending[job_task.options(name=f"{m}/{s}", **task_opts).remote(spec_ref, m, s)] = (m, s, None)
 
         results: dict[tuple[str, str], SuiteResult] = {}
         shard_out: dict[tuple[str, str], list[dict[str, Any]]] = {j: [] for j in shard_plan}
@@ -268,7 +268,8 @@ def run_plan_ray(
             env.timings[f"{s}:{m}"] = res.duration_s or 0.0
             status = res.status if res.status == "ok" else f"{res.status}: {res.reason}"
             n_sh = len(shard_plan.get((m, s), []))
-            log(f"  {m:<22} {s:<12} {res.duration_s or 0:6.1f} s  {status[:120]}" + (f"  ({n_sh} shards)" if n_sh else ""))
+            shards_note = f"  ({n_sh} shards)" if n_sh else ""
+            log(f"  {m:<22} {s:<12} {res.duration_s or 0:6.1f} s  {status[:120]}{shards_note}")
     except BaseException as exc:
         for ref in pending:
             try:
