@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted run, keeping its finished jobs")
     r.add_argument("--executor", choices=["local", "ray"], default="local", help="where jobs run")
     r.add_argument("--address", help="Ray cluster address (auto or HOST:PORT) with --executor ray")
+    r.add_argument("--shards", type=int, default=1, help="with --executor ray: data shards per shardable job")
     r.add_argument("--quiet", action="store_true", help="less output")
 
     ls = sub.add_parser("list", help="list registered models, datasets, suites, or stored runs")
@@ -130,8 +131,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.executor == "ray":
         from workbench.executors.ray_executor import run_plan_ray
 
+        if args.resume:
+            raise ConfigError("--resume works with the local executor only; drop --executor ray to resume.")
+        if args.shards < 1:
+            raise ConfigError(f"Expected --shards >= 1, got {args.shards}.")
         outcome = run_plan_ray(plan, suites=args.suite or None, models=args.model or None, device=args.device,
-                               out=args.out, store=store, address=args.address, log=log)
+                               out=args.out, store=store, address=args.address, log=log, shards=args.shards)
     else:
         outcome = run_plan(plan, suites=args.suite or None, models=args.model or None, device=args.device,
                            out=args.out, store=store, resume=args.resume, log=log)

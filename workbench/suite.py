@@ -134,6 +134,26 @@ class RunContext:
         )
 
 
+def load_artifact(result: dict[str, Any], run_dir: Path | str, name: str, suffix: str | None = None) -> Any:
+    """Read one artifact of a result (its `to_dict()` form): a dict of arrays for `.npz`
+    (never unpickled), the parsed JSON for `.json`; None when the result has no such
+    artifact, the file is missing, its suffix is not `suffix` (when given), or its path
+    leaves the run directory. Shared by every suite's `figures`."""
+    import numpy as np
+
+    rel = (result.get("artifacts") or {}).get(name)
+    if not rel or (suffix is not None and not str(rel).endswith(suffix)):
+        return None
+    root = Path(run_dir).resolve()
+    path = (root / rel).resolve()
+    if root not in path.parents or not path.is_file():
+        return None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return json.loads(path.read_text())
+
+
 def _is_array(v: Any) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype")
 

@@ -3,25 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.suite import load_artifact
 
 
 def _load(result: dict[str, Any], run_dir: Path, name: str) -> Any:
-    rel = (result.get("artifacts") or {}).get(name)
-    if not rel:
-        return None
-    path = Path(run_dir) / rel
-    if not path.exists():
-        return None
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    return json.loads(path.read_text())
-
+    return load_artifact(result, run_dir, name)
 
 def _fmt_bytes(n: float | None) -> str:
     if n is None:

@@ -10,11 +10,11 @@ beyond a few tiny matrix products for the per-layer rollout).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.suite import load_artifact
 
 DIVERGING = "RdBu_r"  # red = supports the explained output, blue = against it
 MAX_EXAMPLES = 4
@@ -35,17 +35,7 @@ QUALITY_COLUMNS = (
 
 
 def _load(result: dict[str, Any], run_dir: Path, name: str) -> Any:
-    rel = (result.get("artifacts") or {}).get(name)
-    if not rel:
-        return None
-    path = Path(run_dir) / rel
-    if not path.exists():
-        return None
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    return json.loads(path.read_text())
-
+    return load_artifact(result, run_dir, name)
 
 def _scaled(a: np.ndarray) -> np.ndarray:
     """a / max|a| (zeros stay zeros), so every panel spans [-1, 1] around 0."""

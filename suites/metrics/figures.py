@@ -10,18 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.suite import load_artifact
 
 
 def _load_npz(result: dict[str, Any], run_dir: Path, name: str) -> dict[str, np.ndarray] | None:
-    rel = (result.get("artifacts") or {}).get(name)
-    if not rel or not str(rel).endswith(".npz"):
-        return None
-    path = Path(run_dir) / rel
-    if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
+    return load_artifact(result, run_dir, name, ".npz")
 
 def _metrics(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [m for m in result.get("metrics", []) if m.get("name") == name]

@@ -6,35 +6,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.suite import load_artifact
 
 _DASH = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 
 
-def _path(result: dict[str, Any], run_dir: Path, name: str, suffix: str) -> Path | None:
-    rel = (result.get("artifacts") or {}).get(name)
-    if not rel or not str(rel).endswith(suffix):
-        return None
-    path = Path(run_dir) / rel
-    return path if path.exists() else None
-
-
 def _json(result: dict[str, Any], run_dir: Path, name: str) -> Any:
-    path = _path(result, run_dir, name, ".json")
-    return None if path is None else json.loads(path.read_text())
+    return load_artifact(result, run_dir, name, ".json")
 
 
 def _npz(result: dict[str, Any], run_dir: Path, name: str) -> dict[str, np.ndarray] | None:
-    path = _path(result, run_dir, name, ".npz")
-    if path is None:
-        return None
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
+    return load_artifact(result, run_dir, name, ".npz")
 
 def accuracy_vs_eps_figure(summary: dict[str, Any]) -> Any:
     """Robust accuracy against eps, one line per attack (colour) and variant (dash), with

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.suite import load_artifact
 
 _SEP = "__"
 _COLORS = {"single": "#636efa", "mc_dropout": "#ef553b", "ensemble": "#00cc96"}
@@ -20,17 +21,7 @@ _DASH = {"max_prob": "solid", "entropy": "dash", "mutual_information": "dot",
 
 
 def _load(result: dict[str, Any], run_dir: Path, name: str) -> Any:
-    rel = (result.get("artifacts") or {}).get(name)
-    if not rel:
-        return None
-    path = Path(run_dir) / rel
-    if not path.exists():
-        return None
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    return json.loads(path.read_text())
-
+    return load_artifact(result, run_dir, name)
 
 def reliability_figures(rel: dict[str, Any]) -> list[tuple[str, Any]]:
     """One figure per method: accuracy per equal-width confidence bin before and after
