@@ -340,32 +340,11 @@ def model_builder(spec: Any, data: "Dataset") -> tuple[Callable[[], "nn.Module"]
     """(build, cache spec) for a plan model, as `workbench.runner.build_handle` builds and
     keys it: a reference architecture or a user factory. Checkpoint-only models cannot be
     trained and raise ConfigError."""
-    import inspect
+    from workbench.runner import model_factory
 
-    from torch import nn
-
-    from workbench.registry import MODELS
-    from workbench.runner import _import_callable
-
-    if spec.arch:
-        builder = MODELS.get(spec.arch)
-        return (lambda: builder(data, size=spec.size, **spec.options)), \
-            {"arch": spec.arch, "size": spec.size, "options": spec.options, "overrides": {}}
-    if spec.factory:
-        factory = _import_callable(spec.factory)
-
-        def make() -> nn.Module:
-            kwargs = dict(spec.options)
-            params = inspect.signature(factory).parameters
-            for key in ("data", "dataset"):
-                if key in params and key not in kwargs:
-                    kwargs[key] = data
-            module = factory(**kwargs)
-            if not isinstance(module, nn.Module):
-                raise ModelError(f"{spec.factory!r} returned {type(module).__name__}, expected a torch.nn.Module.")
-            return module
-
-        return make, {"factory": spec.factory, "options": spec.options, "overrides": {}}
+    if spec.arch or spec.factory:
+        make, base_spec, _ = model_factory(spec, data)
+        return make, {**base_spec, "overrides": {}}
     raise ConfigError(f"Model {spec.name!r} comes from a checkpoint only; there is nothing to train.")
 
 

@@ -201,6 +201,39 @@ def _state_dict_of(blob: Any) -> dict[str, Any]:
     raise ConfigError(f"Expected a state_dict (a dict of tensors) in the checkpoint, got {type(blob).__name__}.")
 
 
+def model_factory(spec: Any, data: Any) -> tuple[Callable[..., Any], dict[str, Any], str]:
+    """(make(**overrides) -> nn.Module, cache spec, source) for one model of a plan: a
+    reference architecture, a user factory ("module:function", given `data=` when it takes
+    it), or a checkpoint-only model (whose `make` raises: it cannot be rebuilt)."""
+    from torch import nn
+
+    from workbench.registry import MODELS
+
+    if spec.arch:
+        builder = MODELS.get(spec.arch)
+
+        def make(**overrides: Any) -> nn.Module:
+            return builder(data, size=spec.size, **{**spec.options, **overrides})
+
+        return make, {"arch": spec.arch, "size": spec.size, "options": spec.options}, "reference"
+    factory = _import_callable(spec.factory) if spec.factory else None
+
+    def make(**overrides: Any) -> nn.Module:  # noqa: F811 (one of two builders)
+        if factory is None:
+            raise ConfigError(f"Model {spec.name!r} comes from a checkpoint only and cannot be rebuilt.")
+        kwargs = {**spec.options, **overrides}
+        params = inspect.signature(factory).parameters
+        for key in ("data", "dataset"):
+            if key in params and key not in kwargs:
+                kwargs[key] = data
+        module = factory(**kwargs)
+        if not isinstance(module, nn.Module):
+            raise ModelError(f"{spec.factory!r} returned {type(module).__name__}, expected a torch.nn.Module.")
+        return module
+
+    return make, {"factory": spec.factory, "options": spec.options}, "factory" if spec.factory else "checkpoint"
+
+
 def build_handle(spec: Any, data: Any, *, device: Any, cache_dir: Path | None, run_seed: int,
                  log: Callable[[str], None] = print, progress: bool = False) -> Any:
     """Build (and train through the cache, where the plan says so) one model of a plan."""
@@ -215,33 +248,7 @@ def build_handle(spec: Any, data: Any, *, device: Any, cache_dir: Path | None, r
     train_dict.setdefault("seed", run_seed)
     base_cfg = TrainConfig.from_dict(train_dict)
 
-    if spec.arch:
-        builder = MODELS.get(spec.arch)
-
-        def make(**overrides: Any) -> nn.Module:
-            opts = {**spec.options, **overrides}
-            return builder(data, size=spec.size, **opts)
-
-        base_spec = {"arch": spec.arch, "size": spec.size, "options": spec.options}
-        source = "reference"
-    else:
-        factory = _import_callable(spec.factory) if spec.factory else None
-
-        def make(**overrides: Any) -> nn.Module:
-            if factory is None:
-                raise ConfigError(f"Model {spec.name!r} comes from a checkpoint only and cannot be rebuilt.")
-            kwargs = {**spec.options, **overrides}
-            params = inspect.signature(factory).parameters
-            for key in ("data", "dataset"):
-                if key in params and key not in kwargs:
-                    kwargs[key] = data
-            module = factory(**kwargs)
-            if not isinstance(module, nn.Module):
-                raise ModelError(f"{spec.factory!r} returned {type(module).__name__}, expected a torch.nn.Module.")
-            return module
-
-        base_spec = {"factory": spec.factory, "options": spec.options}
-        source = "factory" if spec.factory else "checkpoint"
+    make, base_spec, source = model_factory(spec, data)
 
     def trainer(seed: int | None = None, recipe: str | None = None, recipe_params: dict | None = None,
                 epochs: int | None = None, **model_overrides: Any) -> nn.Module:
