@@ -237,10 +237,8 @@ def model_factory(spec: Any, data: Any) -> tuple[Callable[..., Any], dict[str, A
 def build_handle(spec: Any, data: Any, *, device: Any, cache_dir: Path | None, run_seed: int,
                  log: Callable[[str], None] = print, progress: bool = False) -> Any:
     """Build (and train through the cache, where the plan says so) one model of a plan."""
-    import torch
     from torch import nn
 
-    from workbench.registry import MODELS
     from workbench.suite import ModelHandle
     from workbench.train import TrainConfig, output_kind_for, train_cached
 
