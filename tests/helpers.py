@@ -39,3 +39,26 @@ def make_tiny_mlp(features: int = 4, classes: int = 3) -> nn.Module:
 
 def make_blobs(seed: int = 0) -> Dataset:
     return blobs(seed=seed)
+
+
+# Real-browser tests: Debian's chromium driven by Python playwright (never `playwright install`).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"]
+
+
+def sync_playwright_or_skip():  # type: ignore[no-untyped-def]
+    """playwright's `sync_playwright`, or a pytest skip saying what is missing."""
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip(f"{CHROMIUM} not found: run `make browser` (apt-get install -y chromium fonts-liberation)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("python package `playwright` not installed: `pip install playwright` (no `playwright install`)")
+    return sync_playwright

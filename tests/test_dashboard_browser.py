@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,23 +26,11 @@ from apps.demo import EVIL, write_demo_store
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from tests.helpers import CHROMIUM, CHROMIUM_FLAGS as FLAGS, sync_playwright_or_skip
 SHOTS = ROOT / "test-artifacts" / "dashboard"
 # page -> least number of plotly charts it draws for run demo-a (model img_cnn)
 MIN_PLOTS = {"runs": 0, "overview": 0, "metrics": 2, "robustness": 7, "uncertainty": 4, "efficiency": 5,
              "explain": 3, "compare": 1}
-
-
-def _playwright():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"{CHROMIUM} not found: run `make browser` (apt-get install -y chromium fonts-liberation)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("python package `playwright` not installed: `pip install playwright` (no `playwright install`)")
-    return sync_playwright
 
 
 def _free_port() -> int:
@@ -54,7 +41,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    _playwright()
+    sync_playwright_or_skip()
     store = write_demo_store(tmp_path_factory.mktemp("browser-store"), n_examples=60, n_explained=8)["store"]
     port = _free_port()
     env = {**os.environ, "WORKBENCH_STORE": str(store), "OMP_NUM_THREADS": "1"}
@@ -127,7 +114,7 @@ def _shot(page, name: str) -> None:
 
 
 def test_dashboard_in_chromium(server):
-    sync_playwright = _playwright()
+    sync_playwright = sync_playwright_or_skip()
     blocked, console_errors, page_errors, dialogs = [], [], [], []
 
     def route(r):

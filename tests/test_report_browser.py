@@ -8,7 +8,6 @@ Needs Debian's chromium (/usr/bin/chromium) and the `playwright` Python package 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,10 @@ from workbench.gates import evaluate_gates
 from workbench.records import MetricRecord, RunRecord, SuiteResult
 from workbench.reporting import write_reports
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+from tests.helpers import CHROMIUM, CHROMIUM_FLAGS as FLAGS, sync_playwright_or_skip
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 
 pytestmark = pytest.mark.browser
-
-
-def _playwright():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"{CHROMIUM} not found: `apt-get install -y chromium fonts-liberation` to run browser tests")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("python package `playwright` not installed: `pip install playwright` (no `playwright install`)")
-    return sync_playwright
 
 
 class LinesSuite:
@@ -77,7 +64,7 @@ def _run(run_dir: Path, n_lines: int) -> RunRecord:
 
 
 def test_report_renders_offline_in_chromium(tmp_path):
-    sync_playwright = _playwright()
+    sync_playwright = sync_playwright_or_skip()
     n_lines = 3
     run = _run(tmp_path / "run", n_lines)
     outcome = evaluate_gates(run, ["accuracy{suite=lines} >= 0.95"])
