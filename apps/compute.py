@@ -83,7 +83,7 @@ def explain_example(info: Mapping[str, Any], result: Mapping[str, Any], index: i
     Raises RebuildError when the model cannot be rebuilt without training."""
     import torch
 
-    from suites.explain.suite import ExplainSuite
+    from workbench.suites.explain.suite import ExplainSuite
     from workbench.runner import build_handle, load_plan_dataset
     from workbench.suite import RunContext
 

@@ -1,5 +1,6 @@
 """The workbench dashboard (Streamlit): `workbench ui` or
-`python -m streamlit run apps/dashboard.py --server.address 127.0.0.1`.
+`python -m streamlit run apps/dashboard.py` (from the repository; installed, the module is
+`workbench.apps.dashboard`).
 
 Reads the run store ($WORKBENCH_STORE, else .workbench/store.sqlite) and each run's
 artifacts; computes nothing heavy on load. Deep links: `?run=ID&page=explain&model=M&example=3`
@@ -8,19 +9,12 @@ artifacts; computes nothing heavy on load. Deep links: `?run=ID&page=explain&mod
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # `streamlit run` puts apps/ on the path, not the repository
-    sys.path.insert(0, str(_ROOT))
-
-import streamlit as st  # noqa: E402
+import streamlit as st
 
 st.set_page_config(page_title="workbench", page_icon="🧪", layout="wide")
 
-from apps import data  # noqa: E402
-from apps.views import (  # noqa: E402
+from workbench.apps import data  # noqa: E402
+from workbench.apps.views import (  # noqa: E402
     common,
     compare,
     efficiency,

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from suites.robustness import functional as A  # noqa: E402
-from suites.robustness.testing import SmallCNN, digits_dataset, trained_digits_cnn  # noqa: E402
+from workbench.suites.robustness import functional as A  # noqa: E402
+from workbench.suites.robustness.testing import SmallCNN, digits_dataset, trained_digits_cnn  # noqa: E402
 from workbench.torch_utils import ModuleState  # noqa: E402
 
 

@@ -79,7 +79,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # AppTest outside a server warns "no runtime" on every run
 
-    from apps.demo import write_demo_store
+    from workbench.apps.demo import write_demo_store
 
     root = Path(a.root or tempfile.mkdtemp(prefix="bench-dashboard-"))
     t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from suites.efficiency.suite import EfficiencySuite
+from workbench.suites.efficiency.suite import EfficiencySuite
 from workbench.data.base import Dataset, Split
 from workbench.registry import MODELS
 from workbench.suite import ModelHandle, RunContext

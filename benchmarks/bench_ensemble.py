@@ -28,7 +28,7 @@ import time
 import torch
 from torch.utils import benchmark
 
-from suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_predict
+from workbench.suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_predict
 from workbench.data.base import Dataset, Split
 
 

@@ -60,9 +60,9 @@ def main() -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from suites.explain.gradients import ExplainedModel, untouched
-    from suites.explain.shapley import exact_shapley, kernel_shapley, shap_kernel_explainer
-    from suites.explain.testing import TinyCNN, TinyMLP, digits_dataset, quick_train, tabular_dataset
+    from workbench.suites.explain.gradients import ExplainedModel, untouched
+    from workbench.suites.explain.shapley import exact_shapley, kernel_shapley, shap_kernel_explainer
+    from workbench.suites.explain.testing import TinyCNN, TinyMLP, digits_dataset, quick_train, tabular_dataset
 
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)

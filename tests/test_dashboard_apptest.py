@@ -22,7 +22,7 @@ import pytest
 st = pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from apps.demo import IMAGE_CLASSES, write_demo_store  # noqa: E402
+from workbench.apps.demo import IMAGE_CLASSES, write_demo_store  # noqa: E402
 from workbench.records import SuiteResult  # noqa: E402
 from workbench.store import Store  # noqa: E402
 
@@ -147,9 +147,9 @@ def test_runs_page_lists_filters_and_opens(demo, monkeypatch):
 
 
 def test_filter_runs_by_model_dataset_plan_and_date(tmp_path):
-    from apps.data import runs_frame
-    from apps.demo import light_run
-    from apps.views.runs import filter_runs
+    from workbench.apps.data import runs_frame
+    from workbench.apps.demo import light_run
+    from workbench.apps.views.runs import filter_runs
 
     store = Store(tmp_path / "s.sqlite")
     for i in range(12):
@@ -301,7 +301,7 @@ def test_efficiency_page_table_and_pareto(demo, monkeypatch):
 
 
 def test_pareto_mask_matches_a_sort_based_skyline():
-    from apps.views.efficiency import pareto_mask
+    from workbench.apps.views.efficiency import pareto_mask
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -318,7 +318,7 @@ def test_pareto_mask_matches_a_sort_based_skyline():
 
 
 def test_explain_explorer_image_attributions_and_quality(demo, monkeypatch):
-    from apps.views.explain import normalise
+    from workbench.apps.views.explain import normalise
 
     at = open_app(monkeypatch, demo["store"], run="demo-a", page="explain", model="img_cnn", example="3")
     art = demo["runs"]["demo-a"] / "artifacts/explain/img_cnn"
@@ -394,7 +394,7 @@ def test_language_model_perplexity_generations_and_attention(demo, monkeypatch):
 
 
 def test_selected_example_from_a_plotly_click_event():
-    from apps.views.explain import selected_example
+    from workbench.apps.views.explain import selected_example
 
     by_curve = [[0, 2, 4], [1, 3]]
     assert selected_example({"selection": {"points": [{"customdata": 7, "curve_number": 0, "point_index": 1}]}},
@@ -462,7 +462,7 @@ def test_compare_paired_tests_and_flips_match_plain_loops(demo, monkeypatch):
 
 
 def test_paired_comparison_refuses_unpaired_predictions():
-    from apps.views.compare import paired_comparison
+    from workbench.apps.views.compare import paired_comparison
 
     a = {"y_true": np.array([0, 1, 1]), "y_pred": np.array([0, 1, 0]), "index": np.arange(3)}
     assert "not paired" in paired_comparison(a, {**a, "y_true": np.array([0, 1])})["error"]
@@ -549,7 +549,7 @@ def test_real_run_every_page_and_explain_now(real_run, monkeypatch):
 
 def test_explain_now_never_trains(real_run, tmp_path, monkeypatch):
     """Without the training cache the on-demand explanation refuses, with the reason."""
-    from apps import compute
+    from workbench.apps import compute
 
     info = Store(real_run["store"]).run_info(real_run["run_id"])
     info["provenance"]["plan"]["run"]["cache"] = str(tmp_path / "empty-cache")

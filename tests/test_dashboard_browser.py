@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.demo import EVIL, write_demo_store
+from workbench.apps.demo import EVIL, write_demo_store
 
 pytestmark = pytest.mark.browser
 

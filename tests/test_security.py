@@ -221,7 +221,7 @@ def test_results_files_and_store_rows_never_import_code(tmp_path, capsys, monkey
 
     # The dashboard's read path (when the dashboard is installed here).
     try:
-        import apps.data as dash
+        import workbench.apps.data as dash
     except ImportError:
         dash = None
     if dash is not None:
@@ -263,7 +263,7 @@ def test_resume_from_store_without_user_code_needs_no_plan(tmp_path, capsys):
 
 
 def test_dashboard_explain_now_does_not_import_code_from_the_store(tmp_path, side_effect_module):
-    compute = pytest.importorskip("apps.compute")
+    compute = pytest.importorskip("workbench.apps.compute")
     mod, marker = side_effect_module
     record = _record_naming(mod)
     info = {"run_id": record.run_id, "provenance": record.provenance}

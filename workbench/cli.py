@@ -247,7 +247,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    app = Path(__file__).resolve().parent.parent / "apps" / "dashboard.py"
+    import importlib.util
+
+    spec = importlib.util.find_spec("workbench.apps.dashboard")  # the import system, not a path walk
+    if spec is None or not spec.origin:
+        print("workbench: error: the dashboard module workbench.apps.dashboard is not installed; "
+              'reinstall with `pip install -e ".[ui]"`.', file=sys.stderr)
+        return 2
+    app = spec.origin
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"WARNING: the dashboard will listen on {args.host}, reachable from other machines. "
               "It has no authentication; use 127.0.0.1 unless you mean it.", file=sys.stderr)

@@ -12,6 +12,10 @@ from typing import Generic, TypeVar
 
 from workbench.errors import ConfigError, unknown_name
 
+
+class RegistryClashError(ConfigError):
+    """Two plug-ins (or a plug-in and a built-in) claim the same name."""
+
 T = TypeVar("T")
 
 
@@ -37,7 +41,10 @@ class Registry(Generic[T]):
         if name in self._lazy or name in self._loaded:
             existing = self._lazy.get(name) or self._loaded.get(name)
             if existing is not obj and existing != obj:
-                raise ConfigError(f"{self.kind} {name!r} is already registered ({existing!r}).")
+                raise RegistryClashError(
+                    f"{self.kind} {name!r} is declared twice: {existing!r} (already registered) and {obj!r}. "
+                    "Rename one of them."
+                )
             return obj
         if isinstance(obj, str):
             self._lazy[name] = obj
@@ -46,14 +53,32 @@ class Registry(Generic[T]):
         return obj
 
     def _scan_entry_points(self) -> None:
+        """Add every installed entry point of the group. Two distributions (or an entry
+        point and an API registration) claiming one name is an error naming both."""
         if self._entry_points_scanned or not self.entry_point_group:
             return
         self._entry_points_scanned = True
         from importlib.metadata import entry_points
 
+        seen: dict[str, tuple[str, str]] = {}  # name -> (value, distribution)
         for ep in entry_points(group=self.entry_point_group):
-            if ep.name not in self._lazy and ep.name not in self._loaded:
-                self._lazy[ep.name] = ep.value
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
+            if ep.name in seen:
+                if seen[ep.name][0] == ep.value:
+                    continue  # the same distribution found twice on sys.path
+                raise RegistryClashError(
+                    f"{self.kind} {ep.name!r} is declared twice: {seen[ep.name][0]!r} (from {seen[ep.name][1]}) "
+                    f"and {ep.value!r} (from {dist}). Rename one of them or uninstall one distribution."
+                )
+            seen[ep.name] = (ep.value, dist)
+        for name, (value, dist) in seen.items():
+            existing = self._lazy.get(name) or self._loaded.get(name)
+            if existing is not None and existing != value:
+                raise RegistryClashError(
+                    f"{self.kind} {name!r} is declared twice: {existing!r} (registered through the API) "
+                    f"and {value!r} (entry point from {dist}). Rename one of them."
+                )
+            self._lazy[name] = value
 
     def names(self) -> list[str]:
         self._scan_entry_points()
@@ -78,19 +103,12 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-# The three registries of the workbench. Built-ins are declared here as strings.
+# The three registries of the workbench. Suites, built-in or third-party, are discovered one
+# way only: the "workbench.suites" entry-point group (pyproject.toml declares the built-ins).
+# Models and datasets are declared here as strings; plug-ins may add more by entry point.
 SUITES: Registry = Registry("suite", entry_point_group="workbench.suites")
 MODELS: Registry = Registry("model architecture", entry_point_group="workbench.models")
 DATASETS: Registry = Registry("dataset", entry_point_group="workbench.datasets")
-
-for _name, _path in {
-    "metrics": "suites.metrics.suite:MetricsSuite",
-    "robustness": "suites.robustness.suite:RobustnessSuite",
-    "uncertainty": "suites.uncertainty.suite:UncertaintySuite",
-    "efficiency": "suites.efficiency.suite:EfficiencySuite",
-    "explain": "suites.explain.suite:ExplainSuite",
-}.items():
-    SUITES.register(_name, _path)
 
 for _name, _path in {
     "mlp": "workbench.models.mlp:build",

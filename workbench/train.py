@@ -35,9 +35,9 @@ from workbench.torch_utils import seed_everything
 RECIPES: Registry = Registry("training recipe", entry_point_group="workbench.recipes")
 for _name, _path in {
     "standard": "workbench.train:StandardRecipe",
-    "pgd_at": "suites.robustness.training:PGDAdversarialTraining",
-    "fgsm_rs": "suites.robustness.training:FGSMRandomStartTraining",
-    "trades": "suites.robustness.training:TRADESTraining",
+    "pgd_at": "workbench.suites.robustness.training:PGDAdversarialTraining",
+    "fgsm_rs": "workbench.suites.robustness.training:FGSMRandomStartTraining",
+    "trades": "workbench.suites.robustness.training:TRADESTraining",
 }.items():
     RECIPES.register(_name, _path)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from apps import data
+from workbench.apps import data
 
 # (url path, title). No per-page icons: an emoji needs an emoji font (boxes without one) and a
 # `:material/...` icon makes the browser fetch a remote font. The app icon is set in dashboard.py.

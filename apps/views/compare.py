@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from apps import data
-from apps.views import common
+from workbench.apps import data
+from workbench.apps.views import common
 
 N_BOOT = 2000
 SEED = 0
@@ -183,7 +183,7 @@ def render() -> None:
     if st.button("Evaluate run B's gate rules with run A as the baseline", key=f"{gate_key}:button",
                  help="Every rule of run B's own [gates] table (drop rules use A as the baseline), "
                       "with workbench.gates.evaluate_gates"):
-        from apps import compute
+        from workbench.apps import compute
 
         with st.spinner("Evaluating gates…"):
             try:
@@ -195,7 +195,7 @@ def render() -> None:
     if got and "note" in got:
         st.caption(common.esc(got["note"]))
     elif got:
-        from apps.views.overview import gate_table
+        from workbench.apps.views.overview import gate_table
 
         st.markdown(f"Gate of run B against run A: **{common.esc(got.get('status'))}** (evaluated now, not saved)")
         gate_table(got, key="compare:gate")

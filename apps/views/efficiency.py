@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from apps import data
-from apps.views import common
+from workbench.apps import data
+from workbench.apps.views import common
 
 TASK_METRICS = ("accuracy", "r2", "perplexity")  # first found in the metrics suite, no class tag
 

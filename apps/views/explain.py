@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from apps import data
-from apps.views import common
+from workbench.apps import data
+from workbench.apps.views import common
 
 DIVERGING = "RdBu_r"  # positive attribution red, negative blue, zero white
 MAX_COLS = 4
@@ -454,7 +454,7 @@ def render() -> None:
 
 def _on_demand(run: common.RunView, result: Mapping[str, Any], model: str, i: int) -> None:
     """The explicit "explain this example now" button and its result (kept in the session)."""
-    from apps import compute
+    from workbench.apps import compute
 
     ss = st.session_state
     key = f"explain_now:{run.run_id}:{model}:{i}"

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from apps import data
-from apps.views import common
+from workbench.apps import data
+from workbench.apps.views import common
 
 GATE_COLOUR = {"pass": "green", "fail": "red", "error": "orange"}
 
@@ -89,7 +89,7 @@ def render() -> None:
         now_key = f"overview:gate_now:{run.run_id}"
         if st.button("Evaluate the plan's gate rules now", key=f"{now_key}:button",
                      help="Absolute rules of the run's own [gates] table, with workbench.gates.evaluate_gates"):
-            from apps import compute
+            from workbench.apps import compute
 
             with st.spinner("Evaluating gates…"):
                 try:

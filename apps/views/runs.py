@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from apps import data
-from apps.views import common
+from workbench.apps import data
+from workbench.apps.views import common
 
 PAGE_SIZE = 50
 GATE_LABEL = {"pass": "pass", "fail": "FAIL", "error": "error", "": "—"}  # text: emoji need an emoji font

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from apps import data
-from apps.views import common
+from workbench.apps import data
+from workbench.apps.views import common
 
 
 def render() -> None:

@@ -125,7 +125,7 @@ class EfficiencySuite(Suite):
     def run(self, model: ModelHandle, data: Any, ctx: RunContext) -> SuiteResult:
         import torch
 
-        from suites.efficiency.flops import FLOP_CONVENTION, flop_environment
+        from workbench.suites.efficiency.flops import FLOP_CONVENTION, flop_environment
         from workbench.torch_utils import module_device
 
         p = self.params
@@ -174,7 +174,7 @@ class EfficiencySuite(Suite):
 
     # ------------------------------------------------------------------ pieces
     def _size_metrics(self, module: Any, summary: dict[str, Any], tags: dict[str, Any]) -> list[MetricRecord]:
-        from suites.efficiency.functional import count_parameters, model_size_bytes
+        from workbench.suites.efficiency.functional import count_parameters, model_size_bytes
 
         counts = count_parameters(module)
         sizes = model_size_bytes(module)
@@ -194,7 +194,7 @@ class EfficiencySuite(Suite):
         self, module: Any, x: Any, seq_len: int | None, base_tags: dict[str, Any], ctx: RunContext
     ) -> tuple[float | None, str | None, list[MetricRecord]]:
         """FLOP metrics; returns (forward FLOPs per example or None, attention backend, metrics)."""
-        from suites.efficiency.flops import forward_backward_flops, forward_flops
+        from workbench.suites.efficiency.flops import forward_backward_flops, forward_flops
 
         b = int(x.shape[0])
         unit = "FLOPs (2*MAC)"
@@ -232,8 +232,8 @@ class EfficiencySuite(Suite):
 
     def _task_score(self, module: Any, data: Any, model: ModelHandle, device: Any, ctx: RunContext,
                     seq_len: int | None) -> Any:
-        from suites.efficiency.flops import eval_flags
-        from suites.efficiency.functional import task_score
+        from workbench.suites.efficiency.flops import eval_flags
+        from workbench.suites.efficiency.functional import task_score
 
         n = ctx.limit(len(data.test), self.params.eval_samples)
         x, y = data.test.x[:n], data.test.y[:n]
@@ -252,9 +252,9 @@ class EfficiencySuite(Suite):
         is metered around the timed calls of the largest batch."""
         import torch
 
-        from suites.efficiency.energy import energy_unavailable_reason, measure_energy
-        from suites.efficiency.flops import eval_flags
-        from suites.efficiency.latency import default_timer, peak_flops, summarize_latency, time_calls
+        from workbench.suites.efficiency.energy import energy_unavailable_reason, measure_energy
+        from workbench.suites.efficiency.flops import eval_flags
+        from workbench.suites.efficiency.latency import default_timer, peak_flops, summarize_latency, time_calls
 
         p = self.params
         timer = default_timer(device)
@@ -347,8 +347,8 @@ class EfficiencySuite(Suite):
                         summary: dict[str, Any]) -> list[MetricRecord]:
         import torch
 
-        from suites.efficiency.flops import eval_flags, first_tensor
-        from suites.efficiency.memory import measure_peak_memory
+        from workbench.suites.efficiency.flops import eval_flags, first_tensor
+        from workbench.suites.efficiency.memory import measure_peak_memory
 
         b = int(xb.shape[0])
         out: list[MetricRecord] = []
@@ -387,8 +387,8 @@ class EfficiencySuite(Suite):
                             ctx: RunContext, summary: dict[str, Any]) -> list[MetricRecord]:
         import torch
 
-        from suites.efficiency.flops import eval_flags
-        from suites.efficiency.latency import default_timer, summarize_latency, time_calls
+        from workbench.suites.efficiency.flops import eval_flags
+        from workbench.suites.efficiency.latency import default_timer, summarize_latency, time_calls
 
         p = self.params
         gen = getattr(module, "generate", None)
@@ -421,16 +421,16 @@ class EfficiencySuite(Suite):
                      seq_len: int | None, ctx: RunContext) -> list[MetricRecord]:
         import torch
 
-        from suites.efficiency.compression import (
+        from workbench.suites.efficiency.compression import (
             distill,
             pareto_front,
             prunable_weights,
             prune_magnitude,
             quantize_dynamic_int8,
         )
-        from suites.efficiency.flops import eval_flags, forward_flops
-        from suites.efficiency.functional import model_size_bytes, task_score, weight_density
-        from suites.efficiency.latency import default_timer, summarize_latency, time_calls
+        from workbench.suites.efficiency.flops import eval_flags, forward_flops
+        from workbench.suites.efficiency.functional import model_size_bytes, task_score, weight_density
+        from workbench.suites.efficiency.latency import default_timer, summarize_latency, time_calls
 
         p = self.params
         base = model.module
@@ -543,7 +543,7 @@ class EfficiencySuite(Suite):
 
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
-        from suites.efficiency.figures import efficiency_figures
+        from workbench.suites.efficiency.figures import efficiency_figures
 
         return efficiency_figures(result, run_dir)
 
@@ -554,7 +554,7 @@ def _nonzero_flops(module: Any, count: Any) -> int:
     convention, where every weight element is used equally often); other FLOPs unchanged."""
     from torch import nn
 
-    from suites.efficiency.functional import weight_density
+    from workbench.suites.efficiency.functional import weight_density
 
     total = float(count.total)
     for name, m in module.named_modules():

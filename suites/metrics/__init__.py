@@ -1,5 +1,5 @@
 """The metrics suite: task metrics with seeded bootstrap CIs. See README.md (the suite card)."""
 
-from suites.metrics.suite import MetricsSuite
+from workbench.suites.metrics.suite import MetricsSuite
 
 __all__ = ["MetricsSuite"]

@@ -118,7 +118,7 @@ class MetricsSuite(Suite):
         import numpy as np
         import torch
 
-        from suites.metrics import functional as MF
+        from workbench.suites.metrics import functional as MF
 
         k = int(data.num_classes)
         logits = self._outputs(model.module, split.x, ctx)
@@ -155,7 +155,7 @@ class MetricsSuite(Suite):
         return out
 
     def _regression(self, model: ModelHandle, data: "Dataset", split: "Split", ctx: RunContext) -> list[MetricRecord]:
-        from suites.metrics import functional as MF
+        from workbench.suites.metrics import functional as MF
 
         kind = model.output or getattr(model.module, "output_kind", "mean")
         out_t = self._outputs(model.module, split.x, ctx)
@@ -207,7 +207,7 @@ class MetricsSuite(Suite):
         import numpy as np
         import torch
 
-        from suites.metrics import functional as MF
+        from workbench.suites.metrics import functional as MF
         from workbench.stats import bootstrap_ratio_ci
         from workbench.torch_utils import frozen_eval, predict
 
@@ -289,7 +289,7 @@ class MetricsSuite(Suite):
         (a scalar or one value per token id) or else from the decoded vocab."""
         import numpy as np
 
-        from suites.metrics import functional as MF
+        from workbench.suites.metrics import functional as MF
 
         mask = (y != -100).numpy()
         ids = y.clamp_min(0).numpy()
@@ -312,7 +312,7 @@ class MetricsSuite(Suite):
         """Whitespace-separated words of each document's target text (rows concatenated in order)."""
         import numpy as np
 
-        from suites.metrics import functional as MF
+        from workbench.suites.metrics import functional as MF
 
         texts = [MF.decode(row[row != -100], vocab) for row in y]
         if groups is None:
@@ -327,7 +327,7 @@ class MetricsSuite(Suite):
         import numpy as np
         import torch
 
-        from suites.metrics import functional as MF
+        from workbench.suites.metrics import functional as MF
         from workbench.stats import bootstrap_mean_ci
         from workbench.torch_utils import frozen_eval
 
@@ -390,6 +390,6 @@ class MetricsSuite(Suite):
 
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
-        from suites.metrics.figures import metrics_figures
+        from workbench.suites.metrics.figures import metrics_figures
 
         return metrics_figures(result, Path(run_dir))

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from suites.robustness import functional as A
+from workbench.suites.robustness import functional as A
 from workbench.errors import ConfigError
 
 CHECKS: tuple[str, ...] = (

@@ -88,7 +88,7 @@ class RobustnessSuite(Suite):
         training_epochs: int | None = None
 
         def __post_init__(self) -> None:
-            from suites.robustness.corruptions import CORRUPTIONS
+            from workbench.suites.robustness.corruptions import CORRUPTIONS
             from workbench.errors import did_you_mean
 
             set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -255,7 +255,7 @@ class RobustnessSuite(Suite):
 
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
-        from suites.robustness.figures import robustness_figures
+        from workbench.suites.robustness.figures import robustness_figures
 
         return robustness_figures(result, Path(run_dir))
 
@@ -291,7 +291,7 @@ def _fraction(name: str, correct: torch.Tensor, tags: dict[str, Any], *, higher:
 
 def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str) -> dict[str, Any]:
     """What the attacks see: the input itself, or token embeddings via EmbeddingSpace."""
-    from suites.robustness import functional as A
+    from workbench.suites.robustness import functional as A
 
     if data.modality == "tokens":
         try:
@@ -307,8 +307,8 @@ def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str) -> d
 
 def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunContext, variant: str, seed_of: Any,
                     transfer: nn.Module | None, *, save_examples: bool) -> dict[str, Any]:
-    from suites.robustness import functional as A
-    from suites.robustness.masking import gradient_masking_checks
+    from workbench.suites.robustness import functional as A
+    from workbench.suites.robustness.masking import gradient_masking_checks
     from workbench.torch_utils import module_device
 
     device = module_device(module)
@@ -390,7 +390,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
         if save_examples and eps == check_eps:
             examples = _examples(model, xin, y, clean, worst, first_fool, advs, p, data, x, scale, bs)
     if p.masking_checks:
-        from suites.robustness.masking import check_increasing
+        from workbench.suites.robustness.masking import check_increasing
 
         rep, _, etags = masking_eps_rep
         tol = max(p.masking_tolerance, 2.0 / max(len(y), 1))
@@ -429,7 +429,7 @@ def _attack_tags(attack: str, p: Any) -> dict[str, Any]:
 
 def _run_attack(attack: str, model: Any, x: torch.Tensor, y: torch.Tensor, eps: float, bounds: Any, p: Any,
                 gen: torch.Generator, bs: int) -> torch.Tensor:
-    from suites.robustness import functional as A
+    from workbench.suites.robustness import functional as A
 
     common = dict(eps=eps, norm=p.norm, bounds=bounds, batch_size=bs)
     if attack == "fgsm":
@@ -459,7 +459,7 @@ def _append_curve(curves: dict[str, dict[str, list[float]]], attack: str, eps: f
 def _attack_metrics(correct: torch.Tensor, clean: torch.Tensor, delta: torch.Tensor | None, y: torch.Tensor,
                     tags: dict[str, Any], class_names: list[str], norm: str, scale: float,
                     norm_unit: str) -> list[MetricRecord]:
-    from suites.robustness import functional as A
+    from workbench.suites.robustness import functional as A
     from workbench.stats import bootstrap_mean_ci
 
     out = [_fraction("robust_accuracy", correct, tags)]
@@ -485,7 +485,7 @@ def _examples(model: Any, xin: torch.Tensor, y: torch.Tensor, clean: torch.Tenso
               first_fool: torch.Tensor, advs: dict[str, torch.Tensor], p: Any, data: Any, x_raw: torch.Tensor,
               scale: float, bs: int) -> dict[str, np.ndarray]:
     """A few adversarial examples at the masking eps: those the attacks fooled first, then others."""
-    from suites.robustness import functional as A
+    from workbench.suites.robustness import functional as A
 
     fooled = (clean & ~worst).nonzero().squeeze(1).tolist()
     fooled_set = set(fooled)
@@ -524,9 +524,9 @@ def _corruptions_and_drift(module: nn.Module, data: Any, test: Any, p: Any, ctx:
                            seed_of: Any) -> tuple[list[MetricRecord], list[dict[str, Any]], list[dict[str, Any]]]:
     import torch.nn.functional as F
 
-    from suites.robustness import functional as A
-    from suites.robustness.corruptions import corrupt, corruptions_for
-    from suites.robustness.drift import detect_drift, drift_features, permutation_null, psi_bin_edges, top_token_ids
+    from workbench.suites.robustness import functional as A
+    from workbench.suites.robustness.corruptions import corrupt, corruptions_for
+    from workbench.suites.robustness.drift import detect_drift, drift_features, permutation_null, psi_bin_edges, top_token_ids
     from workbench.torch_utils import module_device
 
     device = module_device(module)

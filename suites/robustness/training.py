@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suites.robustness import functional as A
+from workbench.suites.robustness import functional as A
 from workbench.errors import ConfigError, check_positive_int
 from workbench.torch_utils import frozen_eval, module_device
 

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from suites.uncertainty import functional as F
-from suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layers, mc_dropout_predict
+from workbench.suites.uncertainty import functional as F
+from workbench.suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layers, mc_dropout_predict
 from workbench.data.base import Dataset, Split
 from workbench.errors import ConfigError, ModelError, ParameterTypeError, check_positive_int, did_you_mean
 from workbench.records import MetricRecord, SuiteResult
@@ -130,7 +130,7 @@ class UncertaintySuite(Suite):
 
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
-        from suites.uncertainty.figures import figures
+        from workbench.suites.uncertainty.figures import figures
 
         return figures(result, run_dir)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suites.efficiency.compression import (
+from workbench.suites.efficiency.compression import (
     distill,
     kd_loss,
     pareto_front,
@@ -18,7 +18,7 @@ from suites.efficiency.compression import (
     prune_magnitude,
     quantize_dynamic_int8,
 )
-from suites.efficiency.functional import model_size_bytes, weight_density
+from workbench.suites.efficiency.functional import model_size_bytes, weight_density
 from workbench.errors import ConfigError
 from workbench.torch_utils import ModuleState
 

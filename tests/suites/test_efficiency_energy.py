@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from suites.efficiency.energy import (
+from workbench.suites.efficiency.energy import (
     NvmlMeter,
     RaplMeter,
     energy_unavailable_reason,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from suites.efficiency.flops import (
+from workbench.suites.efficiency.flops import (
     NO_FUSED_ATTENTION,
     count_flops,
     forward_backward_flops,
@@ -172,7 +172,7 @@ def test_lstm_cpu_kernel_and_its_int8_version_are_counted():
     assert fwd.total == closed and fwd.complete
     fb = forward_backward_flops(lstm, x)
     assert fb.total == 3 * closed  # the oneDNN backward computes data and weight gradients
-    from suites.efficiency.compression import quantize_dynamic_int8
+    from workbench.suites.efficiency.compression import quantize_dynamic_int8
 
     q, _ = quantize_dynamic_int8(lstm)
     assert forward_flops(q, x).total == closed
@@ -181,7 +181,7 @@ def test_lstm_cpu_kernel_and_its_int8_version_are_counted():
 def test_int8_linear_counts_like_float():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 7), nn.ReLU(), nn.Linear(7, 3))
-    from suites.efficiency.compression import quantize_dynamic_int8
+    from workbench.suites.efficiency.compression import quantize_dynamic_int8
 
     q, _ = quantize_dynamic_int8(model)
     x = torch.randn(5, 12)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from suites.efficiency.latency import (
+from workbench.suites.efficiency.latency import (
     CudaEventTimer,
     PerfCounterTimer,
     default_timer,

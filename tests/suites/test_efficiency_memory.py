@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from suites.efficiency.memory import clear_refs_reason, measure_peak_memory
+from workbench.suites.efficiency.memory import clear_refs_reason, measure_peak_memory
 
 MiB = 2**20
 # 5 Linear(W, W) layers on an (N, W) float32 batch: each layer output is

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from suites.efficiency.suite import EfficiencySuite
+from workbench.suites.efficiency.suite import EfficiencySuite
 from workbench.data.base import Dataset, Split
 from workbench.errors import ConfigError
 from workbench.suite import ModelHandle, RunContext
@@ -216,7 +216,7 @@ def test_parameters_are_validated():
 
 
 def test_measured_energy_path_with_a_fake_rapl_tree(tmp_path: Path, monkeypatch):
-    import suites.efficiency.energy as energy
+    import workbench.suites.efficiency.energy as energy
 
     root = tmp_path / "powercap"
     zone = root / "intel-rapl:0"

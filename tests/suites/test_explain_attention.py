@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from suites.explain.attention import (
+from workbench.suites.explain.attention import (
     attention_entropy,
     attention_maps,
     attention_rollout,
     supports_attention,
     token_relevance,
 )
-from suites.explain.testing import FixedAttention, TinyMLP, tokens_dataset
+from workbench.suites.explain.testing import FixedAttention, TinyMLP, tokens_dataset
 from workbench.errors import ConfigError, DataError, ModelError
 
 torch.set_num_threads(1)

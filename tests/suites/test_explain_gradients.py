@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from suites.explain.gradients import (
+from workbench.suites.explain.gradients import (
     GRADIENT_METHODS,
     ExplainedModel,
     embed_tokens,
@@ -16,7 +16,7 @@ from suites.explain.gradients import (
     per_unit,
     untouched,
 )
-from suites.explain.testing import LinearModel, TinyCNN, TinyLSTM, TinyMLP, digits_dataset, quick_train
+from workbench.suites.explain.testing import LinearModel, TinyCNN, TinyLSTM, TinyMLP, digits_dataset, quick_train
 from workbench.errors import ConfigError
 from workbench.torch_utils import ModuleState
 

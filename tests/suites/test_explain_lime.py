@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suites.explain.lime_methods import lime_image, lime_tabular, lime_tokens, slic_segments
-from suites.explain.testing import digits_dataset
+from workbench.suites.explain.lime_methods import lime_image, lime_tabular, lime_tokens, slic_segments
+from workbench.suites.explain.testing import digits_dataset
 from workbench.errors import DataError
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from suites.explain.gradients import ExplainedModel, gradient_attribution, per_unit, untouched
-from suites.explain.quality import (
+from workbench.suites.explain.gradients import ExplainedModel, gradient_attribution, per_unit, untouched
+from workbench.suites.explain.quality import (
     completeness_gap,
     curve_auc,
     infidelity_scores,
@@ -22,7 +22,7 @@ from suites.explain.quality import (
     top_k_precision,
     unit_index,
 )
-from suites.explain.testing import LinearModel, TinyCNN, digits_dataset, quick_train
+from workbench.suites.explain.testing import LinearModel, TinyCNN, digits_dataset, quick_train
 from workbench.errors import ConfigError, DataError
 from workbench.torch_utils import ModuleState
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from suites.explain.shapley import (
+from workbench.suites.explain.shapley import (
     all_coalitions,
     check_groups,
     coalition_values,

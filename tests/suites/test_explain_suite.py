@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from suites.explain.suite import ExplainSuite
-from suites.explain.testing import (
+from workbench.suites.explain.suite import ExplainSuite
+from workbench.suites.explain.testing import (
     LinearModel,
     TinyCNN,
     TinyLSTM,
@@ -225,7 +225,7 @@ def test_language_model_attention_and_rollout_only(tmp_path):
 
 
 def test_a_failing_method_is_a_null_record_not_a_crash(tabular, tmp_path, monkeypatch):
-    import suites.explain.suite as suite_mod
+    import workbench.suites.explain.suite as suite_mod
 
     def boom(*a, **k):
         raise RuntimeError("surrogate exploded")

@@ -1,4 +1,4 @@
-"""suites.metrics.functional against independent references on fixed inputs:
+"""workbench.suites.metrics.functional against independent references on fixed inputs:
 scikit-learn, sacrebleu, rouge-score, plain loops and hand-computed values."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from rouge_score import rouge_scorer
 from sklearn import metrics as skm
 
-from suites.metrics import functional as MF
+from workbench.suites.metrics import functional as MF
 from workbench.errors import ConfigError, DataError
 from workbench.stats import bootstrap_mean_ci, bootstrap_ratio_ci, bootstrap_stat_ci
 

@@ -15,7 +15,7 @@ from rouge_score import rouge_scorer
 from sklearn import metrics as skm
 from torch import nn
 
-from suites.metrics import MetricsSuite
+from workbench.suites.metrics import MetricsSuite
 from workbench.data.base import Dataset, Split
 from workbench.errors import ConfigError, ModelError
 from workbench.records import SuiteResult

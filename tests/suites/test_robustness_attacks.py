@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from suites.robustness import functional as A
-from suites.robustness.testing import SmallCNN, TinyTokenClassifier, digits_dataset, trained_digits_cnn
+from workbench.suites.robustness import functional as A
+from workbench.suites.robustness.testing import SmallCNN, TinyTokenClassifier, digits_dataset, trained_digits_cnn
 from workbench.errors import ConfigError, DataError
 from workbench.torch_utils import ModuleState
 
@@ -114,7 +114,7 @@ def test_pgd_never_weaker_than_fgsm_and_apgd_at_least_pgd(cnn, batch):
 
 def test_apgd_targeted_breaks_saturated_logits(cnn, batch):
     """Logits x1e4: CE gradients underflow (PGD-CE looks robust), targeted DLR is scale-free."""
-    from suites.robustness.testing import ScaledLogits
+    from workbench.suites.robustness.testing import ScaledLogits
 
     x, y = batch
     masked = ScaledLogits(cnn)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from suites.robustness.masking import CHECKS, check_increasing, gradient_masking_checks
-from suites.robustness.testing import QuantizedInput, ScaledLogits, digits_dataset, trained_digits_cnn
+from workbench.suites.robustness.masking import CHECKS, check_increasing, gradient_masking_checks
+from workbench.suites.robustness.testing import QuantizedInput, ScaledLogits, digits_dataset, trained_digits_cnn
 from workbench.torch_utils import ModuleState
 
 torch.set_num_threads(1)

@@ -17,7 +17,7 @@ import os
 import pytest
 import torch
 
-from suites.robustness import functional as A
+from workbench.suites.robustness import functional as A
 from workbench.torch_utils import env_flag
 
 pytestmark = [

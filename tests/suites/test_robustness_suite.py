@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suites.robustness.suite import RobustnessSuite
-from suites.robustness.testing import (
+from workbench.suites.robustness.suite import RobustnessSuite
+from workbench.suites.robustness.testing import (
     ScaledLogits,
     SmallCNN,
     TinyTokenClassifier,
@@ -266,7 +266,7 @@ def test_token_model_without_embedding_interface_reports_null_with_reason(tmp_pa
 
 
 def test_adversarial_training_variants_side_by_side(cnn, digits, tmp_path):
-    from suites.robustness.training import FGSMRandomStartTraining, train_with_recipe
+    from workbench.suites.robustness.training import FGSMRandomStartTraining, train_with_recipe
 
     calls = []
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from suites.robustness import functional as A
-from suites.robustness.training import (
+from workbench.suites.robustness import functional as A
+from workbench.suites.robustness.training import (
     FGSMRandomStartTraining,
     PGDAdversarialTraining,
     TRADESTraining,
     catastrophic_overfitting,
     train_with_recipe,
 )
-from suites.robustness.testing import SmallCNN, TinyTokenClassifier, digits_dataset, token_dataset
+from workbench.suites.robustness.testing import SmallCNN, TinyTokenClassifier, digits_dataset, token_dataset
 from workbench.errors import ConfigError
 from workbench.torch_utils import ModuleState
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layers, mc_dropout_predict
+from workbench.suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layers, mc_dropout_predict
 from workbench.errors import ConfigError, ModelError
 from workbench.torch_utils import ModuleState, limited_threads
 

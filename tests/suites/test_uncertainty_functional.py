@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
-from suites.uncertainty import functional as F
+from workbench.suites.uncertainty import functional as F
 from workbench.errors import ConfigError, DataError
 from workbench.stats import bootstrap_indices
 from workbench.torch_utils import limited_threads

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-from suites.uncertainty import functional as F
-from suites.uncertainty.suite import UncertaintySuite
+from workbench.suites.uncertainty import functional as F
+from workbench.suites.uncertainty.suite import UncertaintySuite
 from workbench.data.base import Dataset, Split
 from workbench.errors import ConfigError, ParameterTypeError
 from workbench.suite import ModelHandle, RunContext

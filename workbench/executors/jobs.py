@@ -328,7 +328,7 @@ def run_metrics_shard(spec: JobSpec, model: str, start: int, stop: int, index: i
 def _replay_metrics_class() -> type:
     """A MetricsSuite whose forward pass returns logits computed elsewhere (the shards'),
     so the records are built by the suite's own code."""
-    from suites.metrics.suite import MetricsSuite
+    from workbench.suites.metrics.suite import MetricsSuite
 
     class ShardedMetricsSuite(MetricsSuite):
         def __init__(self, params: Any, logits: "torch.Tensor") -> None:
