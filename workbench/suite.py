@@ -233,6 +233,33 @@ class Suite:
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
 
+    # ------------------------------------------------------------------ hooks
+    # The core (reports, gates, executors, dashboard) calls these and never names a suite
+    # or its metrics. A third-party suite that overrides them gets headline rows, paired
+    # significance tests, sharding and dashboard figures with no edit to the core.
+
+    #: Headline metric names in display order. A row of one of these names is headline
+    #: material when `is_headline` also accepts its tags.
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
+    #: metric name -> the tag the headline takes the worst case over (e.g. one row per eps
+    #: for robust accuracy: the minimum over `attack`). Direction comes from the metric.
+    headline_worst_case: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def is_headline(cls, metric: dict[str, Any]) -> bool:
+        """Whether one metric row (its `to_dict()` form) belongs in the headline table.
+        Default: its name is in `headline_metrics` and it is not a per-class row."""
+        return metric.get("name") in cls.headline_metrics and "class" not in (metric.get("tags") or {})
+
+    @classmethod
+    def per_example(cls, result: dict[str, Any], run_dir: Path) -> dict[str, "np.ndarray"]:
+        """Per-example values of one result for paired significance tests (gate rules with
+        `significant`, the Compare page): metric name -> (N,) float array whose mean is the
+        reported metric, plus optionally "example_id" (N,) to check that two runs saw the same
+        examples. Read with `load_artifact`; {} when the suite has none. Never raises for a
+        missing or unreadable file."""
+        return {}
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         """Plotly figures for one result (its `to_dict()` form) whose artifacts live under
