@@ -33,7 +33,7 @@ def test_good_plan(tmp_path):
 
 
 def test_cli_overrides_win(tmp_path):
-    plan = load_plan(write(tmp_path, GOOD), ["run.seed=7", "models.m.train.epochs=5", "workbench.suites.metrics.n_boot=20"])
+    plan = load_plan(write(tmp_path, GOOD), ["run.seed=7", "models.m.train.epochs=5", "suites.metrics.n_boot=20"])
     assert plan.run.seed == 7 and plan.models[0].train["epochs"] == 5 and plan.suites["metrics"]["n_boot"] == 20
 
 

@@ -394,7 +394,7 @@ def test_huge_counts_and_caps_never_crash_validation(tmp_path, capsys):
 WORDS = ["run", "list", "validate", "report", "gate", "ui", "train", "lst", "runs", "suites", "models", "recipes",
          "--set", "--suite", "--model", "--device", "--out", "--resume", "--executor", "--format", "--rules",
          "--baseline", "--host", "--port", "--nproc", "--store", "--quiet", "--bogus", "-x", "--version",
-         "run.seed=abc", "run.seed=-4", "=", "a..b=1", "models.zz.arch=cnn", "workbench.suites.metrics.n_boot=-1",
+         "run.seed=abc", "run.seed=-4", "=", "a..b=1", "models.zz.arch=cnn", "suites.metrics.n_boot=-1",
          "robustness", "metrcs", "cuda", "tpu", "ray", "-1", "99999999999999999999", "html,pdf", "latest",
          "missing.toml", "missing.json", "DIR", "BADPLAN", "EMPTY", "café", "a\x00b", "", " "]
 
@@ -430,7 +430,7 @@ def test_fuzzed_cli_arguments(tmp_path_factory, capsys, monkeypatch, argv):
     (["run", "p.toml", "--set", "run..seed=1"], "dotted key"),
     (["run", "p.toml", "--set", "models.zz.arch=cnn"], "no model 'zz'"),
     (["run", "p.toml", "--set", "run.seed=-4"], "seed must be in"),
-    (["run", "p.toml", "--set", "workbench.suites.metrics.n_boot=0"], "n_boot"),
+    (["run", "p.toml", "--set", "suites.metrics.n_boot=0"], "n_boot"),
     (["run", "p.toml", "--suite", "metrcs"], "Did you mean 'metrics'"),
     (["run", "p.toml", "--model", "mm"], "Unknown model 'mm'"),
     (["run", "p.toml", "--device", "tpu"], "invalid choice"),
