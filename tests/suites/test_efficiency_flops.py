@@ -317,3 +317,100 @@ def test_reference_models_match_closed_forms(arch, modality, size):
     assert before.diff(model) == []
     assert (fwd.total, fwd.complete) == (fwd_closed, True), fwd.uncounted
     assert (fb.total, fb.complete) == (fb_closed, True), fb.uncounted
+
+
+# --------------------------------------------------------------------------- convolutions
+# Every convolution below against its closed form, by hand. A convolution with weight
+# (C_out, C_in/g, *k) does 2 * B * C_out * (C_in/g) * prod(k) FLOPs per OUTPUT position;
+# a transposed one, weight (C_in, C_out/g, *k), the same per INPUT position. The input
+# gradient and the weight gradient each cost as much as the forward again.
+CONVS = {
+    # name: (kwargs, transposed)
+    "grouped": (dict(in_channels=6, out_channels=9, kernel_size=3, groups=3, padding=1), False),
+    "depthwise": (dict(in_channels=8, out_channels=8, kernel_size=3, groups=8), False),
+    "dilated": (dict(in_channels=4, out_channels=5, kernel_size=3, dilation=2, padding=1), False),
+    "strided": (dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, groups=2), False),
+    "transposed": (dict(in_channels=6, out_channels=4, kernel_size=3, stride=2, padding=1, groups=2), True),
+}
+SPATIAL = 9  # input length (1-D) or side (2-D)
+BATCH = 2
+
+
+def _out_len(L: int, k: int, s: int, p: int, d: int) -> int:
+    return (L + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def _conv_closed_form(kw: dict, transposed: bool, dims: int) -> int:
+    """Forward FLOPs of one convolution on a (BATCH, C_in, SPATIAL[, SPATIAL]) input."""
+    c_in, c_out, k, g = kw["in_channels"], kw["out_channels"], kw["kernel_size"], kw.get("groups", 1)
+    if transposed:
+        positions = SPATIAL ** dims  # each input element meets (C_out/g) * k^dims weights
+        return 2 * BATCH * positions * c_in * (c_out // g) * k ** dims
+    L = _out_len(SPATIAL, k, kw.get("stride", 1), kw.get("padding", 0), kw.get("dilation", 1))
+    return 2 * BATCH * L ** dims * c_out * (c_in // g) * k ** dims
+
+
+def test_conv_closed_forms_are_the_stated_numbers():
+    # depthwise 3x3 on 8 channels, 9x9 -> 7x7, batch 2: 2 * 2 * 49 * 8 * 9
+    assert _conv_closed_form(*CONVS["depthwise"], 2) == 14_112
+    # strided 1-D: length 9 -> 5; 2 * 2 * 5 * 6 out * 2 in-per-group * 3
+    assert _conv_closed_form(*CONVS["strided"], 1) == 720
+
+
+def _make_conv(name: str, dims: int) -> nn.Module:
+    kw, transposed = CONVS[name]
+    cls = {(1, False): nn.Conv1d, (2, False): nn.Conv2d, (1, True): nn.ConvTranspose1d, (2, True): nn.ConvTranspose2d}
+    torch.manual_seed(0)
+    return cls[(dims, transposed)](**kw)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval", "no_grad"])
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("name", list(CONVS))
+def test_convolutions_count_exactly(name, dims, mode):
+    kw, transposed = CONVS[name]
+    conv = _make_conv(name, dims)
+    fwd = _conv_closed_form(kw, transposed, dims)
+    conv.train(mode == "train")
+    x = torch.randn(BATCH, kw["in_channels"], *([SPATIAL] * dims))
+    if mode == "no_grad":
+        with torch.no_grad():
+            c = count_flops(lambda: conv(x), root=conv)
+        assert (c.total, c.complete) == (fwd, True), c.by_op
+        assert forward_flops(conv, x).total == fwd
+        return
+    # weight gradient only (the data needs no gradient): forward + 1 x forward
+    c = count_flops(lambda: conv(x).sum().backward(), root=conv)
+    assert (c.total, c.complete) == (2 * fwd, True), c.by_op
+    # input and weight gradients: forward + 2 x forward
+    xg = x.clone().requires_grad_(True)
+    c = count_flops(lambda: conv(xg).sum().backward(), root=conv)
+    assert (c.total, c.complete) == (3 * fwd, True), c.by_op
+    assert forward_backward_flops(conv, x).total == 2 * fwd
+
+
+def test_torch_counter_overcounts_grouped_conv_backward_which_we_fix():
+    """The gap this module closes: torch's conv_backward_flop multiplies the weight
+    gradient of a grouped convolution by `groups` (here 8, depthwise)."""
+    conv = _make_conv("depthwise", 2)
+    x = torch.randn(BATCH, 8, SPATIAL, SPATIAL)
+    fwd = _conv_closed_form(*CONVS["depthwise"], 2)
+    with FlopCounterMode(display=False) as fc:
+        conv(x).sum().backward()
+    assert fc.get_total_flops() == fwd + 8 * fwd  # torch: weight gradient counted 8x
+    assert count_flops(lambda: conv(x).sum().backward()).total == 2 * fwd
+
+
+def test_small_model_with_depthwise_separable_block_counts_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),  # 8x8 -> 8x8
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise
+        nn.Conv2d(8, 16, 1),  # pointwise
+        nn.Flatten(), nn.Linear(16 * 8 * 8, 5),
+    )
+    Bm = 4
+    layers = [2 * Bm * 64 * 8 * 3 * 9, 2 * Bm * 64 * 8 * 1 * 9, 2 * Bm * 64 * 16 * 8, 2 * Bm * 16 * 64 * 5]
+    x = torch.randn(Bm, 3, 8, 8)
+    assert forward_flops(model, x).total == sum(layers)
+    assert forward_backward_flops(model, x).total == 3 * sum(layers) - layers[0]
