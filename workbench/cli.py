@@ -261,7 +261,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
            "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer"]
-    env = dict(os.environ)
+    # The shipped apps/.streamlit/config.toml (beside the script) turns usage statistics off;
+    # the flag and the variable say it again for a Streamlit that predates script-level config.
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     if args.store:
         env["WORKBENCH_STORE"] = str(Path(args.store).resolve())
     print(f"dashboard on http://{args.host}:{args.port}")
