@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from workbench.data.base import Dataset
+    from workbench.progress import Progress
 
 
 @dataclass
@@ -81,6 +82,13 @@ class RunContext:
         import numpy as np
 
         return np.random.default_rng(int(self.seed) + offset)
+
+    def progress(self, total: int, what: str, *, unit: str = "") -> "Progress":
+        """A progress reporter for one long loop of this suite (a bar on a terminal, a log
+        line at most every 30 s elsewhere); use as a context manager and `update(n)`."""
+        from workbench.progress import Progress
+
+        return Progress(total, f"{self.suite} {what} ({self.model_name})", unit=unit, log=self.log)
 
     def limit(self, n: int, cap: int | None = None) -> int:
         """How many examples to use: min(n, run max_samples, suite cap)."""
@@ -239,11 +247,17 @@ class Suite:
     # significance tests, sharding and dashboard figures with no edit to the core.
 
     #: Headline metric names in display order. A row of one of these names is headline
-    #: material when `is_headline` also accepts its tags.
+    #: material when `is_headline` also accepts its tags. Every name listed must be one the
+    #: suite emits (tests/test_suite_contract.py checks it on the tiny reference models).
     headline_metrics: ClassVar[tuple[str, ...]] = ()
     #: metric name -> the tag the headline takes the worst case over (e.g. one row per eps
-    #: for robust accuracy: the minimum over `attack`). Direction comes from the metric.
+    #: for robust accuracy, the worst over `attack`). Direction comes from the metric. When
+    #: the suite computes the worst case itself (per example), it reports it as a row whose
+    #: tag has the value "worst_case"; those rows are then shown as they are.
     headline_worst_case: ClassVar[dict[str, str]] = {}
+    #: Tags that say how a row was measured rather than what (attack steps, restarts...):
+    #: the worst case over `headline_worst_case` ignores them when grouping rows.
+    headline_detail_tags: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def is_headline(cls, metric: dict[str, Any]) -> bool:
@@ -266,6 +280,59 @@ class Suite:
         `run_dir`, as (title, figure) pairs. Shared by the HTML report and the dashboard;
         must not recompute anything heavy. Suites override this."""
         return []
+
+    # Sharding (the Ray executor): a suite whose work is a loop over examples splits it into
+    # contiguous example ranges, runs each range anywhere (`run_shard`, in a worker, with the
+    # job's own seed), and rebuilds in the driver exactly the result `run` gives (`combine`).
+    # "Exactly" is checked for every registered suite by tests/test_suite_contract.py.
+
+    def shards(self, model: ModelHandle, data: "Dataset", ctx: RunContext, n_shards: int) -> list[slice] | None:
+        """The example ranges this job splits into (contiguous, in order, covering every
+        example once; see `shard_slices`), or None when it does not shard (the default)."""
+        return None
+
+    def run_shard(self, model: ModelHandle, data: "Dataset", ctx: RunContext, rows: slice) -> dict[str, Any]:
+        """The partial result of one range: plain picklable data (numpy arrays, numbers,
+        strings), never model state. Must not change the model (as `run`)."""
+        raise NotImplementedError(f"suite {self.name!r} does not shard (its `shards` returns None)")
+
+    def combine(self, model: ModelHandle, data: "Dataset", ctx: RunContext,
+                parts: Sequence[tuple[slice, dict[str, Any]]]) -> SuiteResult:
+        """The result of the whole job from its (rows, partial) pairs, in row order: the
+        same metrics `run` reports (exact counts are summed, never shard averages
+        averaged), with its artifacts saved through `ctx` in the run directory."""
+        raise NotImplementedError(f"suite {self.name!r} does not shard (its `shards` returns None)")
+
+
+def shard_slices(n: int, n_shards: int) -> list[slice]:
+    """Contiguous row ranges covering [0, n) exactly once, sizes differing by at most one
+    (no padding, no repeats; empty ranges when n < n_shards are dropped)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"Expected `n` to be an int >= 0, got {n!r}.")
+    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+        raise ConfigError(f"Expected `n_shards` to be an int >= 1, got {n_shards!r}.")
+    base, extra = divmod(n, n_shards)
+    out, start = [], 0
+    for i in range(n_shards):
+        stop = start + base + (1 if i < extra else 0)
+        if stop > start:
+            out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def check_tiling(parts: Sequence[tuple[slice, Any]], n: int, what: str) -> None:
+    """Raise DataError unless the ranges of `parts` tile [0, n) in order."""
+    from workbench.errors import DataError
+
+    edges = [(int(rows.start), int(rows.stop)) for rows, _ in parts]
+    expected = 0
+    for lo, hi in edges:
+        if lo != expected or hi <= lo:
+            raise DataError(f"Shards of {what} do not tile [0, {n}) in order: {edges}.")
+        expected = hi
+    if expected != n:
+        raise DataError(f"Shards of {what} cover [0, {expected}), expected [0, {n}).")
 
 
 _TYPE_NAMES = {"int": int, "float": (int, float), "str": str, "bool": bool}

@@ -1,0 +1,88 @@
+"""Progress lines in a log: at most one per interval, done/total and an ETA that
+extrapolates the rate; a bar only on a terminal (or when forced)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from workbench.errors import ConfigError, ParameterTypeError
+from workbench.progress import Progress, format_duration, mode, progress_line
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_log_mode_rate_limits_lines_and_extrapolates_eta() -> None:
+    clock, lines = FakeClock(), []
+    with Progress(10, "explain shapley (m)", unit="examples", log=lines.append, interval_s=30,
+                  display="log", clock=clock) as p:
+        for _ in range(10):
+            clock.t += 10.0  # 10 s per example
+            p.update()
+    # lines at 30 s (3 done) and 60 s (6 done) and 90 s (9 done), then the closing line at 100 s
+    assert lines[0] == "explain shapley (m): 3/10 examples (30%), 30.0 s elapsed, ETA 1 min 10 s"
+    assert lines[1] == "explain shapley (m): 6/10 examples (60%), 1 min 00 s elapsed, ETA 40.0 s"
+    assert len(lines) == 4
+    assert lines[-1] == "explain shapley (m): 10/10 examples (100%), 1 min 40 s elapsed, done"
+
+
+def test_short_loop_in_a_log_stays_silent() -> None:
+    clock, lines = FakeClock(), []
+    with Progress(5, "fast", log=lines.append, display="log", clock=clock) as p:
+        for _ in range(5):
+            clock.t += 0.1
+            p.update()
+    assert lines == []
+
+
+def test_off_mode_and_bad_parameters() -> None:
+    lines: list[str] = []
+    with Progress(3, "x", log=lines.append, display="off", interval_s=1e-9) as p:
+        p.update(3)
+    assert lines == []
+    with pytest.raises(ParameterTypeError, match="`total`"):
+        Progress(1.5, "x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="`interval_s`"):
+        Progress(3, "x", interval_s=0)
+    with pytest.raises(ConfigError, match="Did you mean 'log'"):
+        Progress(3, "x", display="lg")
+
+
+def test_mode_follows_the_stream_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKBENCH_PROGRESS", raising=False)
+    assert mode(io.StringIO()) == "log"
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert mode(Tty()) == "bar"
+    monkeypatch.setenv("WORKBENCH_PROGRESS", "off")
+    assert mode(Tty()) == "off"
+    monkeypatch.setenv("WORKBENCH_PROGRESS", "1")
+    assert mode(io.StringIO()) == "bar"
+
+
+def test_bar_mode_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Progress(4, "bar", display="bar")
+    p.update(2)
+    p.update(2)
+    assert p.done == 4 and p._bar.n == 4
+    p.close()
+
+
+@pytest.mark.parametrize("seconds,text", [(0.04, "0.0 s"), (59.94, "59.9 s"), (65, "1 min 05 s"),
+                                          (7380, "2 h 03 min"), (float("nan"), "unknown")])
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_progress_line_without_total() -> None:
+    assert progress_line("w", 0, 0, 1.0) == "w: 0/0, 1.0 s elapsed"
