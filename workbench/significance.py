@@ -120,9 +120,11 @@ def paired_bootstrap_diff_ci(
 ) -> BootstrapDiff:
     """Percentile bootstrap CI of mean(a) - mean(b) for paired per-example values (N,).
 
-    Each replicate draws N example indices with replacement (one seeded
-    `np.random.default_rng(seed)` stream, drawn `chunk` replicates at a time so memory
-    stays O(chunk * N)) and uses the same indices for `a` and `b`.
+    Each replicate draws N example indices with replacement from
+    `workbench.stats.bootstrap_index_chunks` (one seeded stream, at most `chunk`
+    replicates at a time so memory stays bounded) and uses the same indices for `a` and
+    `b`. A zero-width interval is kept here: identical per-example differences make the
+    paired difference certain, which the gate needs to know.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise ConfigError(f"Expected `n_boot` to be an int > 0, got {n_boot!r}.")
@@ -133,12 +135,9 @@ def paired_bootstrap_diff_ci(
     _check_paired(x, y, ("a", "b"))
     d = x - y
     diff = float(d.mean())
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot, dtype=np.float64)
-    for start in range(0, n_boot, chunk):
-        stop = min(start + chunk, n_boot)
-        idx = rng.integers(0, d.size, size=(stop - start, d.size))
-        stats[start:stop] = d[idx].mean(axis=1)
+    from workbench.stats import bootstrap_replicates
+
+    stats = bootstrap_replicates(lambda idx: d[idx].mean(axis=1), d.size, n_boot=n_boot, seed=seed, max_rows=chunk)
     alpha = (1 - level) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return BootstrapDiff(diff, float(low), float(high), int(d.size), n_boot)

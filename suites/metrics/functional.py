@@ -16,8 +16,12 @@ Conventions
 - Text generation: BLEU is sacrebleu's corpus BLEU with its default 13a tokenizer (its
   signature is returned; whitespace-tokenised BLEU differs by ~12 points on the same
   text). ROUGE-L is rouge-score's per-pair F-measure (use_stemmer=False), averaged.
-- Confidence intervals are percentile bootstraps seeded by `seed` and drawn with
-  `workbench.stats.bootstrap_indices`, so the same seed gives the same CI.
+- Confidence intervals: proportions (accuracy; per-class recall, conditional on the
+  class's support; per-class precision, conditional on the number predicted as the
+  class) use `workbench.stats.proportion_ci` (Clopper-Pearson); every other metric the percentile bootstrap of
+  `workbench.stats` (one seeded, memory-bounded stream), and a degenerate bootstrap (all
+  resamples equal) is (nan, nan), never a zero-width "certain" interval. `CI_METHODS`
+  names the method of each metric.
 """
 
 from __future__ import annotations
@@ -31,12 +35,26 @@ import torch
 import torch.nn.functional as F
 
 from workbench.errors import ConfigError, DataError
-from workbench.stats import DEFAULT_LEVEL, DEFAULT_N_BOOT, bootstrap_indices
+from workbench.stats import (
+    BOOTSTRAP,
+    DEFAULT_LEVEL,
+    DEFAULT_N_BOOT,
+    PROPORTION_METHOD,
+    bootstrap_index_chunks,
+    bootstrap_replicates,
+    percentile_interval,
+    proportion_ci,
+)
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[float]
 
-# Bootstrap resamples are processed in chunks so that (chunk, n) index arrays stay small.
-_BOOT_CHUNK_ELEMS = 4_000_000
+# The interval method of each metric (the `ci_method` tag of its record).
+CI_METHODS: dict[str, str] = {
+    "accuracy": PROPORTION_METHOD, "precision": PROPORTION_METHOD, "recall": PROPORTION_METHOD, "f1": BOOTSTRAP,
+    "precision_macro": BOOTSTRAP, "recall_macro": BOOTSTRAP, "f1_macro": BOOTSTRAP,
+    "mse": BOOTSTRAP, "mae": BOOTSTRAP, "r2": BOOTSTRAP, "bleu": BOOTSTRAP, "rouge_l": BOOTSTRAP,
+    "perplexity": BOOTSTRAP, "nll": BOOTSTRAP, "bits_per_byte": BOOTSTRAP, "word_perplexity": BOOTSTRAP,
+}
 
 
 # --------------------------------------------------------------------------- checks
@@ -86,34 +104,8 @@ def _check_boot(n_boot: int, level: float) -> None:
         raise ConfigError(f"Expected `level` to be a float in (0, 1), got {level!r}.")
 
 
-def _percentile_ci(stats: np.ndarray, level: float) -> np.ndarray:
-    """Percentile interval along axis 0 of (B, ...) bootstrap statistics -> (..., 2).
-    Non-finite resamples are dropped per column, as in `workbench.stats`."""
-    alpha = (1 - level) / 2
-    stats = np.asarray(stats, dtype=np.float64)
-    if np.all(np.isfinite(stats)):
-        lo, hi = np.quantile(stats, [alpha, 1 - alpha], axis=0)
-        return np.stack([lo, hi], axis=-1)
-    flat = stats.reshape(stats.shape[0], -1)
-    out = np.full((flat.shape[1], 2), np.nan)
-    for j in range(flat.shape[1]):
-        col = flat[:, j][np.isfinite(flat[:, j])]
-        if col.size:
-            out[j] = np.quantile(col, [alpha, 1 - alpha])
-    return out.reshape(*stats.shape[1:], 2)
-
-
-def _index_chunks(n: int, n_boot: int, seed: int):
-    """Yield (n_boot, n) seeded bootstrap indices in row chunks so memory stays bounded.
-    When everything fits in one chunk the indices equal `workbench.stats.bootstrap_indices`
-    (so e.g. the accuracy CI matches `bootstrap_mean_ci` on 0/1 correctness)."""
-    step = max(1, _BOOT_CHUNK_ELEMS // max(n, 1))
-    if step >= n_boot:
-        yield bootstrap_indices(n, n_boot, seed)
-        return
-    rng = np.random.default_rng(seed)
-    for i in range(0, n_boot, step):
-        yield rng.integers(0, n, size=(min(step, n_boot - i), n))
+def _ci_pair(ci: np.ndarray) -> tuple[float, float]:
+    return float(ci[0]), float(ci[1])
 
 
 # ------------------------------------------------------------------ classification
@@ -183,6 +175,8 @@ class ClassificationReport:
 
     `per_class[name]` and `per_class_ci[name]` are (K,) and (K, 2) for name in
     precision/recall/f1; `macro[name]` a float and `macro_ci[name]` a (low, high) pair.
+    Methods as in `CI_METHODS`: Clopper-Pearson for accuracy and per-class precision/recall,
+    bootstrap for F1 and the macro averages; a missing interval is (nan, nan).
     """
 
     n: int
@@ -205,8 +199,8 @@ def classification_report(
     seed: int = 0,
 ) -> ClassificationReport:
     """Accuracy, confusion matrix, per-class and macro precision/recall/F1, each with a
-    percentile-bootstrap CI over examples. The bootstrap is vectorised: each resample's
-    confusion matrix is one `np.bincount` over (resample * K*K + true * K + pred)."""
+    CI (methods in `CI_METHODS`). The bootstrap is vectorised: each resample's confusion
+    matrix is one `np.bincount` over (resample * K*K + true * K + pred)."""
     _check_boot(n_boot, level)
     p, t = _check_labels(pred, target, num_classes)
     n, k = p.size, num_classes
@@ -215,27 +209,30 @@ def classification_report(
     cm = confusion_matrix(p, t, k)
     point = scores_from_confusion(cm)
     code = t * k + p
-    stats = {name: [] for name in ("precision", "recall", "f1")}
-    acc = []
-    for idx in _index_chunks(n, n_boot, seed):
+    stats: dict[str, list[np.ndarray]] = {name: [] for name in ("precision", "recall", "f1")}
+    for idx in bootstrap_index_chunks(n, n_boot, seed):
         b = idx.shape[0]
         offs = (np.arange(b, dtype=np.int64) * k * k)[:, None]
         cms = np.bincount((code[idx] + offs).ravel(), minlength=b * k * k).reshape(b, k, k)
         s = scores_from_confusion(cms)
         for name in stats:
             stats[name].append(s[name])
-        acc.append(np.trace(cms, axis1=1, axis2=2) / n)
     per_class_ci, macro, macro_ci = {}, {}, {}
+    tp = np.diagonal(cm)
+    denominators = {"precision": cm.sum(axis=0), "recall": cm.sum(axis=1)}
     for name, parts in stats.items():
         boot = np.concatenate(parts)  # (B, K)
-        per_class_ci[name] = _percentile_ci(boot, level)
+        if name in denominators:
+            per_class_ci[name] = np.array([proportion_ci(int(tp[c]), int(denominators[name][c]), level) for c in range(k)])
+        else:
+            per_class_ci[name] = percentile_interval(boot, level)
         macro[name] = float(point[name].mean())
-        macro_ci[name] = tuple(float(v) for v in _percentile_ci(boot.mean(axis=1), level))
-    acc_ci = tuple(float(v) for v in _percentile_ci(np.concatenate(acc), level))
+        macro_ci[name] = _ci_pair(percentile_interval(boot.mean(axis=1), level))
+    correct = int(tp.sum())
     return ClassificationReport(
         n=n,
-        accuracy=float(np.mean(p == t)),
-        accuracy_ci=acc_ci,
+        accuracy=correct / n,
+        accuracy_ci=proportion_ci(correct, n, level),
         confusion=cm,
         per_class={name: point[name] for name in stats} | {"support": point["support"]},
         per_class_ci=per_class_ci,
@@ -295,7 +292,7 @@ def regression_report(
     p, t = _check_pair(pred, target)
     sq, ab = (p - t) ** 2, np.abs(p - t)
     boots: dict[str, list[np.ndarray]] = {"mse": [], "mae": [], "r2": []}
-    for idx in _index_chunks(p.size, n_boot, seed):
+    for idx in bootstrap_index_chunks(p.size, n_boot, seed):
         ts = t[idx]
         ss_tot = np.sum((ts - ts.mean(axis=1, keepdims=True)) ** 2, axis=1)
         ss_res = sq[idx].sum(axis=1)
@@ -303,7 +300,7 @@ def regression_report(
             boots["r2"].append(np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan))
         boots["mse"].append(ss_res / p.size)
         boots["mae"].append(ab[idx].mean(axis=1))
-    ci = {k: tuple(float(v) for v in _percentile_ci(np.concatenate(v), level)) for k, v in boots.items()}
+    ci = {k: _ci_pair(percentile_interval(np.concatenate(v), level)) for k, v in boots.items()}
     return RegressionReport(
         n=p.size, mse=float(sq.mean()), mae=float(ab.mean()), r2=r2(p, t),
         mse_ci=ci["mse"], mae_ci=ci["mae"], r2_ci=ci["r2"],
@@ -460,9 +457,11 @@ def bleu(
     for i, (h, r) in enumerate(zip(hyps, refs)):
         s = per_pair.sentence_score(h, [r])
         stats[i] = [s.sys_len, s.ref_len, *s.counts, *s.totals]
-    summed = np.stack([stats[idx].sum(axis=0) for idx in bootstrap_indices(len(hyps), n_boot, seed)])
-    boot = np.array([_bleu_from_stats(metric, row) for row in summed])
-    ci = tuple(float(v) for v in _percentile_ci(boot, level))
+    boot = bootstrap_replicates(
+        lambda idx: np.array([_bleu_from_stats(metric, stats[row].sum(axis=0)) for row in idx]),
+        len(hyps), n_boot=n_boot, seed=seed,
+    )
+    ci = _ci_pair(percentile_interval(boot, level))
     return BleuResult(score=float(corpus.score), signature=str(metric.get_signature()), n=len(hyps), ci=ci, stats=stats)
 
 
@@ -476,3 +475,29 @@ def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> np.ndarray
         raise DataError(f"Expected one reference per prediction, got {len(preds)} and {len(refs)}.")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     return np.array([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs)], dtype=np.float64)
+
+
+def degenerate_kind(ids: Sequence[int] | torch.Tensor, text: str) -> str | None:
+    """Why a generated continuation says nothing about the model's text, or None.
+
+    "blank": its text is empty or whitespace only (e.g. greedy decoding stuck on the
+    space token); "one_token": it repeats a single token id (length >= 2). BLEU and
+    ROUGE-L of such continuations are 0 or near it whatever the references hold."""
+    ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+    if not text.strip():
+        return "blank"
+    if len(ids) >= 2 and len(set(int(i) for i in ids)) == 1:
+        return "one_token"
+    return None
+
+
+def degenerate_generation_reason(kinds: Sequence[str | None], settings: str) -> str | None:
+    """The reason BLEU/ROUGE-L are null, or None when they mean something: more than half
+    of the continuations are degenerate (`degenerate_kind`)."""
+    bad = [k for k in kinds if k is not None]
+    if not kinds or 2 * len(bad) <= len(kinds):
+        return None
+    blank, one = bad.count("blank"), bad.count("one_token")
+    return (f"degenerate generations: {len(bad)} of {len(kinds)} continuations are blank ({blank}) or repeat "
+            f"one token ({one}) under {settings}; BLEU/ROUGE-L of them measure the decoding failure, not text "
+            f"quality (see the `generations` artifact)")

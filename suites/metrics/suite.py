@@ -27,6 +27,21 @@ if TYPE_CHECKING:
 _SPLITS = ("train", "val", "test")
 
 
+def _record(name: str, value: float | None, ci: Any, *, method: str, tags: dict[str, Any],
+            ci_reason: str | None = None, **kw: Any) -> MetricRecord:
+    """A metric with its interval method in the `ci_method` tag; a value whose interval is
+    missing (None or non-finite) carries the reason in `reason` (default: the degenerate
+    bootstrap), so no reader mistakes the absent interval for certainty."""
+    from workbench.stats import DEGENERATE_BOOTSTRAP, ci_is_missing
+
+    if ci is not None:
+        ci = (float(ci[0]), float(ci[1]))
+    reason = None
+    if value is not None and math.isfinite(float(value)) and ci_is_missing(ci):
+        ci, reason = None, ci_reason or DEGENERATE_BOOTSTRAP
+    return MetricRecord(name=name, value=value, ci=ci, reason=reason, tags={**tags, "ci_method": method}, **kw)
+
+
 class MetricsSuite(Suite):
     """Task metrics on a held-out split, every one with `n` and a seeded 95% bootstrap CI."""
 
@@ -139,18 +154,25 @@ class MetricsSuite(Suite):
             "predictions",
             {"y_true": y_true, "y_pred": y_pred, "probs": probs.float().numpy(), "index": np.arange(rep.n)},
         )
+        methods = MF.CI_METHODS
         frac = {"unit": "fraction", "higher_is_better": True, "n": rep.n}
-        out = [MetricRecord(name="accuracy", value=rep.accuracy, ci=rep.accuracy_ci, tags=self._tags(), **frac)]
+        out = [_record("accuracy", rep.accuracy, rep.accuracy_ci, method=methods["accuracy"], tags=self._tags(),
+                       **frac)]
         for metric in ("precision", "recall", "f1"):
-            out.append(MetricRecord(name=f"{metric}_macro", value=rep.macro[metric], ci=rep.macro_ci[metric],
-                                    tags=self._tags(), **frac))
+            out.append(_record(f"{metric}_macro", rep.macro[metric], rep.macro_ci[metric],
+                               method=methods[f"{metric}_macro"], tags=self._tags(), **frac))
         for metric in ("precision", "recall", "f1"):
             for c, cname in enumerate(names):
                 # n is the class support for recall; the number predicted as c for precision.
                 n_c = int(rep.confusion[:, c].sum()) if metric == "precision" else int(rep.confusion[c].sum())
-                out.append(MetricRecord(
-                    name=metric, value=float(rep.per_class[metric][c]), ci=tuple(rep.per_class_ci[metric][c]),
-                    unit="fraction", higher_is_better=True, n=n_c, tags=self._tags(**{"class": cname}),
+                why = None
+                if n_c == 0:
+                    why = ("no confidence interval: no example was " +
+                           ("predicted as" if metric == "precision" else "labelled") + " this class (n = 0)")
+                out.append(_record(
+                    metric, float(rep.per_class[metric][c]), rep.per_class_ci[metric][c], method=methods[metric],
+                    ci_reason=why, unit="fraction", higher_is_better=True, n=n_c,
+                    tags=self._tags(**{"class": cname}),
                 ))
         return out
 
@@ -174,30 +196,29 @@ class MetricsSuite(Suite):
         ctx.save_artifact("predictions", {"y_true": y_true, "y_pred": y_pred, **arrays})
 
         rep = MF.regression_report(y_pred, y_true, **self._boot(ctx))
+        boot = MF.CI_METHODS["mse"]
         out = [
-            MetricRecord(name="mse", value=rep.mse, ci=rep.mse_ci, unit="target units²", higher_is_better=False,
-                         n=rep.n, tags=self._tags(units="model")),
-            MetricRecord(name="mae", value=rep.mae, ci=rep.mae_ci, unit="target units", higher_is_better=False,
-                         n=rep.n, tags=self._tags(units="model")),
+            _record("mse", rep.mse, rep.mse_ci, method=boot, unit="target units²", higher_is_better=False,
+                    n=rep.n, tags=self._tags(units="model")),
+            _record("mae", rep.mae, rep.mae_ci, method=boot, unit="target units", higher_is_better=False,
+                    n=rep.n, tags=self._tags(units="model")),
         ]
         if math.isnan(rep.r2):
             out.append(MetricRecord.unavailable("r2", "R² is undefined: the targets are constant",
                                                 unit="dimensionless", higher_is_better=True, n=rep.n, tags=self._tags()))
         else:
-            out.append(MetricRecord(name="r2", value=rep.r2, ci=rep.r2_ci, unit="dimensionless",
-                                    higher_is_better=True, n=rep.n, tags=self._tags()))
+            out.append(_record("r2", rep.r2, rep.r2_ci, method=boot, unit="dimensionless",
+                               higher_is_better=True, n=rep.n, tags=self._tags()))
         gt = data.ground_truth
         scale = gt.get("target_scale", gt.get("target_std"))
         if scale is not None and not (float(scale) == 1.0 and float(gt.get("target_mean", 0.0)) == 0.0):
             # y_original = y * target_scale + target_mean: errors scale, R² does not.
             s = abs(float(scale))
             out += [
-                MetricRecord(name="mse", value=rep.mse * s * s, ci=tuple(v * s * s for v in rep.mse_ci),
-                             unit="original units²", higher_is_better=False, n=rep.n,
-                             tags=self._tags(units="original")),
-                MetricRecord(name="mae", value=rep.mae * s, ci=tuple(v * s for v in rep.mae_ci),
-                             unit="original units", higher_is_better=False, n=rep.n,
-                             tags=self._tags(units="original")),
+                _record("mse", rep.mse * s * s, tuple(v * s * s for v in rep.mse_ci), method=boot,
+                        unit="original units²", higher_is_better=False, n=rep.n, tags=self._tags(units="original")),
+                _record("mae", rep.mae * s, tuple(v * s for v in rep.mae_ci), method=boot,
+                        unit="original units", higher_is_better=False, n=rep.n, tags=self._tags(units="original")),
             ]
         return out
 
@@ -234,18 +255,23 @@ class MetricsSuite(Suite):
         boot = self._boot(ctx)
         tags = self._tags()
 
+        boot_method = MF.CI_METHODS["perplexity"]
+        one_doc = ("no confidence interval: one document is one resampling unit" if doc_nll.size < 2 else None)
+
         def ratio_ci(num: "np.ndarray", den: "np.ndarray", **kw: Any) -> tuple[float, float] | None:
             # Documents are the resampling unit; one document gives no interval.
             return bootstrap_ratio_ci(num, den, **kw, **boot) if num.size > 1 else None
 
+        def rec(name: str, value: float, ci: Any, **kw: Any) -> MetricRecord:
+            return _record(name, value, ci, method=boot_method, ci_reason=one_doc, tags=tags, **kw)
+
         arrays: dict[str, Any] = {"doc_id": doc_ids, "doc_nll": doc_nll, "doc_tokens": doc_tok}
 
         out = [
-            MetricRecord(name="perplexity", value=MF.perplexity(total_nll, total_tok),
-                         ci=ratio_ci(doc_nll, doc_tok, transform=np.exp),
-                         unit="ppl", higher_is_better=False, n=int(total_tok), tags=tags),
-            MetricRecord(name="nll", value=total_nll / total_tok, ci=ratio_ci(doc_nll, doc_tok),
-                         unit="nats/token", higher_is_better=False, n=int(total_tok), tags=tags),
+            rec("perplexity", MF.perplexity(total_nll, total_tok), ratio_ci(doc_nll, doc_tok, transform=np.exp),
+                unit="ppl", higher_is_better=False, n=int(total_tok)),
+            rec("nll", total_nll / total_tok, ratio_ci(doc_nll, doc_tok),
+                unit="nats/token", higher_is_better=False, n=int(total_tok)),
         ]
 
         row_bytes, why_no_bytes = self._row_bytes(data, y)
@@ -255,22 +281,18 @@ class MetricsSuite(Suite):
         else:
             doc_bytes, _ = MF.group_sums(row_bytes, groups)
             arrays["doc_bytes"] = doc_bytes
-            out.append(MetricRecord(
-                name="bits_per_byte", value=MF.bits_per_byte(total_nll, float(doc_bytes.sum())),
-                ci=ratio_ci(doc_nll / math.log(2), doc_bytes),
-                unit="bits/byte", higher_is_better=False, n=int(doc_bytes.sum()), tags=tags,
-            ))
+            out.append(rec("bits_per_byte", MF.bits_per_byte(total_nll, float(doc_bytes.sum())),
+                           ratio_ci(doc_nll / math.log(2), doc_bytes),
+                           unit="bits/byte", higher_is_better=False, n=int(doc_bytes.sum())))
 
         vocab = data.vocab
         if MF.is_text_vocab(vocab):
             doc_words = self._doc_words(y, groups, doc_ids, vocab)
             arrays["doc_words"] = doc_words
             if doc_words.sum() > 0:
-                out.append(MetricRecord(
-                    name="word_perplexity", value=MF.word_perplexity(total_nll, float(doc_words.sum())),
-                    ci=ratio_ci(doc_nll, doc_words, transform=np.exp),
-                    unit="ppl", higher_is_better=False, n=int(doc_words.sum()), tags=tags,
-                ))
+                out.append(rec("word_perplexity", MF.word_perplexity(total_nll, float(doc_words.sum())),
+                               ratio_ci(doc_nll, doc_words, transform=np.exp),
+                               unit="ppl", higher_is_better=False, n=int(doc_words.sum())))
             else:
                 out.append(MetricRecord.unavailable("word_perplexity", "the evaluated text has no words",
                                                     unit="ppl", higher_is_better=False, tags=tags))
@@ -328,7 +350,7 @@ class MetricsSuite(Suite):
         import torch
 
         from workbench.suites.metrics import functional as MF
-        from workbench.stats import bootstrap_mean_ci
+        from workbench.stats import PROPORTION_METHOD, bootstrap_mean_ci, proportion_ci
         from workbench.torch_utils import frozen_eval
 
         tags = self._tags()
@@ -371,20 +393,70 @@ class MetricsSuite(Suite):
         refs = [MF.decode(r, vocab) for r in refs_ids]
         prompt_texts = [MF.decode(r, vocab) for r in prompts]
 
+        settings = {"decoding": "greedy", "temperature": 0.0, "prompt_len": prompt_len, "gen_len": gen_len,
+                    "n_prompts": int(n)}
+        shown = f"greedy decoding (temperature 0), {n} prompts of {prompt_len} tokens, {gen_len} new tokens"
+        kinds = [MF.degenerate_kind(ids, h) for ids, h in zip(gen, hyps)]
+        degenerate = MF.degenerate_generation_reason(kinds, shown)
         b = MF.bleu(hyps, refs, **self._boot(ctx))
         rl = MF.rouge_l(hyps, refs)
         ctx.save_artifact("generations", {
             "rows": rows.tolist(), "prompt_len": prompt_len, "gen_len": gen_len,
             "decoded_as": "token_ids" if vocab is None else ("text" if MF.is_text_vocab(vocab) else "tokens"),
             "prompts": prompt_texts, "references": refs, "hypotheses": hyps,
-            "rouge_l": rl.tolist(), "bleu_signature": b.signature,
+            "rouge_l": rl.tolist(), "bleu_signature": b.signature, "settings": settings,
+            "degenerate": [k or "" for k in kinds],
         })
-        return [
-            MetricRecord(name="bleu", value=b.score, ci=b.ci, unit="bleu", higher_is_better=True, n=b.n,
-                         tags={**tags, "signature": b.signature}),
-            MetricRecord(name="rouge_l", value=float(rl.mean()), ci=bootstrap_mean_ci(rl, **self._boot(ctx)),
-                         unit="fraction", higher_is_better=True, n=int(rl.size), tags=tags),
+        gtags = {**tags, **settings}
+        n_bad = sum(k is not None for k in kinds)
+        rate_ci = proportion_ci(n_bad, n, p.ci_level)
+        out = [_record("degenerate_generation_rate", n_bad / n, rate_ci, method=PROPORTION_METHOD, unit="fraction",
+                       higher_is_better=False, n=n, tags=gtags)]
+        if degenerate:
+            return out + [
+                MetricRecord.unavailable("bleu", degenerate, unit="bleu", higher_is_better=True, n=b.n,
+                                         tags={**gtags, "signature": b.signature}),
+                MetricRecord.unavailable("rouge_l", degenerate, unit="fraction", higher_is_better=True,
+                                         n=int(rl.size), tags=gtags),
+            ]
+        return out + [
+            _record("bleu", b.score, b.ci, method=MF.CI_METHODS["bleu"], unit="bleu", higher_is_better=True,
+                    n=b.n, tags={**gtags, "signature": b.signature}),
+            _record("rouge_l", float(rl.mean()), bootstrap_mean_ci(rl, **self._boot(ctx)),
+                    method=MF.CI_METHODS["rouge_l"], unit="fraction", higher_is_better=True, n=int(rl.size),
+                    tags=gtags),
         ]
+
+    # ------------------------------------------------------ hooks for the core
+
+    headline_metrics: ClassVar[tuple[str, ...]] = (
+        "accuracy", "f1_macro", "mse", "mae", "r2", "perplexity", "bits_per_byte", "bleu", "rouge_l")
+
+    @classmethod
+    def is_headline(cls, metric: dict[str, Any]) -> bool:
+        # errors in the model's own units (the original-units copies stay in the full table)
+        return super().is_headline(metric) and (metric.get("tags") or {}).get("units", "model") == "model"
+
+    @classmethod
+    def per_example(cls, result: dict[str, Any], run_dir: Path) -> dict[str, "np.ndarray"]:
+        from workbench.suites.metrics.hooks import per_example
+
+        return per_example(result, run_dir)
+
+    def shards(self, model: ModelHandle, data: "Dataset", ctx: RunContext, n_shards: int) -> list[slice] | None:
+        from workbench.suites.metrics import hooks
+
+        return hooks.shards(self, model, data, ctx, n_shards)
+
+    def run_shard(self, model: ModelHandle, data: "Dataset", ctx: RunContext, rows: slice) -> dict[str, Any]:
+        from workbench.suites.metrics import hooks
+
+        return hooks.run_shard(self, model, data, ctx, rows)
+
+    def combine(self, model: ModelHandle, data: "Dataset", ctx: RunContext, parts: Any) -> SuiteResult:
+        from workbench.suites.metrics import hooks
+
+        return hooks.combine(self, model, data, ctx, parts)
 
     # --------------------------------------------------------------- figures
 

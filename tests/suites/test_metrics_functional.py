@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
@@ -90,22 +91,46 @@ def test_bad_input_raises_clear_errors(call, match):
         call()
 
 
-def test_classification_cis_match_independent_bootstrap(labels):
-    """The vectorised bincount bootstrap equals a plain per-resample loop over scikit-learn."""
+def _scipy_exact(k: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return pytest.approx(np.nan, nan_ok=True), pytest.approx(np.nan, nan_ok=True)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def test_classification_cis_match_independent_references(labels):
+    """Proportions: scipy's exact (Clopper-Pearson) interval. F1 and macro averages: the vectorised bincount
+    bootstrap equals a plain per-resample loop over scikit-learn."""
     p, t = labels
     rep = MF.classification_report(p, t, K, n_boot=100, seed=7)
-    correct = (p == t).astype(float)
-    assert rep.accuracy_ci == pytest.approx(bootstrap_mean_ci(correct, n_boot=100, seed=7))
+    assert rep.accuracy_ci == pytest.approx(_scipy_exact((p == t).sum(), t.size))
+    for c in range(K):
+        tp = int(((p == c) & (t == c)).sum())
+        assert tuple(rep.per_class_ci["recall"][c]) == pytest.approx(_scipy_exact(tp, (t == c).sum()))
+        got, want = tuple(rep.per_class_ci["precision"][c]), _scipy_exact(tp, (p == c).sum())
+        assert got == (want if (p == c).sum() == 0 else pytest.approx(want))
     lab = list(range(K))
     ref = bootstrap_stat_ci(
         lambda i: skm.f1_score(t[i], p[i], labels=lab, average="macro", zero_division=0), t.size, n_boot=100, seed=7
     )
     assert rep.macro_ci["f1"] == pytest.approx(ref)
     ref1 = bootstrap_stat_ci(
-        lambda i: skm.precision_score(t[i], p[i], labels=lab, average=None, zero_division=0)[1],
+        lambda i: skm.f1_score(t[i], p[i], labels=lab, average=None, zero_division=0)[1],
         t.size, n_boot=100, seed=7,
     )
-    assert tuple(rep.per_class_ci["precision"][1]) == pytest.approx(ref1)
+    assert tuple(rep.per_class_ci["f1"][1]) == pytest.approx(ref1)
+
+
+def test_perfect_predictions_never_give_a_certain_interval():
+    """30 examples all right: the bootstrap of accuracy would be [1, 1]; Clopper-Pearson is not a
+    point, and F1's degenerate bootstrap is missing (nan), not [1, 1]."""
+    t = np.arange(30) % 3
+    rep = MF.classification_report(t, t, 3, n_boot=200, seed=0)
+    assert rep.accuracy == 1.0 and rep.accuracy_ci == pytest.approx(_scipy_exact(30, 30))
+    assert rep.accuracy_ci[0] < 0.9
+    assert np.all(rep.per_class_ci["recall"][:, 0] < 1.0)
+    assert np.all(np.isnan(rep.per_class_ci["f1"]))
+    assert np.all(np.isnan(rep.macro_ci["f1"]))
 
 
 def test_bootstrap_is_seeded_and_contains_point(labels):
@@ -123,11 +148,14 @@ def test_bootstrap_is_seeded_and_contains_point(labels):
 
 
 def test_chunked_bootstrap_is_reproducible(monkeypatch, labels):
+    import workbench.stats as stats
+
     p, t = labels
-    monkeypatch.setattr(MF, "_BOOT_CHUNK_ELEMS", 1000)  # forces ~7 resamples per chunk
+    whole = MF.classification_report(p, t, K, n_boot=100, seed=3)
+    monkeypatch.setattr(stats, "BOOT_CHUNK_ELEMS", 1000)  # forces ~7 resamples per chunk
     a = MF.classification_report(p, t, K, n_boot=100, seed=3)
     b = MF.classification_report(p, t, K, n_boot=100, seed=3)
-    assert a.macro_ci == b.macro_ci
+    assert a.macro_ci == b.macro_ci == whole.macro_ci  # one stream: chunking does not change the draws
     assert a.macro_ci["f1"][0] <= a.macro["f1"] <= a.macro_ci["f1"][1]
     r = MF.regression_report(p.astype(float), t.astype(float), n_boot=100, seed=3)
     assert r.mse_ci[0] <= r.mse <= r.mse_ci[1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 import sacrebleu
 import torch
 from rouge_score import rouge_scorer
@@ -48,7 +49,12 @@ def _check_records(res: SuiteResult) -> None:
             if m.ci is not None:
                 assert m.ci[0] <= m.value + 1e-12 and m.value <= m.ci[1] + 1e-12, m
         if m.name != "perplexity_floor" and m.value is not None:
-            assert m.n and m.n > 0 and m.ci is not None, m
+            assert m.n and m.n > 0, m
+            assert m.tags.get("ci_method") in ("clopper_pearson", "bootstrap_percentile"), m
+            # an interval, or the reason there is none (never a silent gap, never a point)
+            assert m.ci is not None or m.reason, m
+            if m.ci is not None:
+                assert m.ci[0] < m.ci[1], m
 
 
 def _npz(res: SuiteResult, run_dir: Path, name: str) -> dict[str, np.ndarray]:
@@ -104,7 +110,9 @@ def test_classification_matches_sklearn(classifier, tmp_path):
     lab = [0, 1, 2, 3]
     assert res.metric("accuracy").value == pytest.approx(skm.accuracy_score(y, y_pred))
     assert res.metric("accuracy").n == 90 and res.metric("accuracy").unit == "fraction"
-    assert res.metric("accuracy").ci == pytest.approx(bootstrap_mean_ci(y == y_pred, n_boot=N_BOOT, seed=0))
+    wilson = binomtest(int((y == y_pred).sum()), y.size).proportion_ci(0.95, method="exact")
+    assert res.metric("accuracy").ci == pytest.approx((wilson.low, wilson.high))
+    assert res.metric("accuracy").tags["ci_method"] == "clopper_pearson"
     for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
         macro = res.metric(f"{name}_macro")
         assert macro.value == pytest.approx(fn(y, y_pred, labels=lab, average="macro", zero_division=0))
@@ -406,6 +414,50 @@ def test_lm_without_bytes_source_is_null_with_reason(tmp_path):
     gen = json.loads((tmp_path / res.artifacts["generations"]).read_text())
     assert gen["decoded_as"] == "token_ids" and gen["prompt_len"] == T // 2 and gen["gen_len"] == T + 1 - T // 2
     assert res.metric("bleu").value == pytest.approx(sacrebleu.corpus_bleu(gen["hypotheses"], [gen["references"]]).score)
+
+
+class StuckLM(GenerativeBigramLM):
+    """Greedy decoding stuck on one token: `token` forever."""
+
+    def __init__(self, vocab_size: int, text_ids: list[list[int]], token: int) -> None:
+        super().__init__(vocab_size, text_ids)
+        self.token = token
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_k=None) -> torch.Tensor:
+        return torch.cat([idx, torch.full((idx.shape[0], max_new_tokens), self.token, dtype=idx.dtype)], 1)
+
+
+@pytest.mark.parametrize("stuck_on", ["space", "letter"])
+def test_degenerate_generations_make_bleu_and_rouge_null_with_reason(tmp_path, stuck_on):
+    data, enc, _ = _lm_data()
+    token = data.vocab.index(" " if stuck_on == "space" else "t")
+    handle = ModelHandle(name="lm", module=StuckLM(len(data.vocab), enc, token), arch="bigram", task="lm",
+                         output="lm_logits")
+    res = _suite(n_prompts=3, prompt_len=6, gen_len=7).run(handle, data, _ctx(tmp_path, seed=3))
+    _check_records(res)
+    kind = "blank (3)" if stuck_on == "space" else "repeat one token (3)"
+    for name in ("bleu", "rouge_l"):
+        m = res.metric(name)
+        assert m.value is None and "degenerate generations: 3 of 3" in m.reason and kind in m.reason, m.reason
+        # the settings that produced them are recorded beside the null
+        assert (m.tags["decoding"], m.tags["temperature"], m.tags["gen_len"]) == ("greedy", 0.0, 7)
+    rate = res.metric("degenerate_generation_rate")
+    assert rate.value == 1.0 and rate.n == 3 and rate.ci[0] < 1.0
+    gen = json.loads((tmp_path / res.artifacts["generations"]).read_text())
+    assert gen["degenerate"] == ["blank" if stuck_on == "space" else "one_token"] * 3
+    assert gen["settings"]["decoding"] == "greedy"
+
+
+def test_healthy_generations_keep_bleu_and_report_a_zero_degenerate_rate(tmp_path):
+    data, enc, _ = _lm_data()
+    handle = ModelHandle(name="lm", module=GenerativeBigramLM(len(data.vocab), enc), arch="bigram", task="lm",
+                         output="lm_logits")
+    res = _suite(n_prompts=3, prompt_len=6, gen_len=7).run(handle, data, _ctx(tmp_path, seed=3))
+    gen = json.loads((tmp_path / res.artifacts["generations"]).read_text())
+    assert gen["degenerate"] == ["", "", ""], gen["hypotheses"]
+    assert res.metric("degenerate_generation_rate").value == 0.0
+    assert res.metric("bleu").value is not None
 
 
 def test_lm_symbol_vocab_is_deterministic(tmp_path):
