@@ -415,25 +415,52 @@ def test_mcnemar_rejects_continuous_scores(tmp_path):
     assert (o.results[1].status, o.results[1].test) == ("fail", "bootstrap")
 
 
-def test_load_per_example(tmp_path):
+def test_load_per_example_asks_the_suite_hook(tmp_path):
+    """Per-example data come from the result's suite (`Suite.per_example`): the metrics
+    suite reads its predictions (confined to the run directory); an unknown suite, a missing
+    run directory or a broken hook give {} (the rule then cannot be evaluated), never a crash."""
     y = np.array([0, 1, 2, 1])
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.25, 0.25]])
     d = tmp_path / "x"
     d.mkdir()
-    np.savez(d / "p.npz", y_true=y, y_pred=probs.argmax(1), probs=probs, per_example_margin=np.arange(4.0))
-    pe = load_per_example({"artifacts": {"predictions": "x/p.npz", "gone": "x/none.npz", "cfg": "x/c.json"}},
-                          tmp_path)
-    np.testing.assert_array_equal(pe["accuracy"], [1, 1, 1, 0])
-    from sklearn.metrics import brier_score_loss, log_loss
+    np.savez(d / "p.npz", y_true=y, y_pred=probs.argmax(1), probs=probs, index=np.arange(4) + 10)
+    res = {"suite": "metrics", "artifacts": {"predictions": "x/p.npz", "gone": "x/none.npz", "cfg": "x/c.json"}}
+    pe = load_per_example(res, tmp_path)
+    from sklearn.metrics import accuracy_score
 
-    assert pe["log_loss"].mean() == pytest.approx(log_loss(y, probs))
-    assert pe["brier_score"][1] == pytest.approx(0.1**2 + 0.2**2 + 0.1**2)
-    onehot = np.eye(3)[y]
-    assert pe["brier_score"].mean() == pytest.approx(((probs - onehot) ** 2).sum(1).mean())
-    assert brier_score_loss((y == 1).astype(int), probs[:, 1]) >= 0  # sklearn import sanity
-    np.testing.assert_array_equal(pe["margin"], np.arange(4.0))
-    assert load_per_example({"artifacts": {}}, tmp_path) == {}
-    assert load_per_example({"artifacts": {"predictions": "x/p.npz"}}, None) == {}
+    np.testing.assert_array_equal(pe["accuracy"], [1, 1, 1, 0])
+    assert pe["accuracy"].mean() == accuracy_score(y, probs.argmax(1))
+    np.testing.assert_array_equal(pe["example_id"], [10, 11, 12, 13])
+    np.testing.assert_array_equal(pe["y_true"], y)
+    rng = np.random.default_rng(0)
+    yt, yp = rng.normal(size=7), rng.normal(size=7)
+    np.savez(d / "r.npz", y_true=yt, y_pred=yp)
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    reg = load_per_example({"suite": "metrics", "artifacts": {"predictions": "x/r.npz"}}, tmp_path)
+    assert reg["mse"].mean() == pytest.approx(mean_squared_error(yt, yp))
+    assert reg["mae"].mean() == pytest.approx(mean_absolute_error(yt, yp))
+    assert load_per_example({"suite": "metrics", "artifacts": {}}, tmp_path) == {}
+    assert load_per_example(res, None) == {}
+    assert load_per_example({**res, "suite": "not_installed"}, tmp_path) == {}
+    # a path that leaves the run directory is not read
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.npz"
+    np.savez(outside, y_true=y, y_pred=y)
+    assert load_per_example({"suite": "metrics", "artifacts": {"predictions": f"../{outside.name}"}}, tmp_path) == {}
+
+    class Broken:
+        @classmethod
+        def per_example(cls, result, run_dir):
+            raise RuntimeError("plug-in bug")
+
+    class Own:
+        @classmethod
+        def per_example(cls, result, run_dir):
+            return {"score": np.arange(3.0)}
+
+    assert load_per_example({"suite": "b"}, tmp_path, suites={"b": Broken}) == {}
+    np.testing.assert_array_equal(load_per_example({"suite": "o"}, tmp_path, suites={"o": Own})["score"],
+                                  [0.0, 1.0, 2.0])
 
 
 # --------------------------------------------------------------------------- gate_main and GitHub

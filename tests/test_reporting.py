@@ -27,6 +27,12 @@ class CurveSuite:
     """A stand-in suite whose figures read a saved npz artifact (x, y) and draw one line
     per row of y, with a title that carries a user string."""
 
+    headline_metrics = ("accuracy", "mse", "expected_calibration_error")
+
+    @classmethod
+    def is_headline(cls, metric):
+        return "class" not in (metric.get("tags") or {})
+
     @classmethod
     def figures(cls, result, run_dir):
         import plotly.graph_objects as go
@@ -41,6 +47,18 @@ class CurveSuite:
         return out
 
 
+class RobustnessLikeSuite:
+    """Headline hooks only: robust accuracy, worst case over `attack`, eps = 0 left out."""
+
+    headline_metrics = ("robust_accuracy",)
+    headline_worst_case = {"robust_accuracy": "attack"}
+    headline_detail_tags = frozenset({"attacks"})
+
+    @classmethod
+    def is_headline(cls, metric):
+        return float((metric.get("tags") or {}).get("eps", 1)) != 0.0
+
+
 class BrokenSuite:
     @classmethod
     def figures(cls, result, run_dir):
@@ -53,7 +71,8 @@ class NotAFigureSuite:
         return [("a set", {1, 2})]
 
 
-SUITES = {"curves": CurveSuite, "broken": BrokenSuite, "odd": NotAFigureSuite}
+SUITES = {"curves": CurveSuite, "robustness_like": RobustnessLikeSuite, "broken": BrokenSuite,
+          "odd": NotAFigureSuite}
 
 
 def make_report_run(run_dir: Path, n_curves: int = 2, run_id: str = "r1") -> RunRecord:
@@ -188,7 +207,7 @@ def _table_rows(md: str) -> list[str]:
 def test_markdown_summary_escapes_and_keeps_tables_intact(run_and_dir):
     run, run_dir = run_and_dir
     outcome = evaluate_gates(run, ["accuracy{suite=curves} >= 0.95", f"nope{{model={EVIL.replace(',', '')}}} >= 1"])
-    md = summary_markdown(run, outcome)
+    md = summary_markdown(run, outcome, suites=SUITES)
     assert EVIL not in md and "<script" not in md
     assert "cnn&lt;script&gt;alert(1)&lt;/script&gt;" in md
     assert "digits\\|x" in md  # a pipe in a dataset name does not open a new column
@@ -205,29 +224,30 @@ def test_markdown_summary_escapes_and_keeps_tables_intact(run_and_dir):
 
 def test_headline_rows_pick_headline_metrics_and_worst_case_robustness(run_and_dir):
     run, _ = run_and_dir
-    rows = headline_rows(run.to_dict())
+    rows = headline_rows(run.to_dict(), SUITES)
     names = [(r["model"], r["metric"]) for r in rows]
-    assert ("mlp", "accuracy") in names
+    assert ("mlp", "accuracy") not in names  # suite "broken" declares no headline metrics
+    assert headline_rows(run.to_dict(), {}) == []  # suites not installed: no headline rows
     cnn = [r for r in rows if r["model"] == f"cnn{EVIL}"]
-    assert [r["metric"] for r in cnn] == ["accuracy", "mse", "robust_accuracy", "robust_accuracy",
-                                          "expected_calibration_error"]
+    assert [r["metric"] for r in cnn] == ["accuracy", "mse", "expected_calibration_error", "robust_accuracy",
+                                          "robust_accuracy"]
     assert all(r["metric"] != "f1" for r in rows)  # per-class metrics are not headline
     ra = [r for r in cnn if r["metric"] == "robust_accuracy"]
     assert [(r["tags"]["eps"], r["value"]) for r in ra] == [("0.1", 0.55), ("0.3", 0.20)]  # eps=0 left out
     assert "worst of 2 (attack=pgd_linf)" in ra[0]["note"] and ra[1]["note"] == ""
-    md = summary_markdown(run)
+    md = summary_markdown(run, suites=SUITES)
     assert "| 0.55 | \\[0.4, 0.7\\] | 50 |" in md and "12,346 target units²" in md
     # A suite's own per-example worst case is preferred to the minimum over attacks.
     d = run.to_dict()
     d["results"][1]["metrics"].append({"name": "robust_accuracy", "value": 0.5, "higher_is_better": True,
                                         "n": 50, "ci": None, "reason": None, "unit": None,
                                         "tags": {"attack": "worst_case", "attacks": "pgd_linf+fgsm", "eps": 0.1}})
-    ra = [r for r in headline_rows(d) if r["metric"] == "robust_accuracy"]
+    ra = [r for r in headline_rows(d, SUITES) if r["metric"] == "robust_accuracy"]
     assert [(r["value"], r["tags"], r["note"]) for r in ra] == [
         (0.5, {"eps": 0.1}, "worst case over pgd_linf+fgsm (per example)")]
 
 
-def test_markdown_is_capped_with_a_note(tmp_path):
+def test_markdown_fits_a_pull_request_comment(tmp_path):
     metrics = tuple(MetricRecord(name="f1", value=i / 30000, higher_is_better=True, n=10,
                                  tags={"class": f"class_{i}_" + "x" * 80})
                     for i in range(12000))
@@ -238,15 +258,40 @@ def test_markdown_is_capped_with_a_note(tmp_path):
                     results=(SuiteResult(suite="metrics", model="m", dataset="d", status="ok", metrics=metrics),
                              *accs))
     md = summary_markdown(run)
-    assert len(md.encode()) <= 1_000_000 < 1024 * 1024
-    assert "Metric table truncated" in md and "of 12050 rows shown" in md
-    assert md.count("| model\\_") == 50  # the headline table came first and is whole
-    assert md.rstrip().endswith("_Summary cut here to stay under the size limit; see results.json and report.html._")
-    small = summary_markdown(run, max_bytes=5000)
+    assert len(md) <= 65_536 and len(md.encode()) <= 65_536  # GitHub's pull-request comment limit
+    assert "class\\_1\\_" not in md  # the full listing is not in the summary ...
+    assert "Every metric (12050)" in md and "[report.html](report.html)" in md  # ... it is linked
+    # A larger budget may fold the full listing in; it is cut with a note.
+    big = summary_markdown(run, max_bytes=1_000_000, include_all_metrics=True)
+    assert len(big.encode()) <= 1_000_000
+    assert "Metric table truncated" in big and "of 12050 rows shown" in big
+    assert big.rstrip().endswith("_Summary cut here to stay under the size limit; see results.json and report.html._")
+    small = summary_markdown(run, max_bytes=5000, include_all_metrics=True)
     assert len(small.encode()) <= 5000 and "truncated" in small
-    assert "</details>" in small
     paths = write_reports(run, tmp_path, formats="md")
-    assert paths["md"].stat().st_size <= 1_000_000
+    assert len(paths["md"].read_text(encoding="utf-8")) <= 65_536
+
+
+def test_markdown_headline_table_is_capped_for_any_run():
+    from workbench.reporting.markdown import _Doc
+
+    doc = _Doc(65_536)
+    doc.table(["model", "metric", "value"], [[f"model_{i}" + "y" * 200, "accuracy", "0.5"] for i in range(2000)],
+              "Headline table")
+    text = doc.text()
+    assert len(text.encode()) <= 65_536
+    assert "Headline table truncated" in text and "of 2000 rows shown" in text
+
+
+def test_numbers_are_formatted_for_people():
+    from workbench.reporting.markdown import fmt_ci, fmt_value
+
+    assert fmt_value(3.469e-18) == "0"  # float round-off is not a figure
+    assert fmt_ci([3.469e-18, 0.0312], 0.01) == "[0, 0.0312]"
+    assert fmt_ci([1.2e-7, 3.1e-7], 2e-7) == "[1.200e-07, 3.100e-07]"  # a genuinely small quantity stays
+    assert fmt_value(0.97312) == "0.9731" and fmt_value(123456.7) == "123,457"
+    assert fmt_value(float("nan")) == "n/a" and fmt_value(float("inf")) == "∞" and fmt_value(None) == "n/a"
+    assert fmt_value(0.25, "s") == "0.25 s" and fmt_value(0.25, "fraction") == "0.25"
 
 
 # --------------------------------------------------------------------------- JUnit

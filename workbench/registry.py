@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from workbench.errors import ConfigError, unknown_name
 
@@ -101,6 +101,20 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def suite_class(suites: Any, name: str | None) -> Any:
+    """The suite class registered as `name` in `suites` (a mapping, or a Registry; None:
+    the SUITES registry), or None when it is not installed or fails to import. What the
+    core (reports, gates) uses to ask a result's suite through its hooks."""
+    if suites is None:
+        suites = SUITES
+    if not name:
+        return None
+    try:
+        return suites.get(name)
+    except Exception:  # an unknown or broken plug-in loses what its hooks give, nothing else
+        return None
 
 
 # The three registries of the workbench. Suites, built-in or third-party, are discovered one

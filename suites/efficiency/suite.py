@@ -541,6 +541,16 @@ class EfficiencySuite(Suite):
         return distill(model.module, student, data.train.x, data.train.y, temperature=p.kd_temperature,
                        alpha=p.kd_alpha, epochs=p.kd_epochs, seed=ctx.seed, device=device)
 
+    # Headline: the cost of the model as given (variant base): median latency, throughput,
+    # total parameter count; compressed variants and other quantiles stay in the full table.
+    headline_metrics: ClassVar[tuple[str, ...]] = ("latency", "throughput", "parameters")
+
+    @classmethod
+    def is_headline(cls, metric: dict[str, Any]) -> bool:
+        tags = metric.get("tags") or {}
+        return (super().is_headline(metric) and tags.get("variant", "base") == "base"
+                and tags.get("kind", "total") == "total" and tags.get("quantile", "p50") == "p50")
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.efficiency.figures import efficiency_figures

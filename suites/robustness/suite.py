@@ -253,6 +253,26 @@ class RobustnessSuite(Suite):
         ctx.save_artifact("robustness_summary", summary)
         return ctx.result(metrics, config=self.config())
 
+    # Headline: robust accuracy at each eps > 0, the worst case over attacks (this suite
+    # reports its own per-example worst case as attack="worst_case"); the masking-check
+    # attacks and the clean point (eps = 0) stay in the full table.
+    headline_metrics: ClassVar[tuple[str, ...]] = ("robust_accuracy",)
+    headline_worst_case: ClassVar[dict[str, str]] = {"robust_accuracy": "attack"}
+    headline_detail_tags: ClassVar[frozenset[str]] = frozenset(
+        {"steps", "restarts", "targets", "role", "attacks", "eps_absolute"})
+
+    @classmethod
+    def is_headline(cls, metric: dict[str, Any]) -> bool:
+        tags = metric.get("tags") or {}
+        if tags.get("role") == "masking_check":
+            return False
+        try:
+            if tags.get("eps") is not None and float(tags["eps"]) == 0.0:
+                return False
+        except (TypeError, ValueError):
+            pass
+        return super().is_headline(metric)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.robustness.figures import robustness_figures
@@ -274,9 +294,10 @@ def _describe_recipe(recipe: str, params: dict[str, Any], p: Any) -> str:
 
 
 def _wilson(successes: int, n: int) -> tuple[float, float] | None:
-    from workbench.stats import wilson_ci
+    # the one proportion interval of workbench.stats (Clopper-Pearson; named in `ci_method`)
+    from workbench.stats import proportion_ci
 
-    return wilson_ci(successes, n) if n > 0 else None
+    return proportion_ci(successes, n) if n > 0 else None
 
 
 def _fraction(name: str, correct: torch.Tensor, tags: dict[str, Any], *, higher: bool = True,
@@ -285,8 +306,10 @@ def _fraction(name: str, correct: torch.Tensor, tags: dict[str, Any], *, higher:
     if n == 0:
         return MetricRecord.unavailable(name, empty_reason, higher_is_better=higher, unit="fraction", n=0, tags=tags)
     k = int(correct.sum())
+    from workbench.stats import PROPORTION_METHOD
+
     return MetricRecord(name=name, value=k / n, higher_is_better=higher, unit="fraction", n=n,
-                        ci=_wilson(k, n), tags=tags)
+                        ci=_wilson(k, n), tags={**tags, "ci_method": PROPORTION_METHOD})
 
 
 def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str) -> dict[str, Any]:

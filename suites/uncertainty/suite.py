@@ -128,6 +128,16 @@ class UncertaintySuite(Suite):
             metrics = run.regression()
         return ctx.result(metrics, config={**self.config(), **run.info})
 
+    # Headline: calibration of the single model as trained (no recalibration, uniform bins);
+    # ensembles, MC dropout and temperature-scaled rows stay in the full table.
+    headline_metrics: ClassVar[tuple[str, ...]] = ("ece", "nll", "brier", "interval_coverage")
+
+    @classmethod
+    def is_headline(cls, metric: dict[str, Any]) -> bool:
+        tags = metric.get("tags") or {}
+        return (super().is_headline(metric) and tags.get("calibration", "none") == "none"
+                and tags.get("binning", "uniform") == "uniform" and tags.get("method", "single") == "single")
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.uncertainty.figures import figures

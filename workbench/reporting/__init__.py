@@ -82,7 +82,7 @@ def write_reports(
     if "md" in fmts:
         from workbench.reporting.markdown import write_markdown
 
-        paths["md"] = write_markdown(data, out, gate_outcome)
+        paths["md"] = write_markdown(data, out, gate_outcome, suites=suites)
     if "junit" in fmts:
         from workbench.reporting.junit import write_junit
 

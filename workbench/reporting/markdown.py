@@ -1,9 +1,12 @@
 """summary.md: the headline metrics, their CIs and the gate verdicts, for a pull-request
-comment or `$GITHUB_STEP_SUMMARY` (kept under 1 MiB: long tables are cut with a note).
+comment or `$GITHUB_STEP_SUMMARY`. It always fits a pull-request comment (at most 65,536
+characters: GitHub's limit); long tables are cut with a note. The full listing of every
+metric is in report.html and results.json, which the summary links.
 
 Every user-supplied string (model, dataset, plan and metric names, tags, reasons, rule
 texts, messages) goes through `md_escape`, so it can neither inject HTML nor break a table.
-The headline selection (`headline_rows`) and number formatting are shared with the HTML page.
+The headline selection (`headline_rows`, which asks each result's suite class through its
+hooks) and number formatting are shared with the HTML page.
 """
 
 from __future__ import annotations
@@ -15,40 +18,27 @@ from typing import Any
 
 from workbench.records import RunRecord
 
-MAX_BYTES = 1_000_000  # GitHub step summaries are capped at 1 MiB (1,048,576 bytes)
+# A GitHub pull-request comment holds at most 65,536 characters (a step summary 1 MiB). The
+# budget is counted in UTF-8 bytes, which are never fewer than characters.
+MAX_BYTES = 65_536
 
-# Headline metrics, in display order. Per-class variants (a "class" tag) stay out of the headline.
-HEADLINE = (
-    "accuracy", "balanced_accuracy", "f1_macro", "auroc",
-    "mse", "rmse", "mae", "r2",
-    "perplexity", "word_perplexity", "bits_per_byte", "bleu", "rouge_l",
-    "robust_accuracy",
-    "expected_calibration_error", "ece", "nll", "brier_score", "coverage",
-    "latency", "throughput", "parameters",
-)
-WORST_CASE = {"robust_accuracy": "attack"}  # metric -> the tag the worst case is taken over
-
-# Which (suite, metric) rows are headline material: task metrics as measured on the model
-# itself (not the re-reports of compressed variants or uncertainty methods); cost figures
-# of the model as given; calibration before any recalibration. Every row stays in
-# results.json and the full tables.
-_TASK_METRICS = {"accuracy", "balanced_accuracy", "f1_macro", "auroc", "mse", "rmse", "mae", "r2",
-                 "perplexity", "word_perplexity", "bits_per_byte", "bleu", "rouge_l"}
+# Which rows are headline material is each suite's own business (`Suite.headline_metrics`,
+# `is_headline`, `headline_worst_case`, `headline_detail_tags`): this module names no suite
+# and no metric. Every row stays in results.json and the full tables.
 
 
-def is_headline(suite: str | None, m: Mapping[str, Any]) -> bool:
-    name, tags = m.get("name"), m.get("tags") or {}
-    if name not in HEADLINE or "class" in tags:
+from workbench.registry import suite_class  # noqa: E402  (re-exported: name -> suite class or None)
+
+
+def is_headline(suite_cls: Any, m: Mapping[str, Any]) -> bool:
+    """Whether metric row `m` (its `to_dict()` form) is headline material for `suite_cls`
+    (None: a suite that is not installed, which has no headline rows)."""
+    if suite_cls is None:
         return False
-    if name in _TASK_METRICS:
-        return "variant" not in tags and "method" not in tags and tags.get("units", "model") == "model"
-    if suite == "efficiency":
-        return (tags.get("variant", "base") == "base" and tags.get("kind", "total") == "total"
-                and tags.get("quantile", "p50") == "p50")
-    if suite == "uncertainty":
-        return (tags.get("calibration", "none") == "none" and tags.get("binning", "uniform") == "uniform"
-                and tags.get("method", "single") == "single")
-    return True
+    try:
+        return m.get("name") in tuple(getattr(suite_cls, "headline_metrics", ())) and bool(suite_cls.is_headline(dict(m)))
+    except Exception:
+        return False
 
 # `#` (issue links), `@` (mentions) and `$` (math) are special on GitHub too.
 _MD_BACKSLASH = set("\\`*_[]|~#@$")
@@ -71,17 +61,24 @@ def md_escape(value: Any) -> str:
 # --------------------------------------------------------------------------- shared formatting
 
 
-QUIET_UNITS = frozenset({"fraction", "dimensionless", "ratio", "1"})  # not repeated after the number
+QUIET_UNITS = frozenset({"fraction", "dimensionless", "ratio", "1", "count"})  # not repeated after the number
 
 
-def fmt_value(v: float | None, unit: str | None = None) -> str:
-    """A number with 4 significant digits (thousands separators above 10^4), followed by
-    its unit unless the unit is a plain fraction/ratio."""
+ZERO_BELOW = 1e-12  # |v| below this prints as 0: float round-off (3.5e-18), not a measurement
+
+
+def fmt_value(v: float | None, unit: str | None = None, *, scale: float | None = None) -> str:
+    """A number for people: 4 significant digits (thousands separators above 10^4),
+    followed by its unit unless the unit is a plain fraction/ratio. Round-off prints as 0:
+    |v| < 1e-12, or |v| < 1e-9 x `scale` (the magnitude of the quantity it sits beside,
+    e.g. a CI bound next to its value)."""
     if v is None:
         return "n/a"
     v = float(v)
     if not math.isfinite(v):
-        return str(v)
+        return {"inf": "∞", "-inf": "−∞"}.get(str(v), "n/a")
+    if abs(v) < ZERO_BELOW or (scale is not None and math.isfinite(scale) and abs(v) < 1e-9 * abs(scale)):
+        v = 0.0
     if v != 0 and (abs(v) < 1e-3):
         s = f"{v:.3e}"
     elif abs(v) >= 1e4:
@@ -91,10 +88,14 @@ def fmt_value(v: float | None, unit: str | None = None) -> str:
     return f"{s} {unit}" if unit and unit not in QUIET_UNITS else s
 
 
-def fmt_ci(ci: Sequence[float] | None) -> str:
-    if not ci:
+def fmt_ci(ci: Sequence[float] | None, value: float | None = None) -> str:
+    """"[low, high]", each bound formatted on the scale of the interval and its value (so
+    a bound of 3.5e-18 beside 0.97 prints as 0); "" without an interval."""
+    if not ci or ci[0] is None or ci[1] is None:
         return ""
-    return f"[{fmt_value(ci[0])}, {fmt_value(ci[1])}]"
+    mags = [abs(float(x)) for x in (*ci, value) if x is not None and math.isfinite(float(x))]
+    scale = max(mags) if mags else None
+    return f"[{fmt_value(ci[0], scale=scale)}, {fmt_value(ci[1], scale=scale)}]"
 
 
 def fmt_p(p: float | None) -> str:
@@ -111,43 +112,41 @@ def tags_text(tags: Mapping[str, Any] | None, skip: Sequence[str] = ()) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted((tags or {}).items()) if k not in skip)
 
 
-def _eps_is_zero(tags: Mapping[str, Any]) -> bool:
-    eps = tags.get("eps")
-    try:
-        return eps is not None and float(eps) == 0.0
-    except (TypeError, ValueError):
-        return False
-
-
-def headline_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The headline metrics of every ok result, grouped by model in order of appearance.
+def headline_rows(run: Mapping[str, Any], suites: Any = None) -> list[dict[str, Any]]:
+    """The headline metrics of every ok result, grouped by model in order of appearance,
+    then by result, in the order of the suite's `headline_metrics`.
 
     Each row: model, dataset, suite, metric, value, reason, ci, n, unit, higher_is_better,
-    tags, note. For robust accuracy the row is the worst case over attacks at each eps
-    (eps = 0, the clean accuracy, is left out); `note` names the worst attack.
+    tags, note. For a metric in the suite's `headline_worst_case` the row is the worst case
+    over that tag (the suite's own per-example worst case when it reports one); `note` says
+    which. `suites`: name -> suite class (default: the SUITES registry); a suite that is not
+    installed contributes no rows.
     """
     results = [r for r in run.get("results", []) if r.get("status") == "ok"]
     models: list[str] = []
     for r in results:
         if r.get("model") not in models:
             models.append(r.get("model"))
+    classes: dict[Any, Any] = {}
     rows: list[dict[str, Any]] = []
     for model in models:
-        mine = [r for r in results if r.get("model") == model]
-        by_name = []
-        for res in mine:
+        for res in (r for r in results if r.get("model") == model):
+            name = res.get("suite")
+            if name not in classes:
+                classes[name] = suite_class(suites, name)
+            cls = classes[name]
+            if cls is None:
+                continue
             groups: dict[str, list[Mapping[str, Any]]] = {}
             for m in res.get("metrics", []):
-                if is_headline(res.get("suite"), m):
+                if is_headline(cls, m):
                     groups.setdefault(m["name"], []).append(m)
-            by_name.append((res, groups))
-        for name in HEADLINE:
-            for res, groups in by_name:
-                ms = groups.get(name, [])
-                if not ms:
-                    continue
-                if name in WORST_CASE:
-                    rows.extend(_worst_case_rows(res, ms, WORST_CASE[name]))
+            worst = dict(getattr(cls, "headline_worst_case", {}) or {})
+            detail = frozenset(getattr(cls, "headline_detail_tags", ()) or ())
+            for metric in getattr(cls, "headline_metrics", ()):
+                ms = groups.get(metric, [])
+                if ms and metric in worst:
+                    rows.extend(_worst_case_rows(res, ms, worst[metric], detail))
                 else:
                     rows.extend(_row(res, m) for m in ms)
     return rows
@@ -162,25 +161,21 @@ def _row(res: Mapping[str, Any], m: Mapping[str, Any], note: str = "", tags: Map
     }
 
 
-ATTACK_DETAIL_TAGS = frozenset({"steps", "restarts", "targets", "role", "attacks"})
-
-
-def _worst_case_rows(res: Mapping[str, Any], ms: list[Mapping[str, Any]], over: str) -> list[dict]:
-    """Robust accuracy at each eps (eps = 0 left out). When the suite reports its own
-    per-example worst case (`attack=worst_case`: an example counts only if every attack
-    fails on it) those rows are used as they are; otherwise the minimum over attacks."""
-    ms = [m for m in ms if not _eps_is_zero(m.get("tags") or {})]
+def _worst_case_rows(res: Mapping[str, Any], ms: list[Mapping[str, Any]], over: str,
+                     detail: frozenset[str] = frozenset()) -> list[dict]:
+    """The worst case over tag `over`. When the suite reports its own per-example worst
+    case (`over` = "worst_case", e.g. an example counts only if every attack fails on it)
+    those rows are used as they are; otherwise the worst value over `over` in each group of
+    rows that agree on every other tag (the `detail` tags aside)."""
     own = [m for m in ms if (m.get("tags") or {}).get(over) == "worst_case"]
     if own:
-        return [_row(res, m, note=f"worst case over {(m.get('tags') or {}).get('attacks') or 'all attacks'}"
+        return [_row(res, m, note=f"worst case over {(m.get('tags') or {}).get('attacks') or 'all ' + over + 's'}"
                      " (per example)", tags={k: v for k, v in (m.get("tags") or {}).items() if k not in (over, "attacks")})
                 for m in own]
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for m in ms:
         tags = m.get("tags") or {}
-        if tags.get("role") == "masking_check":
-            continue
-        key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != over and k not in ATTACK_DETAIL_TAGS))
+        key = tuple(sorted((k, str(v)) for k, v in tags.items() if k != over and k not in detail))
         groups.setdefault(key, []).append(m)
     rows = []
     for key, group in groups.items():
@@ -312,10 +307,13 @@ def summary_markdown(
     gate_outcome: Any = None,
     *,
     max_bytes: int = MAX_BYTES,
-    include_all_metrics: bool = True,
+    include_all_metrics: bool = False,
+    suites: Any = None,
 ) -> str:
     """The run summary: provenance line, gate verdicts, headline metrics with CIs, suites
-    that did not run, and (folded) every metric. At most `max_bytes` UTF-8 bytes."""
+    that did not run, and where every metric is (report.html, results.json). At most
+    `max_bytes` UTF-8 bytes (default: a pull-request comment). `include_all_metrics` adds
+    the full listing, folded (for a larger budget such as a 1 MiB step summary)."""
     d = run.to_dict() if isinstance(run, RunRecord) else run
     if max_bytes < 2 * _Doc.RESERVE:
         raise ValueError(f"Expected `max_bytes` >= {2 * _Doc.RESERVE}, got {max_bytes}.")
@@ -337,14 +335,15 @@ def summary_markdown(
         _gate_section(doc, outcome)
     doc.add("### Headline metrics")
     doc.add("")
-    rows = headline_rows(d)
+    rows = headline_rows(d, suites)
     if rows:
         doc.table(
-            ["model", "dataset", "metric", "", "value", "95% CI", "n", "tags"],
-            [[md_escape(r["model"]), md_escape(r["dataset"]), md_escape(r["metric"]), arrow(r["higher_is_better"]),
+            ["model", "metric", "value", "95% CI", "n", "", "dataset", "tags"],
+            [[md_escape(r["model"]), md_escape(r["metric"]),
               (md_escape(fmt_value(r["value"], r["unit"])) if r["value"] is not None
                else "n/a: " + md_escape(r["reason"])),
-              md_escape(fmt_ci(r["ci"])), "" if r["n"] is None else str(r["n"]),
+              md_escape(fmt_ci(r["ci"], r["value"])), "" if r["n"] is None else str(r["n"]),
+              arrow(r["higher_is_better"]), md_escape(r["dataset"]),
               md_escape("; ".join(x for x in (tags_text(r["tags"]), r["note"]) if x))] for r in rows],
             "Headline table",
         )
@@ -359,27 +358,29 @@ def summary_markdown(
                   [[md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(r.get("dataset")),
                     md_escape(r.get("status")), md_escape(r.get("reason"))] for r in not_run],
                   "Table of suites that did not run")
+    total = sum(len(r.get("metrics", [])) for r in d.get("results", []))
+    doc.add(f"Every metric ({total}) with its 95% CI, n, unit and tags, and every figure: "
+            "[report.html](report.html) · [results.json](results.json), beside this file.", force=True)
+    doc.add("", force=True)
     if include_all_metrics:
         all_rows = ([md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(m.get("name")),
-                     arrow(m.get("higher_is_better")),
                      md_escape(fmt_value(m.get("value"), m.get("unit"))) if m.get("value") is not None
                      else "n/a: " + md_escape(m.get("reason")),
-                     md_escape(fmt_ci(m.get("ci"))), "" if m.get("n") is None else str(m.get("n")),
-                     md_escape(tags_text(m.get("tags")))]
+                     md_escape(fmt_ci(m.get("ci"), m.get("value"))), "" if m.get("n") is None else str(m.get("n")),
+                     arrow(m.get("higher_is_better")), md_escape(tags_text(m.get("tags")))]
                     for r in d.get("results", []) for m in r.get("metrics", []))
-        total = sum(len(r.get("metrics", [])) for r in d.get("results", []))
         if total and doc.add(f"<details><summary>All {total} metrics</summary>"):
             doc.add("")
-            doc.table(["suite", "model", "metric", "", "value", "95% CI", "n", "tags"], all_rows, "Metric table",
+            doc.table(["suite", "model", "metric", "value", "95% CI", "n", "", "tags"], all_rows, "Metric table",
                       total=total)
             doc.add("</details>", force=True)
     return doc.text()
 
 
 def write_markdown(run: RunRecord | Mapping[str, Any], out_dir: str | Path, gate_outcome: Any = None,
-                   *, max_bytes: int = MAX_BYTES) -> Path:
+                   *, max_bytes: int = MAX_BYTES, suites: Any = None) -> Path:
     """Write `summary.md` into `out_dir` and return its path."""
     path = Path(out_dir) / "summary.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(summary_markdown(run, gate_outcome, max_bytes=max_bytes), encoding="utf-8")
+    path.write_text(summary_markdown(run, gate_outcome, max_bytes=max_bytes, suites=suites), encoding="utf-8")
     return path
