@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from workbench.errors import ConfigError
-from workbench.stats import bootstrap_mean_ci, bootstrap_ratio_ci, wilson_ci
+from workbench.stats import bootstrap_mean_ci, bootstrap_ratio_ci, proportion_ci
 
 
 def count_parameters(module: nn.Module) -> dict[str, int]:
@@ -130,7 +130,7 @@ def task_score(
     if task == "classification":
         correct = (out.argmax(dim=-1) == y.cpu()).numpy().astype(np.float64)
         k = int(correct.sum())
-        return TaskScore("accuracy", k / n, True, n, wilson_ci(k, n), "fraction")
+        return TaskScore("accuracy", k / n, True, n, proportion_ci(k, n), "fraction")
     if task == "regression":
         mean = out[:, 0] if output == "mean_logvar" else out.reshape(n, -1)[:, 0]
         se = ((mean - y.cpu().float().reshape(n)) ** 2).numpy().astype(np.float64)

@@ -277,8 +277,9 @@ def ece_bootstrap(
     chunk: int = 256,
 ) -> torch.Tensor:
     """ECE of `n_boot` resamples of the examples (bins recomputed on each resample), (n_boot,).
-    Resampling indices come from `workbench.stats.bootstrap_indices(N, n_boot, seed)`."""
-    from workbench.stats import bootstrap_indices
+    Resampling indices come from `workbench.stats.bootstrap_index_chunks(N, n_boot, seed)`
+    (the same draws as `bootstrap_indices`), `chunk` replicates at a time."""
+    from workbench.stats import bootstrap_index_chunks
 
     check_positive_int("n_boot", n_boot)
     conf = _check_tensor("confidences", confidences, ndim=1).to(_F64)
@@ -286,8 +287,10 @@ def ece_bootstrap(
     _check_bins(n_bins, binning)
     _check_unit_interval("confidences", conf)
     _check_unit_interval("correct", corr)
-    idx = torch.from_numpy(bootstrap_indices(conf.shape[0], n_boot, seed))
-    return torch.cat([_ece_mce(_bin_stats(conf[rows], corr[rows], n_bins, binning))[0] for rows in idx.split(chunk)])
+    return torch.cat([
+        _ece_mce(_bin_stats(conf[rows], corr[rows], n_bins, binning))[0]
+        for rows in map(torch.from_numpy, bootstrap_index_chunks(conf.shape[0], n_boot, seed, max_rows=chunk))
+    ])
 
 
 def ece_perfectly_calibrated(

@@ -20,7 +20,7 @@ from workbench.suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layer
 from workbench.data.base import Dataset, Split
 from workbench.errors import ConfigError, ModelError, ParameterTypeError, check_positive_int, did_you_mean
 from workbench.records import MetricRecord, SuiteResult
-from workbench.stats import bootstrap_mean_ci, wilson_ci
+from workbench.stats import PROPORTION_METHOD, bootstrap_mean_ci, proportion_ci
 from workbench.suite import ModelHandle, RunContext, Suite
 from workbench.torch_utils import frozen_eval, predict
 
@@ -219,7 +219,15 @@ class _Run:
 
     def mean_metric(self, name: str, values: torch.Tensor, *, unit: str, hib: bool | None, tags: dict, offset: int = 0) -> None:
         v = values.detach().double().numpy()
+        from workbench.stats import BOOTSTRAP, DEGENERATE_BOOTSTRAP, ci_is_missing
+
         ci = bootstrap_mean_ci(v, n_boot=self.p.n_boot, seed=self.ctx.seed + offset)
+        tags = {**tags, "ci_method": BOOTSTRAP}
+        if ci_is_missing(ci) and v.size and math.isfinite(float(v.mean())):
+            # a degenerate bootstrap is not certainty: the value stays, the reason says why no CI
+            self.metrics.append(MetricRecord(name=name, value=float(v.mean()), reason=DEGENERATE_BOOTSTRAP,
+                                             higher_is_better=hib, unit=unit, n=v.size, tags=tags))
+            return
         self.add(name, float(v.mean()), higher_is_better=hib, unit=unit, n=v.size, ci=ci, tags=tags)
 
     def part(self, out: torch.Tensor, key: str) -> torch.Tensor:
@@ -331,7 +339,7 @@ class _Run:
             correct = (logp.argmax(1) == y_test)
             k = int(correct.sum())
             self.add("accuracy", k / len(y_test), higher_is_better=True, unit="fraction", n=len(y_test),
-                     ci=wilson_ci(k, len(y_test)), tags=tags)
+                     ci=proportion_ci(k, len(y_test)), tags={**tags, "ci_method": PROPORTION_METHOD})
             temperature = F.fit_temperature(F.predictive_log_probs(val_logits), y_val)
             temperatures[method] = temperature
             self.add("temperature", temperature, higher_is_better=None, unit="dimensionless", n=len(y_val),
@@ -484,7 +492,8 @@ class _Run:
                 hits = F.interval_hits(mean, dec.total, y, self.p.interval_level)
                 k = int(hits.sum())
                 self.add("interval_coverage", k / len(y), higher_is_better=None, unit="fraction", n=len(y),
-                         ci=wilson_ci(k, len(y)), tags={**tags, "nominal": self.p.interval_level})
+                         ci=proportion_ci(k, len(y)),
+                         tags={**tags, "nominal": self.p.interval_level, "ci_method": PROPORTION_METHOD})
                 coverage_curves[method] = {
                     "nominal": list(COVERAGE_LEVELS),
                     "empirical": [float(F.interval_hits(mean, dec.total, y, lvl).double().mean()) for lvl in COVERAGE_LEVELS],
