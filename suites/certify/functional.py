@@ -1,0 +1,464 @@
+"""Randomized smoothing (Cohen, Rosenfeld & Kolter, ICML 2019) as pure functions.
+
+The smoothed classifier of a base classifier f is
+
+    g(x) = argmax_c P(f(x + ε) = c),   ε ~ N(0, σ² I).
+
+If the top class A has probability p_A ≥ p_A_lower > 1/2 under the noise, g returns A at
+every x' with ‖x' − x‖₂ < R = σ · Φ⁻¹(p_A_lower) (Cohen et al., Theorem 1 with the
+runner-up bounded by 1 − p_A_lower). The probabilities are unknown, so CERTIFY estimates
+them by Monte Carlo: n0 "selection" samples pick the candidate class A, n fresh
+"estimation" samples give the one-sided Clopper–Pearson lower bound p_A_lower at level
+1 − α; below 1/2 it abstains. With probability at least 1 − α (over the noise), a returned
+class with radius R is right about g. PREDICT returns g(x) or abstains: a two-sided exact
+binomial test of the top two counts; it returns a wrong class with probability ≤ α.
+
+Where the noise goes (`NoiseSpace`): added to the input itself for float inputs (images,
+tabular rows), or to the output of the token-embedding layer through a forward hook for
+token models (`embedding_space`). In embedding space σ and radii are RELATIVE: the absolute
+standard deviation is σ · `scale`, with `scale` the root-mean-square coordinate of the
+token embeddings on a reference set (a model can grow its embeddings to drown fixed noise;
+relative noise is invariant to that). Radii are then in the same relative units.
+
+Every function evaluates the model as given: the caller puts it in eval mode (the suite
+does, through `frozen_eval`). Randomness comes only from `generator` (a torch.Generator,
+ideally on the model's device: noise is drawn there); results are deterministic for a
+seed, a batch size and a device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.errors import ConfigError, DataError, ModelError, ParameterTypeError, check_positive_int
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+ABSTAIN = -1
+_TINY = 1e-12
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_sigma(sigma: object) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"Expected `sigma` to be a finite float > 0, got {sigma!r}.")
+    return float(sigma)
+
+
+def _check_alpha(alpha: object, name: str = "alpha") -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
+        raise ConfigError(f"Expected `{name}` in (0, 0.5), got {alpha!r}.")
+    return float(alpha)
+
+
+def _check_generator(generator: object) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise ParameterTypeError(
+            f"Expected `generator` to be a torch.Generator (seeded, on the model's device), got {type(generator).__name__}."
+        )
+    return generator
+
+
+def _counts_array(k: object, n: object) -> tuple[np.ndarray, np.ndarray]:
+    k_arr = np.asarray(k, dtype=np.int64)
+    n_arr = np.asarray(n, dtype=np.int64)
+    if np.any(n_arr < 1) or np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise ConfigError(f"Expected counts 0 <= k <= n with n >= 1, got k={k!r}, n={n!r}.")
+    return k_arr, n_arr
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def lower_confidence_bound(k: object, n: object, alpha: float) -> np.ndarray:
+    """One-sided Clopper–Pearson lower bound of a binomial proportion at level 1 − alpha:
+    the largest p with P(Bin(n, p) >= k) <= alpha, i.e. Beta(alpha; k, n − k + 1); 0 when
+    k = 0. Vectorised over k and n (arrays of counts); float64 array of their shape. Equals
+    `scipy.stats.binomtest(k, n).proportion_ci(1 − 2·alpha, "exact").low` (Cohen et al.
+    call statsmodels' proportion_confint(k, n, alpha=2·alpha, method="beta")[0])."""
+    from scipy.stats import beta
+
+    alpha = _check_alpha(alpha)
+    k_arr, n_arr = _counts_array(k, n)
+    safe_k = np.maximum(k_arr, 1)  # Beta(0, ·) is undefined; the bound is 0 there
+    out = np.where(k_arr == 0, 0.0, beta.ppf(alpha, safe_k, n_arr - k_arr + 1))
+    return np.asarray(out, dtype=np.float64)
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided exact (Clopper–Pearson) interval of k successes in n at `level`, through
+    scipy's binomtest. (nan, nan) when n = 0."""
+    from scipy.stats import binomtest
+
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ConfigError(f"Expected `level` in (0, 1), got {level!r}.")
+    if n == 0:
+        return (float("nan"), float("nan"))
+    _counts_array(k, n)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=float(level), method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def radius_from_bound(p_lower: object, sigma: float) -> np.ndarray:
+    """R = σ · Φ⁻¹(p_A_lower) (B,) float64; meaningful where p_A_lower >= 1/2 (CERTIFY
+    abstains below that and this returns a negative number there)."""
+    from scipy.stats import norm
+
+    sigma = _check_sigma(sigma)
+    p = np.clip(np.asarray(p_lower, dtype=np.float64), 0.0, 1.0)
+    return sigma * norm.ppf(p)
+
+
+def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can return with n estimation samples: all n samples in
+    class A give p_A_lower = alpha^(1/n), so R_max = σ · Φ⁻¹(alpha^(1/n)). No example is
+    certified beyond it, whatever the model: a limit of n, not of the model."""
+    check_positive_int("n", n)
+    return float(radius_from_bound(lower_confidence_bound(n, n, alpha), sigma))
+
+
+def probability_lower_bound_at(p_lower: object, sigma: float, r: float) -> np.ndarray:
+    """Lower bound of P(f(x' + ε) = A) at any ‖x' − x‖ <= r implied by p_A(x) >= p_lower
+    (Neyman–Pearson, Cohen et al. Lemma 3): Φ(Φ⁻¹(p_lower) − r/σ). Used to test a
+    certificate against the attacked point's Monte Carlo counts."""
+    from scipy.stats import norm
+
+    sigma = _check_sigma(sigma)
+    p = np.clip(np.asarray(p_lower, dtype=np.float64), 0.0, 1.0)
+    return norm.cdf(norm.ppf(p) - float(r) / sigma)
+
+
+def predict_from_counts(counts: torch.Tensor, alpha: float) -> torch.Tensor:
+    """PREDICT's decision from noise counts (B, K): the top class when a two-sided exact
+    binomial test (scipy `binomtest`, p = 1/2) of the top count against the runner-up's
+    rejects at `alpha`, else ABSTAIN (-1). Ties go to the lower class index. (B,) long."""
+    from scipy.stats import binomtest
+
+    alpha = _check_alpha(alpha)
+    if counts.dim() != 2 or counts.shape[1] < 2:
+        raise DataError(f"Expected counts of shape (B, K) with K >= 2, got {tuple(counts.shape)}.")
+    counts = counts.detach().cpu().long()
+    out = counts.argmax(dim=1)
+    top2 = counts.sort(dim=1, descending=True).values[:, :2]
+    for i, (na, nb) in enumerate(top2.tolist()):
+        if binomtest(int(na), int(na + nb), 0.5).pvalue > alpha:
+            out[i] = ABSTAIN
+    return out
+
+
+# ----------------------------------------------------------------------------- where noise goes
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseSpace:
+    """Where the noise is added.
+
+    kind: "input" (x + noise; x float (B, ...)) or "embedding" (noise added to the output of
+      `embedding`, an nn.Embedding, by a forward hook; x long token ids (B, T)).
+    shape: per-example shape of the noise: x.shape[1:] or (T, C).
+    scale: absolute standard deviation per unit of σ (1 for inputs; the RMS embedding
+      coordinate for embeddings), so radii are reported in units of `scale`.
+    """
+
+    kind: str
+    shape: tuple[int, ...]
+    scale: float = 1.0
+    embedding: nn.Embedding | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("input", "embedding"):
+            raise ConfigError(f"Expected NoiseSpace kind in ('input', 'embedding'), got {self.kind!r}.")
+        if self.kind == "embedding" and not isinstance(self.embedding, nn.Embedding):
+            raise ConfigError("An embedding NoiseSpace needs the model's nn.Embedding layer.")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigError(f"Expected a finite scale > 0, got {self.scale!r}.")
+
+
+def input_space(x: torch.Tensor) -> NoiseSpace:
+    """Noise on the input itself: x float (B, ...)."""
+    if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+        raise DataError("Expected a float input tensor for input-space smoothing; use `embedding_space` for token ids.")
+    return NoiseSpace(kind="input", shape=tuple(x.shape[1:]))
+
+
+def find_token_embedding(module: nn.Module) -> nn.Embedding:
+    """The token-embedding layer: `module.token_embedding` when it is an nn.Embedding, else
+    the only nn.Embedding in the module. (A minimal local helper: see README.)"""
+    emb = getattr(module, "token_embedding", None)
+    if isinstance(emb, nn.Embedding):
+        return emb
+    found = [m for m in module.modules() if isinstance(m, nn.Embedding)]
+    if len(found) != 1:
+        raise ModelError(
+            f"Expected a token model with a `token_embedding` nn.Embedding or exactly one nn.Embedding "
+            f"to add noise to, found {len(found)} nn.Embedding layers in {type(module).__name__}."
+        )
+    return found[0]
+
+
+@torch.no_grad()
+def embedding_space(module: nn.Module, reference_ids: torch.Tensor) -> NoiseSpace:
+    """Noise on the token embeddings of `module`; `scale` is the RMS coordinate of the
+    embeddings of `reference_ids` (N, T) long (e.g. a training sample)."""
+    if not isinstance(reference_ids, torch.Tensor) or reference_ids.dtype != torch.long or reference_ids.dim() != 2:
+        raise DataError(f"Expected token ids (N, T) long, got {getattr(reference_ids, 'dtype', type(reference_ids))}.")
+    emb = find_token_embedding(module)
+    e = emb(reference_ids.to(emb.weight.device)).float()  # (N, T, C)
+    scale = float(e.pow(2).mean().sqrt())
+    if not (math.isfinite(scale) and scale > 0):
+        raise ModelError(f"The token embeddings have RMS {scale}; cannot scale relative noise.")
+    return NoiseSpace(kind="embedding", shape=(reference_ids.shape[1], emb.embedding_dim), scale=scale, embedding=emb)
+
+
+@contextlib.contextmanager
+def _added_to_embedding(emb: nn.Embedding, delta: torch.Tensor) -> Iterator[None]:
+    handle = emb.register_forward_hook(lambda _m, _i, out: out + delta.to(out.dtype))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def logits_of(model: Model, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def perturbed_logits(model: Model, x: torch.Tensor, delta: torch.Tensor, space: NoiseSpace) -> torch.Tensor:
+    """f's logits (R, K) at x (R, ...) moved by delta (R, *space.shape) in `space` (absolute
+    units). Differentiable in delta."""
+    if space.kind == "input":
+        return logits_of(model, x + delta)
+    with _added_to_embedding(space.embedding, delta):
+        return logits_of(model, x)
+
+
+def _rows(x: torch.Tensor, start: int, stop: int, num: int) -> torch.Tensor:
+    """Example index of rows start..stop when each example is repeated `num` times."""
+    return torch.arange(start, stop, device=x.device) // num
+
+
+def _noise(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+@torch.no_grad()
+def sample_noise(
+    model: Model,
+    x: torch.Tensor,
+    *,
+    num: int,
+    sigma: float,
+    batch_size: int,
+    generator: torch.Generator,
+    space: NoiseSpace | None = None,
+    offset: torch.Tensor | None = None,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """Counts (B, K) long: how often f's top class is each class over `num` noisy copies of
+    each example x[i], noise σ·scale·N(0, I) in `space` (default: the input). The B·num
+    copies are cut into forward passes of `batch_size` rows, so one example with num = 1,000
+    and batch_size 250 costs 4 forwards; several examples share batches. `offset` (B,
+    *space.shape), absolute units, moves every copy of x[i] (an attacked point x + δ)."""
+    sigma = _check_sigma(sigma)
+    check_positive_int("num", num)
+    check_positive_int("batch_size", batch_size)
+    generator = _check_generator(generator)
+    space = space if space is not None else input_space(x)
+    if offset is not None and tuple(offset.shape) != (x.shape[0], *space.shape):
+        raise DataError(f"Expected `offset` of shape {(x.shape[0], *space.shape)}, got {tuple(offset.shape)}.")
+    like = x if space.kind == "input" else space.embedding.weight
+    std = sigma * space.scale
+    b = x.shape[0]
+    counts = None if num_classes is None else torch.zeros(b, num_classes, dtype=torch.long, device=x.device)
+    for start in range(0, b * num, batch_size):
+        stop = min(start + batch_size, b * num)
+        idx = _rows(x, start, stop, num)
+        delta = _noise((stop - start, *space.shape), generator, like) * std
+        if offset is not None:
+            delta = delta + offset[idx].to(delta.dtype)
+        logits = perturbed_logits(model, x[idx], delta, space)  # (rows, K)
+        pred = logits.argmax(dim=1)
+        if counts is None:
+            counts = torch.zeros(b, logits.shape[1], dtype=torch.long, device=x.device)
+        counts.index_put_((idx, pred), torch.ones_like(pred), accumulate=True)
+    return counts
+
+
+# ----------------------------------------------------------------------------- certify / predict
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """CERTIFY's output for B examples.
+
+    prediction (B,) long: class A, or ABSTAIN (-1) when p_A_lower < 1/2.
+    radius (B,) float64: σ·Φ⁻¹(p_A_lower) in the space's units (0 where abstaining, as in
+      Cohen et al.'s code).
+    p_lower (B,) float64: the Clopper–Pearson lower bound of p_A at level 1 − alpha.
+    counts_selection (B, K), counts_estimation (B, K) long: the n0 and n sample counts.
+    """
+
+    prediction: torch.Tensor
+    radius: np.ndarray
+    p_lower: np.ndarray
+    counts_selection: torch.Tensor
+    counts_estimation: torch.Tensor
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+
+    def certified(self, y: torch.Tensor, r: float) -> torch.Tensor:
+        """(B,) bool: correct and certified at radius >= r (abstentions never count)."""
+        pred = self.prediction.cpu()
+        return (pred == y.cpu()) & (pred != ABSTAIN) & torch.from_numpy(self.radius >= r)
+
+
+def certify(
+    model: Model,
+    x: torch.Tensor,
+    *,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator,
+    space: NoiseSpace | None = None,
+    num_classes: int | None = None,
+) -> Certificates:
+    """CERTIFY (Cohen et al., Algorithm: n0 selection samples choose A; n separate
+    estimation samples bound p_A from below at level 1 − alpha; abstain below 1/2)."""
+    alpha = _check_alpha(alpha)
+    check_positive_int("n0", n0)
+    check_positive_int("n", n)
+    common = dict(sigma=sigma, batch_size=batch_size, generator=generator, space=space, num_classes=num_classes)
+    c0 = sample_noise(model, x, num=n0, **common)
+    c = sample_noise(model, x, num=n, num_classes=c0.shape[1],
+                     **{k: v for k, v in common.items() if k != "num_classes"})
+    cand = c0.argmax(dim=1)
+    n_a = c.gather(1, cand[:, None]).squeeze(1).cpu().numpy()
+    p_lower = lower_confidence_bound(n_a, n, alpha)
+    abstain = p_lower < 0.5
+    radius = np.where(abstain, 0.0, radius_from_bound(p_lower, sigma))
+    prediction = cand.cpu().clone()
+    prediction[torch.from_numpy(abstain)] = ABSTAIN
+    return Certificates(prediction=prediction, radius=radius, p_lower=p_lower, counts_selection=c0.cpu(),
+                        counts_estimation=c.cpu(), sigma=float(sigma), n0=n0, n=n, alpha=alpha)
+
+
+def predict(
+    model: Model,
+    x: torch.Tensor,
+    *,
+    sigma: float,
+    n: int,
+    alpha: float,
+    batch_size: int,
+    generator: torch.Generator,
+    space: NoiseSpace | None = None,
+    num_classes: int | None = None,
+) -> torch.Tensor:
+    """PREDICT (Cohen et al.): g(x) from n noise samples, or ABSTAIN (-1) when the top two
+    counts are not significantly different at `alpha`. (B,) long."""
+    counts = sample_noise(model, x, num=n, sigma=sigma, batch_size=batch_size, generator=generator, space=space,
+                          num_classes=num_classes)
+    return predict_from_counts(counts, alpha)
+
+
+def certified_counts(cert: Certificates, y: torch.Tensor, radii: tuple[float, ...]) -> list[int]:
+    """Number of examples correct and certified at each radius of `radii`."""
+    return [int(cert.certified(y, r).sum()) for r in radii]
+
+
+# ----------------------------------------------------------------------------- attack on g
+
+
+def smoothed_pgd(
+    model: Model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    sigma: float,
+    steps: int,
+    noise_samples: int,
+    batch_size: int,
+    generator: torch.Generator,
+    space: NoiseSpace | None = None,
+    bounds: tuple[float, float] | None = None,
+    step_size: float | None = None,
+) -> torch.Tensor:
+    """L2 PGD against the smoothed classifier with expectation over the noise (Salman et
+    al. 2019, "SmoothAdv"): maximise −log( mean_j softmax(f(x + δ + ε_j))_y ) over
+    ‖δ‖₂ <= eps with `noise_samples` fresh draws ε_j per step, `steps` normalised-gradient
+    steps of `step_size` (default 2.5·eps/steps), projection on the ball (and, in input
+    space with `bounds`, on the valid input box). eps, δ: the space's units (multiplied by
+    `scale`). Returns δ (B, *space.shape) in ABSOLUTE units, detached; feed it to
+    `sample_noise(..., offset=δ)` to evaluate g at the attacked point."""
+    import torch.nn.functional as F
+
+    from workbench.suites.robustness.functional import attack_mode
+
+    sigma = _check_sigma(sigma)
+    check_positive_int("steps", steps)
+    check_positive_int("noise_samples", noise_samples)
+    check_positive_int("batch_size", batch_size)
+    generator = _check_generator(generator)
+    space = space if space is not None else input_space(x)
+    like = x if space.kind == "input" else space.embedding.weight
+    eps_abs = float(eps) * space.scale
+    out = torch.zeros((x.shape[0], *space.shape), dtype=like.dtype, device=x.device)
+    if eps_abs <= 0:
+        return out
+    alpha = 2.5 * eps_abs / steps if step_size is None else float(step_size) * space.scale
+    per = max(1, batch_size // noise_samples)  # examples per forward
+    m = noise_samples
+    with attack_mode(model):
+        for s in range(0, x.shape[0], per):
+            xs, ys = x[s : s + per], y[s : s + per]
+            b = xs.shape[0]
+            xr = xs.repeat_interleave(m, dim=0)
+            delta = torch.zeros((b, *space.shape), dtype=like.dtype, device=x.device)
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                noise = _noise((b * m, *space.shape), generator, like) * (sigma * space.scale)
+                z = perturbed_logits(model, xr, delta.repeat_interleave(m, dim=0) + noise, space).float()
+                probs = F.softmax(z, dim=1).view(b, m, -1).mean(dim=1)  # (b, K)
+                loss = -torch.log(probs.gather(1, ys[:, None]).squeeze(1) + _TINY).sum()
+                (g,) = torch.autograd.grad(loss, delta)
+                with torch.no_grad():
+                    gn = g.reshape(b, -1).norm(dim=1).clamp_min(_TINY).view(-1, *([1] * len(space.shape)))
+                    delta = delta.detach() + alpha * g / gn
+                    dn = delta.reshape(b, -1).norm(dim=1).view(-1, *([1] * len(space.shape)))
+                    delta = delta * torch.clamp(eps_abs / (dn + _TINY), max=1.0)
+                    if space.kind == "input" and bounds is not None:
+                        delta = (xs + delta).clamp(bounds[0], bounds[1]) - xs
+            out[s : s + b] = delta.detach()
+    return out
+
+
+def consistency_pvalues(
+    p_lower: np.ndarray, sigma: float, r: float, counts_true_class: np.ndarray, m: int
+) -> np.ndarray:
+    """One-sided exact binomial p-values of H0 "P(f(x' + ε) = A) >= Φ(Φ⁻¹(p_lower) − r/σ)"
+    at attacked points x' (‖x' − x‖ <= r) from `counts_true_class` (B,) hits of A in m
+    samples: P(Bin(m, p_min) <= k). A small p-value means the certificate and the attack
+    contradict each other beyond Monte Carlo error."""
+    from scipy.stats import binom
+
+    check_positive_int("m", m)
+    p_min = probability_lower_bound_at(p_lower, sigma, r)
+    return np.asarray(binom.cdf(np.asarray(counts_true_class), m, p_min), dtype=np.float64)
