@@ -38,6 +38,7 @@ for _name, _path in {
     "pgd_at": "workbench.suites.robustness.training:PGDAdversarialTraining",
     "fgsm_rs": "workbench.suites.robustness.training:FGSMRandomStartTraining",
     "trades": "workbench.suites.robustness.training:TRADESTraining",
+    "gaussian_noise": "workbench.suites.certify.training:GaussianNoiseTraining",
 }.items():
     RECIPES.register(_name, _path)
 
