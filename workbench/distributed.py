@@ -5,22 +5,37 @@
     python -m torch.distributed.run --standalone --nproc_per_node N -m workbench.distributed ...
 
 (gloo on CPU, NCCL on CUDA; one process per GPU) which trains the plan's models with
-`DistributedDataParallel`, with the plan's training recipe (standard or adversarial:
-`workbench.train.RECIPES`). With `--nproc 1` (the default) the models are trained in this
-process exactly as `workbench run` trains them, into the same cache entries.
+`DistributedDataParallel`, with the plan's training recipe (`workbench.train.RECIPES`).
+With `--nproc 1` (the default) the models are trained in this process exactly as
+`workbench run` trains them, into the same cache entries.
 
-Training under DDP (`ddp_train_model`) mirrors `workbench.train.train_model` step for
-step: the same seeded global permutation on every rank, the same global batch
-(`batch_size` examples, split across ranks as batch[rank::world]), the same optimiser,
-one-cycle schedule, gradient clipping and best-epoch selection. Each rank's mean loss is
-weighted by its share of the global batch, so the all-reduced (averaged) gradient is the
-gradient of the global batch mean; with one process the weights are bit-identical to
-`train_model`'s. With more processes they differ numerically (reduction order, per-rank
-dropout and attack noise), so the trained weights go into the training cache under their
-own key, `cache_key(spec + {"distributed": {"world_size": N}}, data, cfg)`, in
-`<cache>/<arch>-ddp<N>-<key>.pt` with a `.json` summary beside it. `workbench run` does
-not pick them up implicitly; evaluate them by pointing the model's `checkpoint` at that
-file (the printed path).
+Training runs the one loop of `workbench.train.train_model` with `DDPParallel`: the same
+seeded global permutation on every rank, the same global batch (`batch_size` rows, split
+as batch[rank::world]), each rank's mean loss weighted by its share of the global batch so
+the all-reduced gradient is that of the global-batch mean. With one process the weights
+are bit-identical to `train_model`'s.
+
+Buffers (BatchNorm running statistics): rank 0's are authoritative. DDP broadcasts rank
+0's buffers before every forward pass, and `DDPParallel.after_steps` broadcasts them once
+more after each epoch's last step, before validation and before the epoch's weights are
+kept, so every rank validates, selects and ends with the same weights and buffers.
+SyncBatchNorm (global-batch statistics) would be closer to one process, but torch
+implements it for GPUs only ("SyncBatchNorm expected input tensor to be on GPU"), and the
+same plan must mean the same thing on gloo/CPU and NCCL/GPU; see docs/scale-out.md for
+what this means for the numbers.
+
+A checkpoint enters the training cache (`<cache>/<arch>-ddp<N>-<key>.pt`, its own key,
+which includes the world size) only after every check of the run passed on every rank:
+identical weights and buffers (per-tensor SHA-256 digests, gathered), finite losses,
+weights and buffers, and the sharded test evaluation. The entry records that it passed
+and the digest of its weights; an entry without that record, or whose weights do not
+match it, is never loaded (it is retrained).
+
+A failing rank writes its traceback to `rank<R>.log` and a one-line record to
+`rank<R>.error.json` in the launch's log directory; `workbench train` (workbench.launch)
+prints the first failing rank's message on one `workbench: error:` line naming that
+directory and exits with 2 when the rank failed with a workbench error (bad plan, data or
+model, non-finite loss, ranks that ended different), 3 otherwise.
 
 Evaluation under DDP shards rows as x[rank::world] without padding
 (`torch.utils.data.DistributedSampler` repeats rows to even out shards, 1797 -> 1798 on
@@ -31,27 +46,32 @@ matrix equals the single-process one entry for entry.
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
+import math
 import os
-import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import ConfigError, ModelError
+from workbench.errors import ConfigError, ModelError, WorkbenchError
+from workbench.launch import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, failure_line, launch_command, train_command
+
+__all__ = ["shard_rows", "sharded_confusion", "wrap_ddp", "sync_buffers", "ddp_parallel", "ddp_train_model",
+           "tensor_digests", "state_digest", "rank_differences", "model_builder", "ddp_checkpoint_path",
+           "load_verified", "launch_command", "train_command"]
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from workbench.data.base import Dataset
-    from workbench.train import TrainConfig, TrainResult
+    from workbench.train import Parallel, TrainConfig, TrainResult
 
-EXIT_OK, EXIT_USAGE, EXIT_INTERNAL = 0, 2, 3
+CACHE_FORMAT = 2  # entries carry {"checks": {"passed": True, "digest": ...}}; older ones are retrained
 
 
 # ----------------------------------------------------------------- sharding and counts
@@ -86,6 +106,21 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _backend() -> str | None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_backend()
+    return None
+
+
+def _comm_device(device: "torch.device") -> "torch.device":
+    """Where tensors for a collective live: NCCL needs the GPU, gloo the CPU."""
+    import torch
+
+    return device if _backend() == "nccl" else torch.device("cpu")
+
+
 def sharded_confusion(
     module: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", num_classes: int, *,
     device: "torch.device | None" = None, batch_size: int = 512,
@@ -107,17 +142,7 @@ def sharded_confusion(
         with frozen_eval(module), torch.no_grad():
             pred = predict(module, x[idx], batch_size=batch_size, device=device).argmax(dim=1)
         cm += torch.bincount(y[idx].long().cpu() * k + pred.long(), minlength=k * k)
-    # gloo and NCCL both reduce int64; NCCL needs the tensor on the GPU.
-    comm_device = device if _backend() == "nccl" else torch.device("cpu")
-    return _all_reduce_sum(cm.to(comm_device)).cpu().reshape(k, k)
-
-
-def _backend() -> str | None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_backend()
-    return None
+    return _all_reduce_sum(cm.to(_comm_device(device))).cpu().reshape(k, k)  # gloo and NCCL reduce int64
 
 
 def _sharded_loss(module: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", output_kind: str,
@@ -126,26 +151,14 @@ def _sharded_loss(module: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", out
     and (loss sum, correct, count) all-reduced. Score: accuracy for classifiers, else −loss."""
     import torch
 
-    from workbench.train import task_loss
+    from workbench.train import loss_and_score, loss_sums
 
     rank, world = _rank_world()
     idx = shard_rows(int(x.shape[0]), rank, world).to(x.device)
-    xs, ys = x[idx], y[idx]
-    loss_fn = task_loss(output_kind)
-    total, correct, count = 0.0, 0, 0
-    with torch.no_grad():
-        for i in range(0, xs.shape[0], batch_size):
-            xb, yb = xs[i : i + batch_size], ys[i : i + batch_size]
-            out = module(xb)
-            total += float(loss_fn(out, yb)) * xb.shape[0]
-            if output_kind == "logits":
-                correct += int((out.argmax(-1) == yb).sum())
-            count += xb.shape[0]
-    comm_device = device if _backend() == "nccl" else torch.device("cpu")
-    t = _all_reduce_sum(torch.tensor([total, float(correct), float(count)], dtype=torch.float64, device=comm_device))
-    total, correct, count = float(t[0]), int(t[1]), int(t[2])
-    loss = total / max(count, 1)
-    return loss, (correct / max(count, 1) if output_kind == "logits" else -loss)
+    total, correct, count = loss_sums(module, x[idx], y[idx], output_kind, batch_size)
+    t = _all_reduce_sum(torch.tensor([total, float(correct), float(count)], dtype=torch.float64,
+                                     device=_comm_device(device)))
+    return loss_and_score(float(t[0]), int(t[1]), int(t[2]), output_kind)
 
 
 # ----------------------------------------------------------------- the DDP wrapper
@@ -197,13 +210,61 @@ def wrap_ddp(module: "nn.Module", device: "torch.device") -> "nn.Module":
     return ddp_model(dispatch(module), device_ids=ids)
 
 
-def _autocast(device: "torch.device", enabled: bool) -> Any:
-    import torch
+def sync_buffers(module: "nn.Module", src: int = 0) -> None:
+    """Overwrite every buffer of `module` with rank `src`'s (broadcast), on every rank."""
+    import torch.distributed as dist
 
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return torch.autocast(device_type="cpu", enabled=False)
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    for b in module.buffers():
+        dist.broadcast(b.data, src=src)
+
+
+def ddp_parallel(device: "torch.device") -> "Parallel":
+    """The `workbench.train.Parallel` of the current process group (one process outside one)."""
+    import torch
+    import torch.distributed as dist
+
+    from workbench.train import Parallel
+
+    class DDPParallel(Parallel):
+        """DDP spread of `train_model`: rank r trains on rows r, r + world, ... of each
+        global batch (a final global batch with fewer rows than ranks is skipped: every
+        rank must join each all-reduce); sums and validation are all-reduced; the recipe's
+        `epoch_end` runs on rank 0 and its numbers are broadcast, so every rank keeps the
+        same epoch and stops at the same time; buffers are rank 0's after each epoch."""
+
+        def __init__(self) -> None:
+            self.rank, self.world = _rank_world()
+            self.grouped = dist.is_available() and dist.is_initialized()
+
+        def wrap(self, module: "nn.Module", device: "torch.device") -> "nn.Module":
+            return wrap_ddp(module, device) if self.grouped else module
+
+        def local_rows(self, idx: "torch.Tensor") -> "torch.Tensor | None":
+            return None if idx.numel() < self.world else idx[self.rank :: self.world]
+
+        def sum(self, values: list[float], device: "torch.device") -> list[float]:
+            t = _all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=_comm_device(device)))
+            return [float(v) for v in t.cpu()]
+
+        def after_steps(self, module: "nn.Module") -> None:
+            sync_buffers(module, src=0)
+
+        def evaluate(self, module: "nn.Module", x: "torch.Tensor", y: "torch.Tensor", output_kind: str,
+                     device: "torch.device") -> tuple[float, float]:
+            return _sharded_loss(module, x, y, output_kind, device)
+
+        def epoch_end(self, recipe: Any, module: "nn.Module", data: "Dataset", epoch: int,
+                      device: "torch.device") -> dict[str, Any]:
+            extra = (recipe.epoch_end(module, data, epoch, device) or {}) if self.rank == 0 else {}
+            if self.world > 1:
+                box = [extra]
+                dist.broadcast_object_list(box, src=0, device=_comm_device(device) if _backend() == "nccl" else None)
+                extra = box[0]
+            return extra
+
+    return DDPParallel()
 
 
 def ddp_train_model(
@@ -216,121 +277,42 @@ def ddp_train_model(
     log: Callable[[str], None] | None = None,
 ) -> "TrainResult":
     """Train `module` with DDP in the current process group (call it on every rank with
-    identically initialised modules); returns the unwrapped best-epoch module in eval mode.
+    identically initialised modules): `workbench.train.train_model` with `ddp_parallel`.
+    Returns the unwrapped best-epoch module in eval mode, with the same weights and
+    buffers on every rank."""
+    from workbench.train import train_model
 
-    Global batch: `cfg.batch_size` rows of a permutation every rank draws from the same
-    seeded generator; rank r trains on rows r, r + world, ... of it, its mean loss
-    weighted by (its rows × world / global rows). A final global batch with fewer rows
-    than ranks is skipped (every rank must join each all-reduce). Validation is sharded
-    and all-reduced; the recipe's `epoch_end` runs on rank 0 and its numbers are
-    broadcast, so every rank keeps the same epoch and stops at the same time. Rank r seeds
-    its RNGs with cfg.seed + r (dropout, random starts differ across ranks).
-    """
+    return train_model(module, data, cfg, device=device, recipe=recipe, log=log, parallel=ddp_parallel(device))
+
+
+def tensor_digests(module: "nn.Module") -> dict[str, str]:
+    """SHA-256 of every state_dict entry (name, dtype, shape and bytes)."""
     import torch
-    import torch.distributed as dist
-    from torch import nn
 
-    from workbench.torch_utils import seed_everything
-    from workbench.train import TrainResult, make_recipe, output_kind_for, task_loss
-
-    rank, world = _rank_world()
-    seed_everything(cfg.seed + rank)
-    recipe = recipe if recipe is not None else make_recipe(cfg.recipe, cfg.recipe_params)
-    output_kind = output_kind_for(module, data)
-    loss_fn = task_loss(output_kind)
-    module.to(device)
-    model = wrap_ddp(module, device) if dist.is_available() and dist.is_initialized() else module
-    xtr, ytr = data.train.x.to(device), data.train.y.to(device)
-    xva, yva = data.val.x.to(device), data.val.y.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n = xtr.shape[0]
-    steps_per_epoch = max(1, -(-n // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) if use_amp else None
-    gen = torch.Generator().manual_seed(cfg.seed)
-    best_score, best_state, best_epoch, stale = -float("inf"), None, 0, 0
-    history: list[dict[str, float]] = []
-    comm_device = device if _backend() == "nccl" else torch.device("cpu")
-    t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
-        perm = torch.randperm(n, generator=gen).to(device)
-        running, seen = 0.0, 0
-        for i in range(0, n, cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if idx.numel() < world:
-                sched.step()  # keep the schedule aligned with the single-process one
-                continue
-            local = idx[rank::world]
-            xb, yb = xtr[local], ytr[local]
-            with _autocast(device, use_amp):
-                loss = recipe.batch_loss(model, xb, yb, loss_fn)
-            if not torch.isfinite(loss):
-                raise ModelError(f"Training loss became non-finite ({float(loss.detach())}) at epoch {epoch} "
-                                 f"on rank {rank}; lower `lr`.")
-            weighted = loss if world == 1 else loss * (local.numel() * world / idx.numel())
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None and scaler.is_enabled():
-                scaler.scale(weighted).backward()
-                scaler.unscale_(opt)
-            else:
-                weighted.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler is not None and scaler.is_enabled():
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            running += float(loss.detach()) * xb.shape[0]
-            seen += xb.shape[0]
-        tr = _all_reduce_sum(torch.tensor([running, float(seen)], dtype=torch.float64, device=comm_device))
-        module.eval()
-        val_loss, val_score = _sharded_loss(module, xva, yva, output_kind, device)
-        extra: dict[str, Any] = {}
-        if rank == 0:
-            extra = recipe.epoch_end(module, data, epoch, device) or {}
-            module.eval()
-        if world > 1:
-            box = [extra]
-            dist.broadcast_object_list(box, src=0, device=comm_device if _backend() == "nccl" else None)
-            extra = box[0]
-        selection = float(extra.get("selection_score", val_score))
-        row = {"epoch": epoch, "train_loss": float(tr[0]) / max(float(tr[1]), 1.0), "val_loss": val_loss,
-               "val_score": val_score}
-        row.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float))})
-        history.append(row)
-        if selection > best_score:
-            best_score, best_epoch, stale = selection, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            stale += 1
-            if cfg.patience is not None and stale >= cfg.patience:
-                if log and rank == 0:
-                    log(f"early stop at epoch {epoch} (best {best_epoch})")
-                break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return TrainResult(module=module, history=history, best_epoch=best_epoch, seconds=time.perf_counter() - t0)
+    out = {}
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h = hashlib.sha256(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        out[name] = h.hexdigest()
+    return out
 
 
 def state_digest(module: "nn.Module") -> str:
-    """SHA-256 of the module's state_dict (names, dtypes, shapes and bytes), for checking
-    that every rank ended with the same weights."""
-    import torch
+    """One SHA-256 over the module's whole state_dict (weights and buffers)."""
+    return _combine(tensor_digests(module))
 
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+
+def _combine(digests: dict[str, str]) -> str:
+    return hashlib.sha256("\n".join(f"{k} {v}" for k, v in sorted(digests.items())).encode()).hexdigest()
+
+
+def rank_differences(per_rank: list[dict[str, str]]) -> list[str]:
+    """Names of state_dict entries whose digest is not the same on every rank (an entry
+    missing on some rank counts as different), sorted."""
+    names = set().union(*per_rank) if per_rank else set()
+    return sorted(n for n in names if len({d.get(n) for d in per_rank}) != 1)
 
 
 # ----------------------------------------------------------------- plan -> modules
@@ -375,172 +357,181 @@ def _test_metrics(module: "nn.Module", data: "Dataset", output_kind: str, device
     return {"n": len(data.test), "loss": loss}
 
 
-def _worker_main(argv: list[str] | None = None) -> int:
+def load_verified(path: Path, module: "nn.Module") -> dict[str, Any] | str:
+    """Load a DDP cache entry into `module` if it records that every check passed and its
+    weights still have the recorded digest: the blob, else the reason it is not usable."""
+    import torch
+
+    if not path.exists():
+        return "no cache entry"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        checks = blob.get("checks") if isinstance(blob, dict) else None
+        if not (isinstance(checks, dict) and checks.get("passed") is True):
+            return f"cache entry {path.name} has no record of passing its checks (an older or failed run)"
+        module.load_state_dict(blob["state_dict"])
+    except Exception as exc:  # a corrupt entry is retrained, not fatal
+        return f"cache entry {path.name} unreadable ({type(exc).__name__}: {exc})"
+    if state_digest(module) != checks.get("digest"):
+        return f"cache entry {path.name} does not match its recorded digest"
+    return blob
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _train_one(name: str, plan: Any, cache_dir: Path, device: "torch.device", backend: str,
+               say: Callable[[str], None]) -> None:
+    """Train (or load) one model on every rank, check it, and cache it (rank 0)."""
+    import torch
+    import torch.distributed as dist
+
+    from workbench.runner import load_plan_dataset
+    from workbench.torch_utils import seed_everything
+    from workbench.train import non_finite_tensors, output_kind_for
+
+    rank, world = _rank_world()
+    spec = plan.model(name)
+    data = load_plan_dataset(plan, spec.dataset)
+    make, cache_spec = model_builder(spec, data)
+    cfg = _train_config(spec, plan.run.seed)
+    path = ddp_checkpoint_path(cache_dir, cache_spec, data, cfg, world)
+    seed_everything(cfg.seed)
+    module = make()  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    loaded = load_verified(path, module) if rank == 0 else None
+    box = [isinstance(loaded, dict)]
+    dist.broadcast_object_list(box, src=0)  # every rank must take the same branch
+    cached = bool(box[0])
+    if rank == 0 and isinstance(loaded, str) and path.exists():
+        say(f"  {name}: {loaded}; retraining")
+    if cached:
+        blob = loaded if rank == 0 else load_verified(path, module)
+        if not isinstance(blob, dict):
+            raise ModelError(f"Rank {rank} cannot use the cache entry rank 0 loaded: {blob}.")
+        module.to(device).eval()
+        history, best_epoch, seconds = blob.get("history", []), int(blob.get("best_epoch", 0)), 0.0
+    else:
+        seed_everything(cfg.seed)
+        module = make()
+        res = ddp_train_model(module, data, cfg, device=device, log=say)
+        module, history, best_epoch, seconds = res.module, res.history, res.best_epoch, res.seconds
+
+    # Checks, every one on every rank; the cache is written only when all of them passed.
+    per_rank: list[Any] = [None] * world
+    dist.all_gather_object(per_rank, tensor_digests(module))
+    differ = rank_differences(per_rank)
+    if differ:
+        raise ModelError(
+            f"Ranks ended with different weights or buffers for {name!r}: {len(differ)} of {len(per_rank[0])} "
+            f"tensors differ ({', '.join(differ[:6])}{', ...' if len(differ) > 6 else ''}); nothing was cached."
+        )
+    bad = non_finite_tensors(module)
+    losses = [v for row in history for k, v in row.items() if k in ("train_loss", "val_loss")]
+    if bad or not all(math.isfinite(v) for v in losses):
+        raise ModelError(f"Training of {name!r} ended with non-finite "
+                         f"{'values in ' + ', '.join(bad[:5]) if bad else 'losses'}; nothing was cached.")
+    test = _test_metrics(module, data, output_kind_for(module, data), device)
+    if not all(math.isfinite(float(test[k])) for k in ("accuracy", "loss") if k in test):
+        raise ModelError(f"The test evaluation of {name!r} is not finite ({test}); nothing was cached.")
+    digest = _combine(per_rank[0])
+    dist.barrier()  # every rank passed every check: only now may rank 0 write
+    if rank == 0:
+        summary = {
+            "model": name, "world_size": world, "backend": backend, "device": str(device.type),
+            "checkpoint": str(path), "cached": cached, "digests": [_combine(d) for d in per_rank],
+            "identical": True, "best_epoch": best_epoch, "seconds": seconds,
+            "history": history, "test": test, "recipe": cfg.recipe,
+        }
+        if not cached:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+            blob = {"state_dict": state, "history": history, "best_epoch": best_epoch, "seconds": seconds,
+                    "spec": json.dumps(cache_spec, default=str), "world_size": world, "backend": backend,
+                    "format": CACHE_FORMAT,
+                    "checks": {"passed": True, "ranks_identical": True, "finite": True, "digest": digest,
+                               "test": {k: v for k, v in test.items() if k != "confusion"}}}
+            _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(summary, indent=1)))
+            _atomic_write(path, lambda p: torch.save(blob, p))  # last: the .pt is what a later run loads
+        else:
+            _atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(summary, indent=1)))
+        acc = (f", test accuracy {test['correct']}/{test['n']} = {test['accuracy']:.4f}"
+               if "correct" in test else f", test loss {test['loss']:.4f}")
+        say(f"  {name}: {'loaded from cache' if cached else 'trained'} on {world} x {device.type} "
+            f"({backend}), best epoch {best_epoch}, {seconds:.1f} s{acc}; ranks identical: True")
+        say(f"    checkpoint {path}")
+    dist.barrier()
+
+
+# ----------------------------------------------------------------- the torchrun worker
+
+
+def _worker(args: argparse.Namespace, where: dict[str, Any]) -> int:
     """One torchrun process: join the group, train the selected models, save (rank 0)."""
     import torch
     import torch.distributed as dist
 
     from workbench.config import build_plan
-    from workbench.runner import load_plan_dataset
-    from workbench.torch_utils import seed_everything
-    from workbench.train import output_kind_for
 
-    ap = argparse.ArgumentParser(prog="python -m workbench.distributed")
-    ap.add_argument("--plan", required=True, help="resolved plan JSON (plan_to_raw)")
-    ap.add_argument("--model", action="append", default=[])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--cache", required=True)
-    args = ap.parse_args(argv)
-
-    if "RANK" not in os.environ:
-        raise ConfigError("`python -m workbench.distributed` runs under torchrun; use `workbench train --nproc N`.")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if args.device == "cuda":
         torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        backend = "nccl"
+        device, backend = torch.device("cuda", local_rank), "nccl"
     else:
-        device = torch.device("cpu")
-        backend = "gloo"
+        device, backend = torch.device("cpu"), "gloo"
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     dist.init_process_group(backend=backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     say = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
     try:
         raw = json.loads(Path(args.plan).read_text())
         source = str(raw.pop("_source", args.plan))
         plan = build_plan(raw, source=source)
-        names = args.model or [m.name for m in plan.models]
-        cache_dir = Path(args.cache)
-        for name in names:
-            spec = plan.model(name)
-            data = load_plan_dataset(plan, spec.dataset)
-            make, cache_spec = model_builder(spec, data)
-            cfg = _train_config(spec, plan.run.seed)
-            path = ddp_checkpoint_path(cache_dir, cache_spec, data, cfg, world)
-            seed_everything(cfg.seed)
-            module = make()  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-            cached = path.exists()
-            if cached:
-                blob = torch.load(path, map_location="cpu", weights_only=True)
-                module.load_state_dict(blob["state_dict"])
-                module.to(device).eval()
-                history, best_epoch, seconds = blob.get("history", []), int(blob.get("best_epoch", 0)), 0.0
-            else:
-                res = ddp_train_model(module, data, cfg, device=device, log=say)
-                module, history, best_epoch, seconds = res.module, res.history, res.best_epoch, res.seconds
-            digests: list[Any] = [None] * world
-            dist.all_gather_object(digests, state_digest(module))
-            test = _test_metrics(module, data, output_kind_for(module, data), device)
-            summary = {
-                "model": name, "world_size": world, "backend": backend, "device": str(device.type),
-                "checkpoint": str(path), "cached": cached, "digests": digests,
-                "identical": len(set(digests)) == 1, "best_epoch": best_epoch, "seconds": seconds,
-                "history": history, "test": test, "recipe": cfg.recipe,
-            }
-            if rank == 0:
-                if not cached:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-                    torch.save({"state_dict": state, "history": history, "best_epoch": best_epoch,
-                                "seconds": seconds, "spec": json.dumps(cache_spec, default=str),
-                                "world_size": world, "backend": backend}, tmp)
-                    tmp.replace(path)
-                path.with_suffix(".json").write_text(json.dumps(summary, indent=1, default=str))
-                acc = (f", test accuracy {test['correct']}/{test['n']} = {test['accuracy']:.4f}"
-                       if "correct" in test else f", test loss {test['loss']:.4f}")
-                say(f"  {name}: {'loaded from cache' if cached else 'trained'} on {world} x {device.type} "
-                    f"({backend}), best epoch {best_epoch}, {seconds:.1f} s{acc}; "
-                    f"ranks identical: {summary['identical']}")
-                say(f"    checkpoint {path}")
-            dist.barrier()
-            if len(set(digests)) != 1:
-                raise ModelError(f"Ranks ended with different weights for {name!r}: {digests}.")
+        for name in args.model or [m.name for m in plan.models]:
+            where["model"] = name
+            _train_one(name, plan, Path(args.cache), device, backend, say)
+        where["model"] = None
     finally:
         dist.destroy_process_group()
     return EXIT_OK
 
 
-# ----------------------------------------------------------------- `workbench train`
-
-
-def launch_command(plan_json: Path, models: list[str], nproc: int, device: str, cache_dir: Path) -> list[str]:
-    """The torchrun command line `workbench train --nproc N` runs."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(nproc)}",
-           "-m", "workbench.distributed", "--plan", str(plan_json), "--device", device, "--cache", str(cache_dir)]
-    for m in models:
-        cmd += ["--model", m]
-    return cmd
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """`workbench train PLAN [--model NAME] [--set K=V] [--nproc N] [--device ...]`.
-
-    --nproc 1: train in this process through the training cache, the same entries
-    `workbench run` uses. --nproc N > 1: torchrun DDP (see module docstring); the
-    checkpoints are cached under their own key and printed."""
-    from workbench.config import load_plan
-    from workbench.runner import Environment, plan_to_raw
-    from workbench.torch_utils import resolve_device
-
-    plan = load_plan(args.plan, list(getattr(args, "set", []) or []))
-    nproc = getattr(args, "nproc", 1)
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ConfigError(f"Expected --nproc to be an int >= 1, got {nproc!r}.")
-    wanted = list(getattr(args, "model", []) or [])
-    for m in wanted:
-        plan.model(m)  # unknown names fail with did-you-mean
-    names = []
-    for spec in plan.models:
-        if wanted and spec.name not in wanted:
-            continue
-        if not spec.arch and not spec.factory:
-            print(f"  {spec.name}: checkpoint only, nothing to train (skipped)")
-            continue
-        names.append(spec.name)
-    if not names:
-        raise ConfigError("No trainable models selected: give models with `arch` or `factory`.")
-    device_name = getattr(args, "device", None) or plan.run.device
-    cache_dir = Path(plan.run.cache or os.environ.get("WORKBENCH_CACHE", ".workbench/cache")).resolve()
-
-    if nproc == 1:
-        env = Environment(plan=plan, device=resolve_device(device_name), cache_dir=cache_dir,
-                          log=lambda m: print(m, flush=True), progress=plan.run.progress)
-        for name in names:
-            env.model(name)
-        return EXIT_OK
-
-    import torch
-
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device_type = device_name.split(":")[0]
-    if device_type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was requested but torch.cuda.is_available() is False; use --device cpu.")
-        if nproc > torch.cuda.device_count():
-            raise ConfigError(f"--nproc {nproc} needs {nproc} GPUs on this node; it has {torch.cuda.device_count()}.")
-    elif device_type != "cpu":
-        raise ConfigError(f"Expected --device in ('auto', 'cpu', 'cuda'), got {device_name!r}.")
-    if not torch.distributed.is_available():
-        raise ConfigError("This torch build has no torch.distributed; DDP training is not possible.")
-    raw = plan_to_raw(plan)
-    payload = json.dumps({**raw, "_source": plan.source}, sort_keys=True, default=str)
-    plan_dir = cache_dir / "plans"
-    plan_dir.mkdir(parents=True, exist_ok=True)
-    plan_json = plan_dir / f"plan-{hashlib.sha256(payload.encode()).hexdigest()[:16]}.json"
-    plan_json.write_text(payload)
-    cmd = launch_command(plan_json, names, nproc, device_type, cache_dir)
-    print(f"launching {nproc} processes ({'nccl' if device_type == 'cuda' else 'gloo'}): {' '.join(cmd)}", flush=True)
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    rc = subprocess.call(cmd, env=env)
-    if rc != 0:
-        print(f"workbench: error: torchrun exited with status {rc}", file=sys.stderr)
-        return EXIT_INTERNAL
-    return EXIT_OK
+def _worker_main(argv: list[str] | None = None) -> int:
+    """`python -m workbench.distributed` under torchrun. A failure is written to the log
+    directory (traceback in rank<R>.log, a record in rank<R>.error.json), stated on one
+    stderr line, and ends the process with 2 (a workbench error) or 3 (anything else)."""
+    ap = argparse.ArgumentParser(prog="python -m workbench.distributed")
+    ap.add_argument("--plan", required=True, help="resolved plan JSON (plan_to_raw)")
+    ap.add_argument("--model", action="append", default=[])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--cache", required=True)
+    ap.add_argument("--error-dir", help="where ranks write tracebacks (default: <cache>/logs/ddp-<run id>)")
+    args = ap.parse_args(argv)
+    if "RANK" not in os.environ:
+        print("workbench: error: `python -m workbench.distributed` runs under torchrun; "
+              "use `workbench train --nproc N`.", file=sys.stderr)
+        return EXIT_USAGE
+    rank, world = int(os.environ["RANK"]), int(os.environ.get("WORLD_SIZE", 1))
+    logs = Path(args.error_dir or Path(args.cache) / "logs" / f"ddp-{os.environ.get('TORCHELASTIC_RUN_ID', 'run')}")
+    where: dict[str, Any] = {"model": None}
+    try:
+        return _worker(args, where)
+    except Exception as exc:
+        code = EXIT_USAGE if isinstance(exc, WorkbenchError) else EXIT_INTERNAL
+        logs.mkdir(parents=True, exist_ok=True)
+        log_file = logs / f"rank{rank}.log"
+        log_file.write_text(traceback.format_exc())
+        record = {"rank": rank, "world_size": world, "time": time.time(), "model": where["model"],
+                  "type": type(exc).__name__, "message": str(exc), "exit_code": code, "log": str(log_file)}
+        _atomic_write(logs / f"rank{rank}.error.json", lambda p: p.write_text(json.dumps(record)))
+        print(f"workbench: error: {failure_line(record, logs)}", file=sys.stderr, flush=True)
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,10 @@ A recipe is any object with
     batch_loss(module, x, y, loss_fn) -> Tensor        # module is in train mode
     epoch_end(module, data, epoch, device) -> dict     # may hold "selection_score" (higher is better)
 registered by name in `RECIPES`.
+
+One loop (`train_model`, one optimiser step in `train_step`) serves one process and a
+DistributedDataParallel group alike; a `Parallel` object holds the few places where they
+differ (see workbench.distributed.DDPParallel).
 """
 
 from __future__ import annotations
@@ -151,30 +155,119 @@ def output_kind_for(module: nn.Module, data: Dataset) -> str:
     return {"classification": "logits", "regression": "mean", "lm": "lm_logits"}[data.task]
 
 
-@torch.no_grad()
+def loss_sums(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, output_kind: str, batch_size: int = 512
+) -> tuple[float, int, int]:
+    """(Σ batch-mean loss × batch rows, correct predictions, rows) of `module` on (x, y),
+    in its current mode, without grad. `correct` counts argmax hits for "logits" and is 0
+    otherwise. The sums of shards add up to the sums of the whole split."""
+    loss_fn = task_loss(output_kind)
+    total, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            out = module(xb)
+            total += float(loss_fn(out, yb)) * xb.shape[0]
+            if output_kind == "logits":
+                correct += int((out.argmax(-1) == yb).sum())
+            count += xb.shape[0]
+    return total, correct, count
+
+
+def loss_and_score(total: float, correct: int, count: int, output_kind: str) -> tuple[float, float]:
+    """(mean loss, score) from `loss_sums`; score is accuracy for classifiers, −loss otherwise."""
+    loss = total / max(count, 1)
+    return loss, (correct / max(count, 1) if output_kind == "logits" else -loss)
+
+
 def evaluate_loss(
     module: nn.Module, x: torch.Tensor, y: torch.Tensor, output_kind: str, batch_size: int = 512
 ) -> tuple[float, float]:
     """(mean loss, score) on a split; score is accuracy for classifiers, −loss otherwise."""
-    loss_fn = task_loss(output_kind)
-    total, correct, count = 0.0, 0, 0
-    for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        out = module(xb)
-        total += float(loss_fn(out, yb)) * xb.shape[0]
-        if output_kind == "logits":
-            correct += int((out.argmax(-1) == yb).sum())
-        count += xb.shape[0]
-    loss = total / max(count, 1)
-    score = correct / max(count, 1) if output_kind == "logits" else -loss
-    return loss, score
+    return loss_and_score(*loss_sums(module, x, y, output_kind, batch_size), output_kind)
 
 
-def _autocast(device: torch.device, enabled: bool) -> Any:
+def autocast(device: torch.device, enabled: bool) -> Any:
+    """bf16 (or fp16) autocast on CUDA when `enabled`; a no-op context elsewhere."""
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast(device_type="cuda", dtype=dtype)
     return torch.autocast(device_type="cpu", enabled=False)
+
+
+class Parallel:
+    """How the training loop is spread over processes. This base class is one process;
+    `workbench.distributed.DDPParallel` spreads it over a torch.distributed group. The
+    loop in `train_model` is the same for both: only these hooks differ."""
+
+    rank: int = 0
+    world: int = 1
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        """The module the training steps call (DDP wraps it)."""
+        return module
+
+    def local_rows(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """This process's rows of a global batch `idx`; None skips the batch on every process."""
+        return idx
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        """`values` summed over processes."""
+        return values
+
+    def after_steps(self, module: nn.Module) -> None:
+        """Called after each epoch's training steps, before validation and the snapshot."""
+
+    def evaluate(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, output_kind: str,
+                 device: torch.device) -> tuple[float, float]:
+        """(mean loss, score) on a split (see `evaluate_loss`)."""
+        return evaluate_loss(module, x, y, output_kind)
+
+    def epoch_end(self, recipe: Any, module: nn.Module, data: Dataset, epoch: int,
+                  device: torch.device) -> dict[str, Any]:
+        """The recipe's epoch-end numbers, the same on every process."""
+        return recipe.epoch_end(module, data, epoch, device) or {}
+
+
+def train_step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    *,
+    recipe: Any,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    scaler: Any,
+    grad_clip: float | None,
+    device: torch.device,
+    use_amp: bool,
+    weight: float = 1.0,
+    where: str = "",
+) -> float:
+    """One optimiser step on the batch (xb, yb) with the recipe's loss; returns the
+    (unweighted) batch loss. The gradient is that of `weight` × loss: a process of a DDP
+    group weights its shard's mean loss by its share of the global batch, so the averaged
+    gradient is the gradient of the global-batch mean. A non-finite loss raises ModelError
+    before any parameter changes."""
+    with autocast(device, use_amp):
+        loss = recipe.batch_loss(model, xb, yb, loss_fn)
+    if not torch.isfinite(loss):
+        raise ModelError(f"Training loss became non-finite ({float(loss.detach())}){where}; lower `lr`.")
+    scaled = loss if weight == 1.0 else loss * weight
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(scaled).backward()
+        scaler.unscale_(opt)
+    else:
+        scaled.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None and scaler.is_enabled():
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return float(loss.detach())
 
 
 def train_model(
@@ -186,20 +279,31 @@ def train_model(
     recipe: Any = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    parallel: Parallel | None = None,
 ) -> TrainResult:
     """Train `module` on `data.train`, select the best epoch on `data.val`, return it in
-    eval mode on `device`. Deterministic for `cfg.seed` on CPU."""
-    seed_everything(cfg.seed)
+    eval mode on `device`. Deterministic for `cfg.seed` on CPU.
+
+    Every epoch draws a permutation from a generator seeded with `cfg.seed` (the same on
+    every process) and walks it in global batches of `cfg.batch_size` rows; `parallel`
+    (default: this process alone) says which rows of a batch this process trains on and
+    how numbers are combined across processes (see `Parallel`). Process r seeds its own
+    RNGs (dropout, attack noise) with `cfg.seed + r`."""
+    parallel = parallel or Parallel()
+    rank, world = parallel.rank, parallel.world
+    seed_everything(cfg.seed + rank)
     recipe = recipe if recipe is not None else make_recipe(cfg.recipe, cfg.recipe_params)
     if hasattr(recipe, "prepare"):  # e.g. adversarial recipes read the data's input bounds
         recipe.prepare(data)
     output_kind = output_kind_for(module, data)
     loss_fn = task_loss(output_kind)
     module.to(device)
+    model = parallel.wrap(module, device)
     xtr, ytr = data.train.x.to(device), data.train.y.to(device)
     xva, yva = data.val.x.to(device), data.val.y.to(device)
-    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, -(-xtr.shape[0] // cfg.batch_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = xtr.shape[0]
+    steps_per_epoch = max(1, -(-n // cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
     )
@@ -209,46 +313,37 @@ def train_model(
     best_score, best_state, best_epoch, stale = -float("inf"), None, 0, 0
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    epochs = range(cfg.epochs)
+    epochs: Any = range(cfg.epochs)
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(epochs, desc=f"train {type(module).__name__}", leave=False, unit="ep")
         epochs = bar
+    on_rank = f" on rank {rank}" if world > 1 else ""
     for epoch in epochs:
-        module.train()
-        perm = torch.randperm(xtr.shape[0], generator=gen).to(device)
+        model.train()
+        perm = torch.randperm(n, generator=gen).to(device)
         running, seen = 0.0, 0
-        for i in range(0, xtr.shape[0], cfg.batch_size):
+        for i in range(0, n, cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
-            xb, yb = xtr[idx], ytr[idx]
-            with _autocast(device, use_amp):
-                loss = recipe.batch_loss(module, xb, yb, loss_fn)
-            if not torch.isfinite(loss):
-                raise ModelError(f"Training loss became non-finite ({float(loss.detach())}) at epoch {epoch}; lower `lr`.")
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None and scaler.is_enabled():
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            if scaler is not None and scaler.is_enabled():
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-            sched.step()
-            running += float(loss.detach()) * xb.shape[0]
-            seen += xb.shape[0]
+            local = parallel.local_rows(idx)
+            if local is not None:
+                weight = 1.0 if world == 1 else local.numel() * world / idx.numel()
+                loss = train_step(model, xtr[local], ytr[local], recipe=recipe, loss_fn=loss_fn, opt=opt,
+                                  scaler=scaler, grad_clip=cfg.grad_clip, device=device, use_amp=use_amp,
+                                  weight=weight, where=f" at epoch {epoch}{on_rank}")
+                running += loss * local.numel()
+                seen += local.numel()
+            sched.step()  # also for a skipped batch: the schedule stays the single-process one
+        running, seen_f = parallel.sum([running, float(seen)], device)
+        parallel.after_steps(module)
         module.eval()
-        val_loss, val_score = evaluate_loss(module, xva, yva, output_kind)
-        extra = recipe.epoch_end(module, data, epoch, device) or {}
+        val_loss, val_score = parallel.evaluate(module, xva, yva, output_kind, device)
+        extra = parallel.epoch_end(recipe, module, data, epoch, device)
         module.eval()
         selection = float(extra.get("selection_score", val_score))
-        row = {"epoch": epoch, "train_loss": running / max(seen, 1), "val_loss": val_loss, "val_score": val_score}
+        row = {"epoch": epoch, "train_loss": running / max(seen_f, 1.0), "val_loss": val_loss, "val_score": val_score}
         row.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float))})
         history.append(row)
         if bar is not None:
@@ -259,13 +354,19 @@ def train_model(
         else:
             stale += 1
             if cfg.patience is not None and stale >= cfg.patience:
-                if log:
+                if log and rank == 0:
                     log(f"early stop at epoch {epoch} (best {best_epoch})")
                 break
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
     return TrainResult(module=module, history=history, best_epoch=best_epoch, seconds=time.perf_counter() - t0)
+
+
+def non_finite_tensors(module: nn.Module) -> list[str]:
+    """Names of the module's floating-point parameters and buffers holding NaN or inf."""
+    return [k for k, v in module.state_dict().items()
+            if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
 
 
 def cache_key(spec: dict[str, Any], data: Dataset, cfg: TrainConfig) -> str:
@@ -290,7 +391,8 @@ def train_cached(
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train through the cache: a second call with the same (spec, data, cfg) loads the
-    checkpoint (torch.load weights_only=True) instead of training."""
+    checkpoint (torch.load weights_only=True) instead of training. The checkpoint is
+    written (atomically) only after training ended with finite loss, weights and buffers."""
     seed_everything(cfg.seed)
     module = build()
     path = None
@@ -310,6 +412,9 @@ def train_cached(
                 if log:
                     log(f"cache entry {path.name} unreadable ({exc}); retraining")
     result = train_model(module, data, cfg, device=device, progress=progress, log=log)
+    bad = non_finite_tensors(result.module)
+    if bad:  # checked before caching: a cache entry is always a usable model
+        raise ModelError(f"Training ended with non-finite values in {', '.join(bad[:5])}; lower `lr`.")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # A name of its own per writer: two runs training the same model at once must not
