@@ -23,6 +23,7 @@ from workbench.apps.views import (  # noqa: E402
     overview,
     robustness,
     runs,
+    suite_page,
     uncertainty,
 )
 
@@ -31,9 +32,18 @@ RENDER = {"runs": runs.render, "overview": overview.render, "metrics": metrics.r
           "explain": explain.render, "compare": compare.render}
 
 
+def page_list() -> list[tuple[str, str, object]]:
+    """(url path, title, render) of every page: the fixed ones, and one generic page per
+    registered suite without a page of its own (plug-ins included), before Compare."""
+    fixed = [(name, title, RENDER[name]) for name, title in common.PAGES]
+    generic = [(suite_page.url_path(s), s.replace("_", " ").capitalize(), suite_page.make_render(s))
+               for s in suite_page.generic_suites()]
+    return fixed[:-1] + generic + fixed[-1:]
+
+
 def main() -> None:
-    pages = {name: st.Page(RENDER[name], title=title, url_path=name, default=(name == "runs"))
-             for name, title in common.PAGES}
+    pages = {name: st.Page(render, title=title, url_path=name, default=(name == "runs"))
+             for name, title, render in page_list()}
     common.register_pages(pages)
     current = st.navigation(list(pages.values()))
     name = next((k for k, p in pages.items() if p is current), "runs")

@@ -133,6 +133,19 @@ def resolve_run(path: str, wanted: str | None, run_ids: list[str]) -> str | None
         return None
 
 
+def run_candidates(wanted: str, run_ids: list[str], limit: int = 10) -> tuple[str, list[str]]:
+    """Why a deep-link run id matched no single run, and what it might have meant:
+    ("ambiguous", the runs it is a prefix of) or ("unknown", close ids, else the newest).
+    `run_ids` newest first."""
+    import difflib
+
+    hits = [r for r in run_ids if r.startswith(wanted)]
+    if len(hits) > 1:
+        return "ambiguous", hits[:limit]
+    close = difflib.get_close_matches(wanted, run_ids, n=limit, cutoff=0.5)
+    return "unknown", close or run_ids[:limit]
+
+
 # --------------------------------------------------------------------------- artifacts
 
 

@@ -344,19 +344,71 @@ def plotly_head():
     return js, js[:200]
 
 
+def _embedded_plotly(html: str) -> list[str]:
+    """Every plotly.js the page carries, unpacked (gzip + base64) as the loader does."""
+    import base64
+    import gzip
+
+    packed = re.findall(r'<script type="application/octet-stream" id="wb-plotly"[^>]*>(.*?)</script>', html, re.S)
+    return [gzip.decompress(base64.b64decode(p)).decode("utf-8") for p in packed]
+
+
 def test_html_inlines_plotly_once_for_many_figures(tmp_path, plotly_head):
     js, head = plotly_head
     run = make_report_run(tmp_path / "r", n_curves=4)
     html = render_html(run, tmp_path / "r", suites=SUITES)
-    assert html.count(head) == 1
+    assert _embedded_plotly(html) == [js]  # once, compressed, byte for byte
     assert html.count('class="wb-fig"') == 4 and html.count('<div class="fig"') == 4
-    assert len(html) < len(js) + 200_000  # 4 figures cost kilobytes, not 4 x 4.8 MB
+    assert len(html) < len(js) / 2 + 100_000  # compressed; 4 figures cost kilobytes, not 4 x 4.8 MB
+    assert html.count('"paper_bgcolor"') == 1  # the default template is carried once, not per figure
     # Each embedded spec parses and has the data of its artifact.
-    specs = re.findall(r'<script type="application/json" class="wb-fig" data-target="(fig-\d+)">(.*?)</script>', html,
+    specs = re.findall(r'<script type="application/json" class="wb-fig" data-target="(fig-\d+)"[^>]*>(.*?)</script>', html,
                        re.S)
     assert [s[0] for s in specs] == ["fig-0", "fig-1", "fig-2", "fig-3"]
     spec = json.loads(specs[3][1])
     assert spec["data"][0]["type"] == "scatter" and "curve 3 of" in spec["layout"]["title"]["text"]
+    assert "template" not in spec["layout"] and 'data-target="fig-3" data-shared-template' in html
+
+
+def test_html_turns_table_figures_into_tables_and_decimates_big_scatters(tmp_path):
+    import plotly.graph_objects as go
+
+    from workbench.reporting.figures import decimation_index
+
+    n = 50_000
+    x = np.arange(n)
+    y = np.sin(x / 500.0)
+
+    class TableSuite:
+        @classmethod
+        def figures(cls, result, run_dir):
+            methods = [f"method_{i}" for i in range(7)]
+            return [("Quality", go.Figure(go.Table(header={"values": ["method", "score"]},
+                                                   cells={"values": [methods, [3.469e-18, *range(1, 7)]]}))),
+                    ("Curve", go.Figure(go.Scatter(x=x, y=y, mode="lines"))),
+                    ("Cloud", go.Figure(go.Scatter(x=x, y=y, mode="markers", text=[str(i) for i in x])))]
+
+    run = RunRecord(run_id="t", created_at="now", provenance={}, results=(
+        SuiteResult(suite="tab", model="m", dataset="d", status="ok"),))
+    html = render_html(run, tmp_path, suites={"tab": TableSuite}, plotlyjs="/*plotly*/")
+    assert all(f"<td>method_{i}</td>" in html for i in range(7))  # every row, as a real table
+    assert '<td class="num">0</td>' in html  # round-off printed as 0
+    specs = [json.loads(s) for s in re.findall(r'class="wb-fig"[^>]*>(.*?)</script>', html, re.S)]
+    assert len(specs) == 2  # the table is not a plotly figure
+    line, cloud = specs[0]["data"][0], specs[1]["data"][0]
+
+    def arr(v):
+        return np.frombuffer(__import__("base64").b64decode(v["bdata"]), dtype=v["dtype"]) if isinstance(v, dict) else np.asarray(v)
+
+    ly = arr(line["y"])
+    assert ly.size <= 2002 and ly.max() == y.max() and ly.min() == y.min()  # the envelope is kept
+    assert len(cloud["text"]) == 2000 == arr(cloud["x"]).size
+    assert "showing 2,000 of 50,000" in specs[1]["layout"]["annotations"][0]["text"]
+    idx = decimation_index(y, n)
+    # min/max per bucket: every bucket's extremes are kept, so no drawn peak is lost
+    edges = np.linspace(0, n, 1001).astype(int)
+    for a, b in zip(edges[:-1], edges[1:]):
+        assert y[a:b].max() in y[idx] and y[a:b].min() in y[idx]
 
 
 def test_html_escapes_user_strings_and_references_no_external_url(run_and_dir, plotly_head):
@@ -368,8 +420,8 @@ def test_html_escapes_user_strings_and_references_no_external_url(run_and_dir, p
     assert EVIL not in page and "alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "</script><b>" not in page  # inside figure JSON too
-    # Only our own script elements: plotly.js, the figure specs, the loader.
-    assert page.count("<script") == 1 + 2 + 1
+    # Only our own script elements: packed plotly.js, the template, the figure specs, the loader.
+    assert page.count("<script") == 1 + 1 + 2 + 1
     assert not re.search(r"https?://|//cdn|@import|<link|<img|<iframe|src=", page, re.I)
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     # Tables: a null metric shows n/a with its reason; directions; provenance; gate.

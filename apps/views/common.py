@@ -110,13 +110,37 @@ def pick_run_sidebar(path: str) -> str | None:
         wanted = data.resolve_run(path, ss.pop("_open_run"), ids)
         if wanted:
             ss["run"] = wanted
+            ss.pop("_run_problem", None)
     if ss.get("run") not in ids:
-        ss["run"] = data.resolve_run(path, st.query_params.get("run"), ids) or ids[0]
+        asked = st.query_params.get("run")
+        found = data.resolve_run(path, asked, ids)
+        if asked and not found:  # never show another run silently: say so, with the candidates
+            kind, candidates = data.run_candidates(str(asked), ids)
+            ss["_run_problem"] = {"asked": str(asked), "kind": kind, "candidates": candidates}
+        ss["run"] = found or ids[0]
     labels = {r.run_id: f"{r.run_id} · {r.plan or '—'} · {r.status}" for r in runs.itertuples()}
     st.sidebar.selectbox("Run", ids, key="run", format_func=lambda r: labels.get(r, r),
+                         on_change=lambda: ss.pop("_run_problem", None),
                          help="Runs in the store, newest first. The Runs page filters them.")
+    if "_run_problem" in ss:
+        return None
     st.query_params["run"] = ss["run"]
     return ss["run"]
+
+
+def run_problem_note() -> bool:
+    """When the link's `?run=` matched no single run: say so with the candidates (links)
+    and return True; the page then shows no run rather than another one silently."""
+    problem = st.session_state.get("_run_problem")
+    if not problem:
+        return False
+    what = "matches several runs" if problem["kind"] == "ambiguous" else "matches no run in this store"
+    ask = "Candidates" if problem["kind"] == "ambiguous" else "Did you mean one of these"
+    lines = "\n".join(f"- [{esc(c)}]({deep_link(run=c, page=st.query_params.get('page'))})"
+                      for c in problem["candidates"])
+    st.warning(f"The link asks for run `{esc(problem['asked'])}`, which {what}. {ask}:\n\n{lines}"
+               "\n\nOr pick a run in the sidebar.")
+    return True
 
 
 def current_run() -> RunView | None:
@@ -126,6 +150,8 @@ def current_run() -> RunView | None:
     if not store_exists(path):
         st.info(f"No run store at `{esc(path)}`. Run `workbench run plans/quickstart.toml` first, "
                 "or start the dashboard with `workbench ui --store PATH`.")
+        return None
+    if run_problem_note():
         return None
     run_id = st.session_state.get("run")
     if not run_id:
@@ -254,29 +280,87 @@ def show_suite_figures(run: RunView, result: Mapping[str, Any], key: str, skip: 
     return n
 
 
+# Metric tables: what a reader needs first (value, CI, n), then what qualifies it; the raw
+# numeric columns stay in the frame (sortable, read by tests) but the CI is shown as one text.
+METRIC_COLUMNS = ["metric", "shown value", "95% CI", "n", "direction", "tags", "reason", "model", "suite", "dataset"]
+
+
+def metric_display(df: pd.DataFrame) -> pd.DataFrame:
+    """`data.metrics_frame` plus the text columns people read: the value with its unit,
+    the 95% CI as "[low, high]" on the value's scale, the direction, and "" for nothing
+    (never "None" or "nan")."""
+    out = df.copy()
+    out["shown value"] = [fmt_quantity(v, u) if v == v else "n/a" for v, u in zip(out["value"], out["unit"])]
+    out["95% CI"] = [fmt_ci((lo, hi), v) for lo, hi, v in zip(out["ci_low"], out["ci_high"], out["value"])]
+    out["direction"] = out["higher_is_better"].map({True: "↑ higher is better", False: "↓ lower is better"}).fillna("")
+    for c in ("tags", "reason", "unit"):
+        out[c] = out[c].fillna("")
+    return out
+
+
 def metrics_table(df: pd.DataFrame, key: str, page_size: int = 100) -> None:
-    """Metrics (from `data.metrics_frame`) as a paginated table with CI and n."""
+    """Metrics (from `data.metrics_frame`) as a paginated table: metric, value, 95% CI and
+    n first, then direction, tags and the reason of a missing value."""
     if df.empty:
         st.caption("No metrics.")
         return
-    page = paginate(df, key=f"{key}:page", page_size=page_size)
-    st.dataframe(page, hide_index=True, key=f"{key}:table", column_config={
-        "value": st.column_config.NumberColumn("value", format="%.5g"),
-        "ci_low": st.column_config.NumberColumn("95% CI low", format="%.5g"),
-        "ci_high": st.column_config.NumberColumn("95% CI high", format="%.5g"),
-        "higher_is_better": st.column_config.CheckboxColumn("higher is better"),
+    page = metric_display(paginate(df, key=f"{key}:page", page_size=page_size))
+    st.dataframe(page, hide_index=True, key=f"{key}:table", column_order=METRIC_COLUMNS, column_config={
+        "shown value": st.column_config.TextColumn("value", help="with its unit"),
+        "n": st.column_config.NumberColumn("n", help="examples (or repeats) behind the value", format="%d"),
+        "tags": st.column_config.TextColumn("tags", width="medium"),
     })
+
+
+def show_table(df: pd.DataFrame, key: str, **kwargs: Any) -> None:
+    """st.dataframe with missing values shown as "" (text) rather than "None"."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype == object:
+            out[c] = out[c].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else v)
+    st.dataframe(out, hide_index=True, key=key, **kwargs)
+
+
+_SI = ((1e9, "G"), (1e6, "M"), (1e3, "k"))
+_SMALL = ((1.0, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"))
+
+
+def fmt_quantity(v: Any, unit: Any = None) -> str:
+    """A value with its unit, for people: seconds as ms/µs, bytes as kB/MB/GB, FLOPs with
+    k/M/G; otherwise the report's 4-significant-digit format (round-off shows as 0)."""
+    from workbench.reporting.markdown import fmt_value
+
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    u = str(unit or "")
+    x = float(v)
+    if u == "s" and x != 0:
+        for f, p in _SMALL:
+            if abs(x) >= f or f == 1e-9:
+                return f"{x / f:.3g} {p}s"
+    if (u == "bytes" or u.startswith("FLOP")) and abs(x) >= 1e3:
+        base = "B" if u == "bytes" else u
+        for f, p in _SI:
+            if abs(x) >= f:
+                return f"{x / f:.3g} {p}{base}"
+    return fmt_value(x, u or None)
 
 
 def fmt(v: Any, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, (int, float)):
-        return f"{v:.{digits}g}"
+        from workbench.reporting.markdown import fmt_value
+
+        return fmt_value(v) if digits == 4 else f"{v:.{digits}g}"
     return str(v)
 
 
-def fmt_ci(ci: Any) -> str:
-    if not ci or ci[0] is None or (isinstance(ci[0], float) and math.isnan(ci[0])):
+def fmt_ci(ci: Any, value: Any = None) -> str:
+    """"[low, high]" on the scale of the value (round-off bounds print as 0); "—" without."""
+    from workbench.reporting.markdown import fmt_ci as _fmt_ci
+
+    if ci is None or len(ci) != 2 or any(b is None or (isinstance(b, float) and b != b) for b in ci):
         return "—"
-    return f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+    v = None if value is None or (isinstance(value, float) and value != value) else float(value)
+    return _fmt_ci([float(ci[0]), float(ci[1])], v)

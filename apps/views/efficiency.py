@@ -17,12 +17,17 @@ from workbench.apps.views import common
 TASK_METRICS = ("accuracy", "r2", "perplexity")  # first found in the metrics suite, no class tag
 
 
+def _is_model_itself(tags: Mapping[str, Any]) -> bool:
+    """A measurement of the model as given, not of a compressed/pruned/distilled variant
+    (the suite tags those `variant=...`; older runs and the demo tag them `study=compression`)."""
+    return tags.get("study") != "compression" and str(tags.get("variant", "base")) == "base"
+
+
 def _first(metrics: Sequence[Mapping[str, Any]], name: str, **tags: Any) -> Mapping[str, Any] | None:
-    """The first metric `name` whose tags include `tags`, outside the compression study
-    (whose variants are not the model itself)."""
+    """The first metric `name` of the model itself whose tags include `tags`."""
     for m in metrics:
         t = m.get("tags") or {}
-        if m["name"] == name and t.get("study") != "compression" and all(t.get(k) == v for k, v in tags.items()):
+        if m["name"] == name and _is_model_itself(t) and all(t.get(k) == v for k, v in tags.items()):
             return m
     return None
 
@@ -48,15 +53,16 @@ def efficiency_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         if r["suite"] != "efficiency" or r["status"] != "ok":
             continue
         ms = r.get("metrics", [])
-        sweep = [m for m in ms if m["name"] == "latency" and (m.get("tags") or {}).get("study") == "sweep"
+        sweep = [m for m in ms if m["name"] == "latency" and _is_model_itself(m.get("tags") or {})
                  and (m.get("tags") or {}).get("quantile") == "p50" and m.get("value") is not None]
         lat = min(sweep, key=lambda m: float((m.get("tags") or {}).get("batch_size", 0))) if sweep else None
-        thr = [m for m in ms if m["name"] == "throughput" and m.get("value") is not None]
+        thr = [m for m in ms if m["name"] == "throughput" and _is_model_itself(m.get("tags") or {})
+               and m.get("value") is not None]
         best = max(thr, key=lambda m: m["value"]) if thr else None
         params = _first(ms, "parameters", kind="total")
         size = _first(ms, "model_size", dtype="total") or _first(ms, "model_size")
         flops = _first(ms, "flops", **{"pass": "forward"})
-        mem = _first(ms, "peak_memory")
+        mem = _first(ms, "peak_memory", mode="inference") or _first(ms, "peak_memory")
         task = _task_metric(results, r["model"])
         rows.append({
             "model": r["model"], "dataset": r["dataset"],
@@ -66,7 +72,8 @@ def efficiency_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "flops_batch": (flops.get("tags") or {}).get("batch_size", flops.get("n")) if flops else None,
             "latency_p50_s": lat["value"] if lat else None,
             "latency_batch": (lat.get("tags") or {}).get("batch_size") if lat else None,
-            "latency_ci": common.fmt_ci(lat.get("ci")) if lat else "—",
+            "latency_ci": (f"[{common.fmt_quantity(lat['ci'][0], 's')}, {common.fmt_quantity(lat['ci'][1], 's')}]"
+                           if lat and lat.get("ci") else "—"),
             "throughput_per_s": best["value"] if best else None,
             "peak_memory_bytes": mem.get("value") if mem else None,
             "task_metric": task["name"] if task else None,
@@ -76,6 +83,28 @@ def efficiency_frame(results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             "task_higher_is_better": task.get("higher_is_better") if task else None,
         })
     return pd.DataFrame(rows)
+
+
+def efficiency_display(df: pd.DataFrame) -> pd.DataFrame:
+    """`efficiency_frame` with the text columns people read (units, CIs, "" for nothing)."""
+    out = df.copy()
+    f = common.fmt_quantity
+    out["task"] = [
+        "" if name is None or v != v else f"{name} {common.fmt(v)} {common.fmt_ci((lo, hi), v)}".replace(" —", "")
+        for name, v, lo, hi in zip(out["task_metric"], out["task_value"], out["task_ci_low"], out["task_ci_high"])]
+    out["latency p50"] = ["" if v != v or v is None else f"{f(v, 's')} {ci} (batch {int(b)})".replace(" —", "")
+                          for v, ci, b in zip(out["latency_p50_s"], out["latency_ci"], out["latency_batch"].fillna(0))]
+    out["best throughput"] = [f(v, "") + " /s" if v == v and v is not None else "" for v in out["throughput_per_s"]]
+    out["parameters "] = [f(v, "count") if v == v and v is not None else "" for v in out["parameters"]]
+    out["size"] = [f(v, "bytes") if v == v and v is not None else "" for v in out["size_bytes"]]
+    out["forward FLOPs"] = [f(v, "FLOPs") + (f" (batch {int(b)})" if b == b and b is not None else "")
+                            if v == v and v is not None else "" for v, b in zip(out["flops_forward"], out["flops_batch"])]
+    out["peak memory"] = [f(v, "bytes") if v == v and v is not None else "" for v in out["peak_memory_bytes"]]
+    return out
+
+
+DISPLAY_COLUMNS = ["model", "task", "latency p50", "best throughput", "parameters ", "size", "forward FLOPs",
+                   "peak memory", "dataset"]
 
 
 def pareto_mask(cost: Sequence[float], score: Sequence[float], higher_is_better: bool = True) -> np.ndarray:
@@ -126,7 +155,11 @@ def render() -> None:
     table = efficiency_frame(run.results)
     if not table.empty:
         st.subheader("All models")
-        st.dataframe(table, hide_index=True, key="efficiency:table")
+        st.dataframe(efficiency_display(table), hide_index=True, key="efficiency:table",
+                     column_order=DISPLAY_COLUMNS)
+        st.caption("Latency is the median time per call at the smallest measured batch size, with its 95% CI; "
+                   "the task metric comes from the metrics suite. Compressed variants are in each model's "
+                   "figures below.")
         if table[["latency_p50_s", "task_value"]].notna().all(axis=1).any():
             common.show_figure(pareto_figure(table), key="efficiency:pareto")
         else:

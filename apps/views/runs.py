@@ -60,6 +60,7 @@ def render() -> None:
         st.info("The store has no runs yet. Run `workbench run plans/quickstart.toml` first.")
         return
 
+    common.run_problem_note()
     c1, c2, c3 = st.columns(3)
     models = c1.multiselect("Model", _options(df, "models"), key="runs:models")
     datasets = c2.multiselect("Dataset", _options(df, "datasets"), key="runs:datasets")

@@ -143,10 +143,12 @@ def _lookup_suite(suites: Any, name: str) -> Any:
 
 
 def collect_figures(result: Mapping[str, Any], run_dir: str | Path, suites: Any = None
-                    ) -> tuple[list[tuple[str, str]], list[str]]:
-    """(title, figure JSON) pairs for one result from its suite's `figures`, plus notes
-    (plain text) for whatever could not be drawn. Never raises."""
-    import plotly.io as pio
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """What one result shows, from its suite's `figures`: items {"kind": "figure", "title",
+    "spec" (JSON text), "shared_template" (bool)} or {"kind": "table", "title", "header",
+    "rows"} for a figure that is only a table; plus notes (plain text) for whatever could
+    not be drawn. Never raises."""
+    from workbench.reporting.figures import decimate, figure_spec, figure_table
 
     if suites is None:
         from workbench.registry import SUITES as suites
@@ -158,14 +160,31 @@ def collect_figures(result: Mapping[str, Any], run_dir: str | Path, suites: Any 
         last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
         where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
         return [], [f"Figures of suite {name!r} could not be drawn: {type(exc).__name__}: {exc}{where}"]
-    out, notes = [], []
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
     for i, item in enumerate(figs):
         try:
             title, fig = item
-            out.append((str(title), pio.to_json(fig, validate=False)))
+            table = figure_table(fig)
+            if table is not None:
+                out.append({"kind": "table", "title": str(title), "header": table[0], "rows": table[1]})
+                continue
+            spec, shared = figure_spec(decimate(fig))
+            out.append({"kind": "figure", "title": str(title), "spec": json.dumps(spec, separators=(",", ":")),
+                        "shared_template": shared})
         except Exception as exc:
             notes.append(f"Figure {i + 1} of suite {name!r} could not be converted: {type(exc).__name__}: {exc}")
     return out, notes
+
+
+def _plain_table(header: list[str], rows: list[list[str]]) -> str:
+    """A suite's table figure as an HTML table (every row; numbers right-aligned)."""
+    def cell(v: str) -> str:
+        num = v[:1].isdigit() or (v[:1] in "-−" and v[1:2].isdigit())
+        return f'<td class="num">{_e(v)}</td>' if num else f"<td>{_e(v)}</td>"
+
+    return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows) + "</tbody></table>")
 
 
 def _metric_table(metrics: list[Mapping[str, Any]], fold: bool = True) -> str:
@@ -176,7 +195,7 @@ def _metric_table(metrics: list[Mapping[str, Any]], fold: bool = True) -> str:
         hib = m.get("higher_is_better")
         title = {True: "higher is better", False: "lower is better"}.get(hib, "no preferred direction")
         rows.append(
-            f"<tr><td>{_e(m.get('name'))}</td>{value}<td class=\"num\">{_e(fmt_ci(m.get('ci')))}</td>"
+            f"<tr><td>{_e(m.get('name'))}</td>{value}<td class=\"num\">{_e(fmt_ci(m.get('ci'), m.get('value')))}</td>"
             f"<td class=\"num\">{_e(m.get('n') if m.get('n') is not None else '')}</td>"
             f"<td title=\"{title}\">{arrow(hib)}</td><td>{_e(m.get('unit') or '')}</td>"
             f"<td>{_e(tags_text(m.get('tags')))}</td><td>{_e(m.get('reason') or '')}</td></tr>"
@@ -246,14 +265,15 @@ def render_html(
     hl = headline_rows(d, suites)
     if hl:
         rows = "".join(
-            f"<tr><td>{_e(r['model'])}</td><td>{_e(r['dataset'])}</td><td>{_e(r['metric'])}</td>"
-            f"<td>{arrow(r['higher_is_better'])}</td>"
+            f"<tr><td>{_e(r['model'])}</td><td>{_e(r['metric'])}</td>"
             f"<td class=\"num\">{_e(fmt_value(r['value'], r['unit']) if r['value'] is not None else 'n/a')}</td>"
-            f"<td class=\"num\">{_e(fmt_ci(r['ci']))}</td><td class=\"num\">{_e(r['n'] if r['n'] is not None else '')}</td>"
+            f"<td class=\"num\">{_e(fmt_ci(r['ci'], r['value']))}</td>"
+            f"<td class=\"num\">{_e(r['n'] if r['n'] is not None else '')}</td>"
+            f"<td>{arrow(r['higher_is_better'])}</td><td>{_e(r['dataset'])}</td>"
             f"<td>{_e('; '.join(x for x in (tags_text(r['tags']), r['note'], r['reason'] or '') if x))}</td></tr>"
             for r in hl)
-        body.append('<section id="headline"><h2>Headline metrics</h2><table><thead><tr><th>model</th><th>dataset</th>'
-                    "<th>metric</th><th>dir</th><th>value</th><th>95% CI</th><th>n</th><th>tags / notes</th></tr>"
+        body.append('<section id="headline"><h2>Headline metrics</h2><table><thead><tr><th>model</th><th>metric</th>'
+                    "<th>value</th><th>95% CI</th><th>n</th><th>dir</th><th>dataset</th><th>tags / notes</th></tr>"
                     f"</thead><tbody>{rows}</tbody></table></section>")
     else:
         body.append('<section id="headline"><h2>Headline metrics</h2><p class="muted">No headline metrics.</p></section>')
@@ -305,12 +325,16 @@ def render_html(
             figs, notes = collect_figures(r, run_dir, suites)
             for note in notes:
                 body.append(f'<div class="note">{_e(note)}</div>')
-            for title, spec in figs:
+            for item in figs:
+                if item["kind"] == "table":
+                    body.append(f"<h4>{_e(item['title'])}</h4>" + _plain_table(item["header"], item["rows"]))
+                    continue
                 fid = f"fig-{n_fig}"
                 n_fig += 1
-                body.append(f'<h4>{_e(title)}</h4><div class="fig" id="{fid}"></div>')
-                fig_scripts.append(f'<script type="application/json" class="wb-fig" data-target="{fid}">'
-                                   f"{_script_json(spec)}</script>")
+                shared = " data-shared-template" if item["shared_template"] else ""
+                body.append(f'<h4>{_e(item["title"])}</h4><div class="fig" id="{fid}"></div>')
+                fig_scripts.append(f'<script type="application/json" class="wb-fig" data-target="{fid}"{shared}>'
+                                   f"{_script_json(item['spec'])}</script>")
             body.append("</section>")
         res_toc.append(f'<li><a href="#m-{mi}">{_e(model)}</a><ol>{"".join(sub)}</ol></li>')
     if not models:
@@ -336,8 +360,13 @@ def render_html(
     )
     scripts = ""
     if n_fig:
-        scripts = (f'<script type="text/javascript">{plotlyjs}</script>' + "".join(fig_scripts)
-                   + f"<script>{LOADER}</script>")
+        from workbench.reporting.figures import default_template
+
+        template = _script_json(json.dumps(default_template(), separators=(",", ":")))
+        scripts = (f'<script type="application/octet-stream" id="wb-plotly" data-encoding="gzip+base64">'
+                   f"{pack_plotlyjs(plotlyjs or '')}</script>"
+                   f'<script type="application/json" id="wb-template">{template}</script>'
+                   + "".join(fig_scripts) + f"<script>{LOADER}</script>")
     return head + "".join(body) + scripts + "</body></html>\n"
 
 

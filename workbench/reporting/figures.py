@@ -1,0 +1,150 @@
+"""What the HTML report and the dashboard do to a suite's figures before showing them.
+
+- A figure that is only a table (`go.Table`) becomes a real table (`figure_table`): a
+  plotly table has a fixed height and cuts rows off (the report once showed 2 of 7 methods).
+- Scatter traces with more points than a screen shows are decimated for display
+  (`decimate`): lines keep each bucket's minimum and maximum (the drawn curve looks the
+  same), markers keep an evenly spaced subset and the figure says "showing k of n points".
+- The default plotly template (about 7 KB of JSON) is stripped from each figure
+  (`figure_spec`) so the report carries it once.
+
+Pure functions over plotly figure objects; plotly is imported only when called.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+MAX_POINTS = 2000  # per scatter trace: about the horizontal pixels of a wide screen
+_ALIGNED = ("x", "y", "text", "customdata", "hovertext", "ids")
+_MARKER = ("color", "size", "symbol", "opacity")
+_ERRORS = ("error_x", "error_y")
+
+
+def _cell(v: Any) -> str:
+    from workbench.reporting.markdown import fmt_value
+
+    if v is None:
+        return ""
+    if isinstance(v, float) and math.isnan(v):
+        return ""
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return fmt_value(float(v))
+    return str(v)
+
+
+def figure_table(fig: Any) -> tuple[list[str], list[list[str]]] | None:
+    """(header, rows) when the figure holds only one `go.Table` trace, else None. Cells are
+    text; numbers formatted like every other number of the report."""
+    data = list(getattr(fig, "data", ()) or ())
+    if len(data) != 1 or data[0].type != "table":
+        return None
+    t = data[0]
+    header = [str(h) for h in (t.header.values or [])]
+    cols = [list(c) if isinstance(c, (list, tuple, np.ndarray)) else [c] for c in (t.cells.values or [])]
+    n = max((len(c) for c in cols), default=0)
+    rows = [[_cell(c[i]) if i < len(c) else "" for c in cols] for i in range(n)]
+    return header, rows
+
+
+def _length(v: Any) -> int | None:
+    if v is None or isinstance(v, (str, bytes)):
+        return None
+    try:
+        return len(v)
+    except TypeError:
+        return None
+
+
+def decimation_index(y: Sequence[float] | None, n: int, max_points: int = MAX_POINTS, lines: bool = True) -> np.ndarray:
+    """Indices to keep out of `n` points. Lines: the first and last point and, in each of
+    `max_points // 2` equal buckets, the positions of the minimum and maximum of `y`, so
+    the drawn envelope is unchanged. Markers (or non-numeric y): evenly spaced indices."""
+    if n <= max_points:
+        return np.arange(n)
+    yv = None
+    if lines and y is not None:
+        try:
+            yv = np.asarray(y, dtype=float)
+        except (TypeError, ValueError):
+            yv = None
+    if yv is None or yv.shape != (n,) or not np.isfinite(yv).any():
+        return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
+    edges = np.linspace(0, n, max_points // 2 + 1).astype(int)
+    keep = [0, n - 1]
+    filled = np.where(np.isfinite(yv), yv, np.nan)
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        seg = filled[a:b]
+        if np.isnan(seg).all():
+            keep.append(a)
+            continue
+        keep += [a + int(np.nanargmin(seg)), a + int(np.nanargmax(seg))]
+    return np.unique(np.asarray(keep))
+
+
+def decimate(fig: Any, max_points: int = MAX_POINTS) -> Any:
+    """Decimate, in place, every scatter trace over `max_points` points (see the module
+    docstring); returns the figure. Arrays aligned with the points (text, customdata,
+    per-point marker colour/size, error bars) are cut alike."""
+    noted = []
+    for trace in fig.data:
+        if trace.type not in ("scatter", "scattergl"):
+            continue
+        n = _length(trace.x) if trace.x is not None else _length(trace.y)
+        if not n or n <= max_points:
+            continue
+        lines = "lines" in str(trace.mode or "lines")
+        idx = decimation_index(trace.y, n, max_points, lines=lines)
+        for k in _ALIGNED:
+            v = getattr(trace, k, None)
+            if _length(v) == n:
+                trace[k] = [v[i] for i in idx] if k in ("text", "hovertext", "ids") else np.asarray(v)[idx]
+        for k in _MARKER:
+            v = trace.marker[k] if trace.marker is not None else None
+            if _length(v) == n:
+                trace.marker[k] = [v[i] for i in idx] if k == "symbol" else np.asarray(v)[idx]
+        for e in _ERRORS:
+            for k in ("array", "arrayminus"):
+                v = trace[e][k]
+                if _length(v) == n:
+                    trace[e][k] = np.asarray(v)[idx]
+        if not lines:
+            noted.append(f"{trace.name or 'points'}: showing {idx.size:,} of {n:,} (evenly spaced)")
+    if noted:
+        fig.add_annotation(text="; ".join(noted), xref="paper", yref="paper", x=0, y=-0.18, showarrow=False,
+                           font={"size": 10, "color": "#59636e"}, xanchor="left")
+    return fig
+
+
+_DEFAULT_TEMPLATE: dict[str, Any] | None = None
+
+
+def default_template() -> dict[str, Any]:
+    """The layout template plotly applies by default, as plain JSON (emitted once)."""
+    global _DEFAULT_TEMPLATE
+    if _DEFAULT_TEMPLATE is None:
+        import plotly.graph_objects as go
+        import plotly.io as pio
+
+        _DEFAULT_TEMPLATE = json.loads(pio.to_json(go.Figure(), validate=False))["layout"].get("template", {})
+    return _DEFAULT_TEMPLATE
+
+
+def figure_spec(fig: Any) -> tuple[dict[str, Any], bool]:
+    """(figure JSON as a dict, whether it uses the default template). A figure on the
+    default template has it removed (the page applies the one shared copy)."""
+    import plotly.io as pio
+
+    spec = json.loads(pio.to_json(fig, validate=False))
+    layout = spec.setdefault("layout", {})
+    shared = layout.get("template") == default_template()
+    if shared:
+        layout.pop("template", None)
+    return spec, shared
