@@ -1,5 +1,15 @@
 """Latency and throughput: warm-up, repeated timed calls, quantiles with bootstrap CIs.
 
+Two kinds of spread, reported side by side and never confused:
+- per call: p50/p95/p99 of the timed calls with percentile-bootstrap CIs over calls
+  (`summarize_latency`). They describe the calls of one timing block; they say nothing
+  about how much the median moves from one run to the next (four CLI runs of one model
+  gave batch-1 p50s of 135/102/101/100 us while the first run's CI was [134, 138]).
+- run to run: the calls are timed in `blocks` independent blocks (each with its own
+  warm-up); `between_blocks` gives the mean of the block medians and a Student-t CI over
+  blocks (`block_spread`). Blocks in one process still share its allocator and caches,
+  so spread across separate processes can be larger still; the block count is stated.
+
 The timer is injectable: a `Timer` is any callable that runs `fn()` once and returns its
 duration in seconds. `PerfCounterTimer` (CPU wall clock) and `CudaEventTimer` (CUDA
 events, synchronised) are the real ones; tests pass a synthetic timer with known
@@ -16,7 +26,7 @@ import numpy as np
 import torch
 
 from workbench.errors import ConfigError, check_positive_int
-from workbench.stats import DEFAULT_LEVEL, bootstrap_indices
+from workbench.stats import DEFAULT_LEVEL, bootstrap_replicates, percentile_interval
 
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
@@ -114,14 +124,11 @@ def summarize_latency(
     check_positive_int("n_boot", n_boot)
     quantiles = {k: float(np.quantile(s, q)) for k, q in QUANTILES.items()}
     # the resampling of workbench.stats.bootstrap_stat_ci (same indices for a seed), vectorised:
-    # all resamples and quantiles in one np.quantile call instead of 3 x n_boot Python calls
-    idx = bootstrap_indices(s.size, n_boot, seed)  # (n_boot, n)
-    boot = np.quantile(s[idx], list(QUANTILES.values()), axis=1)  # (3, n_boot)
-    alpha = (1 - DEFAULT_LEVEL) / 2
-    cis: dict[str, tuple[float, float]] = {}
-    for k, row in zip(QUANTILES, boot):
-        lo, hi = np.quantile(row, [alpha, 1 - alpha])
-        cis[k] = (float(lo), float(hi))
+    # all resamples and quantiles in one np.quantile call per chunk instead of 3 x n_boot calls
+    boot = bootstrap_replicates(lambda idx: np.quantile(s[idx], list(QUANTILES.values()), axis=1).T,
+                                s.size, n_boot=n_boot, seed=seed)  # (n_boot, 3)
+    ci = percentile_interval(boot, DEFAULT_LEVEL)  # (3, 2); (nan, nan) where degenerate
+    cis: dict[str, tuple[float, float]] = {k: (float(ci[j, 0]), float(ci[j, 1])) for j, k in enumerate(QUANTILES)}
     p50 = quantiles["p50"]
     lo, hi = cis["p50"]
     throughput = batch_size / p50 if p50 > 0 else float("inf")
@@ -130,6 +137,48 @@ def summarize_latency(
         batch_size=int(batch_size), samples=s, quantiles=quantiles, quantile_ci=cis,
         mean=float(s.mean()), throughput=throughput, throughput_ci=tci,
     )
+
+
+def time_blocks(fn: Callable[[], Any], *, warmup: int, repeats: int, blocks: int, timer: Timer) -> np.ndarray:
+    """`blocks` independent timing blocks, each `warmup` untimed then `repeats` timed
+    calls: durations (blocks, repeats) in s."""
+    check_positive_int("blocks", blocks)
+    return np.stack([time_calls(fn, warmup=warmup, repeats=repeats, timer=timer) for _ in range(blocks)])
+
+
+@dataclass(frozen=True)
+class BlockSpread:
+    """Run-to-run spread of the median latency, from the medians of independent blocks.
+
+    block_p50: (blocks,) median call time of each block, s. mean: their mean.
+    ci: Student-t 95% interval of that mean over blocks (None for one block: no spread
+    can be measured). relative_range: (max - min) / mean of the block medians."""
+
+    block_p50: np.ndarray
+    mean: float
+    ci: tuple[float, float] | None
+    relative_range: float
+
+    @property
+    def n(self) -> int:
+        return int(self.block_p50.size)
+
+
+def block_spread(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> BlockSpread:
+    """Spread of the per-block medians of `samples` (blocks, repeats), s."""
+    from scipy.stats import t as student_t
+
+    s = np.asarray(samples, dtype=np.float64)
+    if s.ndim != 2 or s.size == 0:
+        raise ConfigError(f"Expected latency samples of shape (blocks, repeats), got {s.shape}.")
+    med = np.median(s, axis=1)
+    mean = float(med.mean())
+    ci = None
+    if med.size >= 2:
+        half = float(student_t.ppf(1 - (1 - level) / 2, med.size - 1) * med.std(ddof=1) / np.sqrt(med.size))
+        ci = (mean - half, mean + half)
+    rel = float((med.max() - med.min()) / mean) if mean > 0 else float("nan")
+    return BlockSpread(block_p50=med, mean=mean, ci=ci, relative_range=rel)
 
 
 # Dense (no structured sparsity) peak throughput in FLOP/s from the vendors' datasheets.

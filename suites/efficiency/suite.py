@@ -60,7 +60,8 @@ class EfficiencySuite(Suite):
     @dataclass(frozen=True, kw_only=True)
     class Params:
         batch_sizes: tuple[int, ...] = (1, 32)  # latency sweep
-        repeats: int = 20  # timed calls per batch size
+        repeats: int = 20  # timed calls per batch size and block
+        blocks: int = 3  # independent timing blocks per batch size (run-to-run spread)
         warmup: int = 3  # untimed calls first
         flops_batch_size: int = 1  # the batch FLOPs are counted for
         seq_len: int | None = None  # crop token inputs to this length (None: the data's T)
@@ -87,7 +88,7 @@ class EfficiencySuite(Suite):
         def __post_init__(self) -> None:
             object.__setattr__(self, "batch_sizes", _check_int_tuple("batch_sizes", self.batch_sizes))
             object.__setattr__(self, "sparsities", _check_sparsities(self.sparsities))
-            for name in ("repeats", "flops_batch_size", "gen_batch_size", "gen_prompt_len", "gen_tokens",
+            for name in ("repeats", "blocks", "flops_batch_size", "gen_batch_size", "gen_prompt_len", "gen_tokens",
                          "gen_repeats", "kd_epochs", "compression_batch_size", "compression_repeats",
                          "eval_samples", "n_boot"):
                 check_positive_int(name, getattr(self, name))
@@ -254,7 +255,15 @@ class EfficiencySuite(Suite):
 
         from workbench.suites.efficiency.energy import energy_unavailable_reason, measure_energy
         from workbench.suites.efficiency.flops import eval_flags
-        from workbench.suites.efficiency.latency import default_timer, peak_flops, summarize_latency, time_calls
+        from workbench.suites.efficiency.latency import (
+            block_spread,
+            default_timer,
+            peak_flops,
+            summarize_latency,
+            time_blocks,
+            time_calls,
+        )
+        from workbench.stats import BOOTSTRAP
 
         p = self.params
         timer = default_timer(device)
@@ -264,6 +273,7 @@ class EfficiencySuite(Suite):
         largest = max(p.batch_sizes)
         out: list[MetricRecord] = []
         rows, all_samples, energy = [], [], None
+        block_samples = []
         with eval_flags(module, None), torch.no_grad():
             for b in p.batch_sizes:
                 xb = batch(b)
@@ -272,20 +282,35 @@ class EfficiencySuite(Suite):
                     for _ in range(p.warmup):  # outside the metered window: energy is per timed call
                         fn()
                     box: dict[str, Any] = {}
-                    energy = measure_energy(
+                    energy = measure_energy(  # the first block is the metered one
                         lambda: box.setdefault("s", time_calls(fn, warmup=0, repeats=p.repeats, timer=timer)), device)
-                    samples = box["s"]
+                    blocks = [box["s"]]
+                    if p.blocks > 1:
+                        blocks += list(time_blocks(fn, warmup=p.warmup, repeats=p.repeats, blocks=p.blocks - 1,
+                                                   timer=timer))
+                    per_block = np.stack(blocks)
                 else:
-                    samples = time_calls(fn, warmup=p.warmup, repeats=p.repeats, timer=timer)
+                    per_block = time_blocks(fn, warmup=p.warmup, repeats=p.repeats, blocks=p.blocks, timer=timer)
+                samples = per_block.ravel()
                 all_samples.append(samples)
+                block_samples.append(per_block)
                 stats = summarize_latency(samples, b, seed=ctx.seed, n_boot=p.n_boot)
+                spread = block_spread(per_block)
                 tags = {**base_tags, "batch_size": b, "timer": getattr(timer, "name", type(timer).__name__)}
                 for q, v in stats.quantiles.items():
                     out.append(MetricRecord(name="latency", value=v, higher_is_better=False, unit="s", n=stats.n,
-                                            ci=stats.quantile_ci[q], tags={**tags, "quantile": q}))
+                                            ci=stats.quantile_ci[q],
+                                            tags={**tags, "quantile": q, "spread": "per_call", "ci_method": BOOTSTRAP}))
+                # run-to-run: the median's spread over independent blocks (n = blocks), beside the per-call CI
+                out.append(MetricRecord(
+                    name="latency_between_blocks", value=spread.mean, higher_is_better=False, unit="s", n=spread.n, ci=spread.ci,
+                    reason=None if spread.ci else "one timing block: run-to-run spread not measured (blocks = 1)",
+                    tags={**tags, "quantile": "p50", "ci_method": "student_t_over_blocks"}))
                 out.append(MetricRecord(name="throughput", value=stats.throughput, higher_is_better=True,
                                         unit="samples/s", n=stats.n, ci=stats.throughput_ci, tags=tags))
                 row = {"batch_size": b, **{f"{q}_s": v for q, v in stats.quantiles.items()},
+                       "block_p50_s": spread.block_p50.tolist(), "between_blocks_ci": list(spread.ci or []),
+                       "between_blocks_relative_range": spread.relative_range,
                        **{f"{q}_ci": list(c) for q, c in stats.quantile_ci.items()},
                        "throughput": stats.throughput, "throughput_ci": list(stats.throughput_ci)}
                 if fwd_per_example is None:
@@ -307,7 +332,8 @@ class EfficiencySuite(Suite):
                                                 higher_is_better=True, unit="fraction", n=stats.n,
                                                 tags={**tags, "peak": peak_note}))
                 rows.append(row)
-        ctx.save_artifact("latency", {"batch_sizes": np.array(p.batch_sizes), "samples_s": np.stack(all_samples)})
+        ctx.save_artifact("latency", {"batch_sizes": np.array(p.batch_sizes), "samples_s": np.stack(all_samples),
+                                      "block_samples_s": np.stack(block_samples)})
         summary["latency"] = rows
         reason = energy_reason if energy is None else energy.reason
         out += self._energy_metrics(energy, reason, largest, {**base_tags, "batch_size": largest}, score, summary)

@@ -61,11 +61,35 @@ def test_quantiles_cis_and_throughput_against_independent_references():
     assert s.mean == pytest.approx(ref.mean())
 
 
-def test_constant_durations_give_degenerate_intervals():
+def test_constant_durations_give_no_interval_not_certainty():
     s = summarize_latency([0.5] * 10, batch_size=2, n_boot=50)
     assert s.quantiles == {"p50": 0.5, "p95": 0.5, "p99": 0.5}
-    assert s.quantile_ci["p99"] == (0.5, 0.5)
+    assert all(np.isnan(s.quantile_ci["p99"]))  # a degenerate bootstrap is missing, not [0.5, 0.5]
     assert s.throughput == pytest.approx(4.0)
+
+
+def test_blocks_are_timed_apart_and_their_spread_is_a_t_interval():
+    """Three blocks whose medians differ (10, 13, 11 ms): the per-call CI of one block is
+    narrow, the between-block interval is the Student-t interval of the block medians."""
+    from scipy import stats as sps
+
+    from workbench.suites.efficiency.latency import block_spread, time_blocks
+
+    durations = []
+    for base in (0.010, 0.013, 0.011):
+        durations += [base + 0.0001 * i for i in range(5)]
+    calls = []
+    samples = time_blocks(lambda: calls.append(1), warmup=2, repeats=5, blocks=3, timer=SyntheticTimer(durations))
+    assert samples.shape == (3, 5) and len(calls) == 3 * (2 + 5)  # each block warms up again
+    spread = block_spread(samples)
+    medians = np.array([0.0102, 0.0132, 0.0112])
+    np.testing.assert_allclose(spread.block_p50, medians)
+    lo, hi = sps.t.interval(0.95, 2, loc=medians.mean(), scale=sps.sem(medians))
+    assert spread.ci == pytest.approx((lo, hi)) and spread.n == 3
+    assert spread.relative_range == pytest.approx((0.0132 - 0.0102) / medians.mean())
+    one_block = summarize_latency(samples[0], batch_size=1, n_boot=200)
+    assert one_block.quantile_ci["p50"][1] < spread.ci[1]  # the per-call CI misses the run-to-run spread
+    assert block_spread(samples[:1]).ci is None  # one block: no spread measured
 
 
 @pytest.mark.parametrize("bad", [[], [0.1, float("nan")], [-0.1, 0.2]])

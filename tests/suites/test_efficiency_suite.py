@@ -88,7 +88,13 @@ def test_suite_on_a_tiny_classifier(tmp_path: Path):
     # latency sweep: three quantiles per batch size with CIs; throughput and achieved FLOP/s agree
     for b in (1, 4):
         p50 = res.metric("latency", batch_size=b, quantile="p50", variant="base")
-        assert p50.n == 5 and p50.ci[0] <= p50.value <= p50.ci[1] and p50.unit == "s"
+        blocks = EfficiencySuite.from_config({**FAST}, profile="quick").params.blocks
+        assert p50.n == 5 * blocks and p50.ci[0] <= p50.value <= p50.ci[1] and p50.unit == "s"
+        assert p50.tags["spread"] == "per_call" and p50.tags["ci_method"] == "bootstrap_percentile"
+        # run-to-run spread beside it: the mean of the block medians, a t-interval over blocks
+        run = res.metric("latency_between_blocks", batch_size=b, variant="base")
+        assert run.n == blocks and run.tags["ci_method"] == "student_t_over_blocks"
+        assert run.ci[0] <= run.value <= run.ci[1]
         assert res.metric("latency", batch_size=b, quantile="p99", variant="base").value >= p50.value
         thr = res.metric("throughput", batch_size=b)
         assert thr.value == pytest.approx(b / p50.value)
@@ -122,7 +128,10 @@ def test_suite_on_a_tiny_classifier(tmp_path: Path):
 
     # artifacts the figures read, and the figures themselves
     lat = np.load(tmp_path / "a" / res.artifacts["latency"])
-    assert lat["samples_s"].shape == (2, 5) and lat["batch_sizes"].tolist() == [1, 4]
+    blocks = EfficiencySuite.from_config({**FAST}, profile="quick").params.blocks
+    assert lat["samples_s"].shape == (2, 5 * blocks) and lat["batch_sizes"].tolist() == [1, 4]
+    assert lat["block_samples_s"].shape == (2, blocks, 5)
+    np.testing.assert_array_equal(lat["block_samples_s"].reshape(2, -1), lat["samples_s"])
     figs = EfficiencySuite.figures(res.to_dict(), tmp_path / "a")
     assert [t for t, _ in figs][:3] == ["Compression variants", "Task metric vs cost (Pareto frontier filled)",
                                         "Latency vs batch size"]
@@ -141,7 +150,7 @@ def test_same_seed_same_numbers_except_timings(tmp_path: Path):
     data = _blobs()
     a = _run(Net().eval(), data, tmp_path / "a", compression=False)
     b = _run(Net().eval(), data, tmp_path / "b", compression=False)
-    timing = {"latency", "throughput", "achieved_flops", "peak_memory"}
+    timing = {"latency", "latency_between_blocks", "throughput", "achieved_flops", "peak_memory"}
     da = [m.to_dict() for m in a.metrics if m.name not in timing]
     db = [m.to_dict() for m in b.metrics if m.name not in timing]
     assert da == db
