@@ -372,7 +372,8 @@ def csv_rows():
 
 def test_load_csv_classification(tmp_path, csv_rows):
     p = _write_csv(tmp_path / "pets.csv", csv_rows)
-    ds = load_csv(p, target="label")
+    ds = load_csv(p, target="label", standardize=True)
+    assert "standardize features" in ds.provenance["transforms"][-1]
     assert ds.name == "pets" and ds.class_names == ("cat", "dog") and ds.num_classes == 2
     assert ds.feature_names == ("a", "b", "c")
     assert [len(ds.split(s)) for s in SPLITS] == [24, 8, 8]
@@ -386,8 +387,8 @@ def test_load_csv_classification(tmp_path, csv_rows):
             src = by_c[int(round(row[2]))]
             np.testing.assert_allclose(row, src[:3], atol=1e-4)
             assert ds.class_names[label] == src[3]
-    assert torch.equal(load_csv(p, target="label", seed=0).train.x, ds.train.x)
-    assert not torch.equal(load_csv(p, target="label", seed=1).train.x, ds.train.x)
+    assert torch.equal(load_csv(p, target="label", seed=0, standardize=True).train.x, ds.train.x)
+    assert not torch.equal(load_csv(p, target="label", seed=1, standardize=True).train.x, ds.train.x)
     sub = load_csv(p, target="label", features=["b"], name="pets_b")
     assert sub.input_shape == (1,) and sub.name == "pets_b"
 
@@ -401,13 +402,13 @@ def test_load_csv_numeric_labels_sort_numerically(tmp_path):
 def test_load_csv_regression(tmp_path, csv_rows):
     rows = [[r[0], r[2], r[3] == "dog", r[1]] for r in csv_rows]
     p = _write_csv(tmp_path / "r.csv", [[a, b, int(c), d] for a, b, c, d in rows], header="a,c,isdog,target")
-    ds = load_csv(p, target="target", task="regression")
+    ds = load_csv(p, target="target", task="regression", standardize_target=True)
     assert ds.task == "regression" and ds.train.y.dtype == torch.float32
     y_all = np.array([r[3] for r in rows])
     back = ds.test.y.double().numpy() * ds.ground_truth["target_std"] + ds.ground_truth["target_mean"]
     assert all(np.isclose(v, y_all, atol=1e-4).any() for v in back)
-    raw = load_csv(p, target="target", task="regression", standardize_target=False)
-    assert raw.ground_truth["target_std"] == 1.0
+    raw = load_csv(p, target="target", task="regression")  # the default: the target as given
+    assert raw.ground_truth["target_std"] == 1.0 and raw.provenance["transforms"] == []
 
 
 def test_load_csv_errors(tmp_path, csv_rows):

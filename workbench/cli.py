@@ -87,21 +87,43 @@ def _load_record(ref: str, args: argparse.Namespace) -> tuple[Any, Path]:
     p = Path(ref)
     if p.suffix == ".json" or p.is_file():
         if not p.is_file():
-            raise ConfigError(f"Results file not found: {p}")
+            raise ConfigError(f"Results file not found: {p}" + (" (a directory)" if p.is_dir() else ""))
         try:
-            data = json.loads(p.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{p}: not a valid results.json ({exc}).") from exc
+            data = json.loads(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not a valid results.json (not UTF-8: {exc.reason} at byte {exc.start}).") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p}: not a valid results.json ({exc}).") from None
+        except RecursionError:
+            raise ConfigError(f"{p}: not a valid results.json (nested too deeply to read).") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read ({exc.strerror}).") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: not a valid results.json (expected a JSON object with run_id, provenance and "
+                              f"results, got a JSON {type(data).__name__}).")
         try:
             return RunRecord.from_dict(data), p.parent
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{p}: not a valid results.json ({exc}).") from exc
+        except Exception as exc:  # any malformed field: say which file, never a traceback
+            raise ConfigError(f"{p}: not a valid results.json ({type(exc).__name__}: {exc}).") from None
     store = _store(args)
     run_id = store.resolve_run_id(ref)
     info = store.run_info(run_id)
-    if info["status"] != "complete":
-        raise ConfigError(f"Run {run_id} is {info['status']}, not complete; resume it with `workbench run --resume {run_id}`.")
+    _require_complete(info)
     return store.load_run(run_id), Path(info["run_dir"])
+
+
+def _require_complete(info: dict[str, Any]) -> None:
+    """A ConfigError for a run that did not complete, with its reason."""
+    from workbench.errors import ConfigError
+
+    if info["status"] == "complete":
+        return
+    run_id = info["run_id"]
+    reason = f" ({info.get('reason')})" if info.get("reason") else ""
+    if info["status"] == "failed":
+        raise ConfigError(f"Run {run_id} failed{reason}; it has no report. Fix the problem and start a new run.")
+    raise ConfigError(f"Run {run_id} is {info['status']}{reason}, not complete; resume it with "
+                      f"`workbench run PLAN --resume {run_id}`.")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -130,13 +152,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         store = Store(args.store or plan.run.store)
     if args.executor == "ray":
         from workbench.executors.ray_executor import run_plan_ray
+        from workbench.usercode import import_dirs
 
         if args.resume:
             raise ConfigError("--resume works with the local executor only; drop --executor ray to resume.")
         if args.shards < 1:
             raise ConfigError(f"Expected --shards >= 1, got {args.shards}.")
-        outcome = run_plan_ray(plan, suites=args.suite or None, models=args.model or None, device=args.device,
-                               out=args.out, store=store, address=args.address, log=log, shards=args.shards)
+        with import_dirs([plan.base_dir, Path.cwd()]):
+            outcome = run_plan_ray(plan, suites=args.suite or None, models=args.model or None, device=args.device,
+                                   out=args.out, store=store, address=args.address, log=log, shards=args.shards)
     else:
         outcome = run_plan(plan, suites=args.suite or None, models=args.model or None, device=args.device,
                            out=args.out, store=store, resume=args.resume, log=log)
@@ -179,15 +203,26 @@ def cmd_list(args: argparse.Namespace) -> int:
         if not runs:
             print("no runs in the store")
         for r in runs:
-            print(f"{r['run_id']:<48} {r['status']:<11} {r['created_at']}  gate={r['gate_status'] or '-'}")
+            reason = f"  reason: {r['reason']}" if r.get("reason") else ""
+            print(f"{r['run_id']:<48} {r['status']:<11} {r['created_at']}  gate={r['gate_status'] or '-'}{reason}")
     return EXIT_OK
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Everything that needs no training: the plan, every dataset, every factory (imported
+    and built), every checkpoint (weights only) and every model's output on a few rows.
+    Every problem of every model is reported at once."""
+    from workbench.build import check_plan
     from workbench.config import load_plan
+    from workbench.errors import ProblemsError
     from workbench.runner import selected_suites
+    from workbench.usercode import import_dirs
 
     plan = load_plan(args.plan, args.set)
+    with import_dirs([plan.base_dir, Path.cwd()]):
+        problems = check_plan(plan)
+    if problems:
+        raise ProblemsError([f"{args.plan}: {p}" for p in problems] if len(problems) == 1 else problems)
     print(f"{args.plan}: ok — {len(plan.models)} models "
           f"({', '.join(m.name for m in plan.models)}), suites: {', '.join(selected_suites(plan))}, "
           f"profile {plan.run.profile}")
@@ -218,8 +253,7 @@ def _results_path(ref: str, args: argparse.Namespace) -> Path:
     store = _store(args)
     run_id = store.resolve_run_id(ref)
     info = store.run_info(run_id)
-    if info["status"] != "complete":
-        raise ConfigError(f"Run {run_id} is {info['status']}, not complete; resume it with `workbench run --resume {run_id}`.")
+    _require_complete(info)
     return Path(info["run_dir"]) / "results.json"
 
 
@@ -297,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except WorkbenchError as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RecursionError:  # a structure nested past Python's limit, wherever it came from
+        print("workbench: error: input nested too deeply to process (Python's recursion limit).", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)

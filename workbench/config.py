@@ -26,8 +26,14 @@ RUN_KEYS = {
 }
 MODEL_KEYS = {
     "name": str, "dataset": str, "arch": str, "size": str, "factory": str, "checkpoint": str,
-    "allow_pickle": bool, "options": dict, "train": dict, "task": str, "description": str,
+    "allow_pickle": bool, "options": dict, "train": dict, "task": str, "description": str, "untrained": bool,
+    "embedding": str,
 }
+#: Dataset sources a `[datasets.NAME]` table can name (workbench.data.sources.SOURCES).
+SOURCES = ("csv", "text", "tensors", "images", "callable", "hf_text")  # hf_text: workbench.hf.data
+#: Dataset keys that hold file paths (a string, or a table of split -> path); relative
+#: paths resolve against the plan file's folder.
+PATH_KEYS = ("path", "split_files")
 TOP_KEYS = {"run", "models", "datasets", "suites", "gates"}
 PROFILES = ("quick", "full")
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,6 +73,8 @@ class ModelSpec:
     train: dict[str, Any] = field(default_factory=dict)
     task: str | None = None
     description: str = ""
+    untrained: bool = False  # evaluate with the initial weights, on purpose (shown in the report)
+    embedding: str | None = None  # token models: the embedding layer's module path, when not found automatically
 
 
 @dataclass
@@ -77,6 +85,7 @@ class Plan:
     suites: dict[str, dict[str, Any]] = field(default_factory=dict)
     gates: dict[str, Any] = field(default_factory=dict)
     source: str = "<plan>"
+    base_dir: str | None = None  # the plan file's folder: user modules import from here
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +95,7 @@ class Plan:
             "suites": copy.deepcopy(self.suites),
             "gates": copy.deepcopy(self.gates),
             "source": self.source,
+            "base_dir": self.base_dir,
         }
 
     def model(self, name: str) -> ModelSpec:
@@ -118,6 +128,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{p}: arrays or tables nested too deeply to read (Python's recursion limit); "
+                          "a plan needs a few levels at most.") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -133,6 +146,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply to read.") from None
     return key.split("."), parsed
 
 
@@ -224,10 +239,16 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
     for dname, dtable in datasets.items():
         if not isinstance(dtable, dict):
             raise ConfigError(f"{source}: [datasets.{dname}] must be a table.")
+        if "source" in dtable and dtable["source"] not in SOURCES:
+            src = dtable["source"]
+            raise ConfigError(
+                f"{source}: [datasets.{dname}] source must be one of {', '.join(SOURCES)}, got {src!r}."
+                f"{did_you_mean(src, SOURCES) if isinstance(src, str) else ''}"
+            )
         if "source" not in dtable and dname not in DATASETS:
             raise ConfigError(
                 f"{source}: [datasets.{dname}] is neither a built-in dataset nor has a `source` "
-                f"(csv, text, tensors, callable).{did_you_mean(dname, DATASETS.names())} "
+                f"({', '.join(SOURCES)}).{did_you_mean(dname, DATASETS.names())} "
                 f"Built-in datasets: {', '.join(DATASETS.names())}."
             )
 
@@ -265,6 +286,14 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
             raise ConfigError(f"{source}: [{where}] " + str(_unknown("model architecture", spec.arch, MODELS.names())))
         if spec.factory and (":" not in spec.factory or spec.factory.startswith(":") or spec.factory.endswith(":")):
             raise ConfigError(f"{source}: [{where}] factory must look like 'package.module:function', got {spec.factory!r}.")
+        if spec.untrained and (spec.checkpoint or spec.train):
+            raise ConfigError(f"{source}: [{where}] {spec.name}: untrained = true contradicts "
+                              f"`{'checkpoint' if spec.checkpoint else 'train'}`; remove one.")
+        if spec.factory and not (spec.checkpoint or spec.train or spec.untrained):
+            raise ConfigError(
+                f"{source}: [{where}] {spec.name}: a factory model needs `checkpoint` (its trained weights) or "
+                "`train` (train it here); to evaluate it with random initial weights on purpose, set untrained = true."
+            )
         if spec.size not in ("tiny", "base"):
             raise ConfigError(f"{source}: [{where}] size must be 'tiny' or 'base', got {spec.size!r}.{did_you_mean(spec.size, ['tiny', 'base'])}")
         if spec.dataset not in datasets and spec.dataset not in DATASETS:
@@ -331,8 +360,45 @@ def _unknown(kind: str, name: Any, choices: list[str]) -> str:
     return str(unknown_name(kind, str(name), choices))
 
 
+def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of a raw plan with relative data paths (`[datasets.*] path`, `split_files`,
+    also as tables of split -> path) and model checkpoints made absolute against `base`.
+    Anything that is not a string is left for `build_plan` to report."""
+    raw = copy.deepcopy(raw)
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
+            return str((base / Path(v).expanduser()).resolve())
+        if isinstance(v, str):
+            return str(Path(v).expanduser())
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return v
+
+    datasets = raw.get("datasets")
+    if isinstance(datasets, dict):
+        for table in datasets.values():
+            if isinstance(table, dict):
+                for key in PATH_KEYS:
+                    if key in table:
+                        table[key] = fix(table[key])
+    models = raw.get("models")
+    if isinstance(models, list):
+        for m in models:
+            if isinstance(m, dict) and isinstance(m.get("checkpoint"), str):
+                m["checkpoint"] = fix(m["checkpoint"])
+    return raw
+
+
 def load_plan(path: str | Path, overrides: list[str] | None = None) -> Plan:
-    """Read, override and validate a plan file."""
+    """Read, override and validate a plan file. Relative data paths and checkpoints in the
+    file resolve against the file's folder; those given with --set against the current
+    directory. `run.out`, `run.store` and `run.cache` stay relative to the current directory."""
     raw = read_toml(path)
+    base = Path(path).resolve().parent
+    raw = resolve_paths(raw, base)
     raw = apply_overrides(raw, overrides or [])
-    return build_plan(raw, source=str(path))
+    raw = resolve_paths(raw, Path.cwd())  # paths that came from --set
+    plan = build_plan(raw, source=str(path))
+    plan.base_dir = str(base)
+    return plan

@@ -78,3 +78,23 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
         hint = did_you_mean(value, choices) if isinstance(value, str) else ""
         raise ConfigError(f"Expected `{name}` to be one of {choices}, got {value!r}.{hint}")
     return value
+
+
+class UserCodeError(WorkbenchError, ValueError):
+    """User code (a model factory, a dataset function, a forward pass) raised, exited or
+    was interrupted from inside. `details` holds the traceback text for the run's log file."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class ProblemsError(ConfigError):
+    """Several independent problems found at once (every model and dataset of a plan is
+    checked before reporting). The message's first line counts them; one indented line each."""
+
+    def __init__(self, problems: list[str], what: str = "problem") -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = self.problems[0] if n == 1 else f"{n} {what}s:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(head)

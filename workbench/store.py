@@ -2,8 +2,9 @@
 
 Default location: $WORKBENCH_STORE, else `.workbench/store.sqlite` under the current
 directory. Large arrays live beside the store in each run's directory as files
-referenced by path. A run is `running` until `finish_run` marks it `complete`, so a
-killed run is never shown as complete; results are committed one job at a time so
+referenced by path. A run is `running` until `finish_run` marks it `complete`, `failed`
+or `interrupted` (the last two with a one-line `reason`), so a killed run is never shown
+as complete; results are committed one job at a time so
 `--resume` can skip finished jobs.
 """
 
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     git_sha TEXT,
     gate_status TEXT,
-    provenance TEXT NOT NULL
+    provenance TEXT NOT NULL,
+    reason TEXT                      -- why a run failed or was interrupted (one line)
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
@@ -94,6 +96,9 @@ class Store:
             with self._connect() as con:
                 con.execute("PRAGMA journal_mode=WAL")
                 _retry(lambda: con.executescript(SCHEMA))
+                cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                if "reason" not in cols:  # a store made before runs had a reason
+                    _retry(lambda: con.execute("ALTER TABLE runs ADD COLUMN reason TEXT"))
         except (OSError, sqlite3.DatabaseError) as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise
@@ -133,7 +138,8 @@ class Store:
             con.execute(
                 "INSERT INTO runs (run_id, created_at, plan_name, status, run_dir, seed, device, git_sha, provenance)"
                 " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_id) DO UPDATE SET status='running', finished_at=NULL, provenance=excluded.provenance",
+                " ON CONFLICT(run_id) DO UPDATE SET status='running', finished_at=NULL, reason=NULL,"
+                " provenance=excluded.provenance",
                 (run_id, created_at, (plan.get("run") or {}).get("name"), str(run_dir), provenance.get("seed"),
                  provenance.get("device"), provenance.get("git_sha"), json.dumps(provenance, default=str)),
             )
@@ -157,12 +163,13 @@ class Store:
             con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def finish_run(self, run_id: str, status: str, finished_at: str, provenance: dict[str, Any] | None = None,
-                   gate_status: str | None = None) -> None:
+                   gate_status: str | None = None, reason: str | None = None) -> None:
+        """Mark a run `complete`, `failed` or `interrupted`; `reason` says why it did not complete."""
         with self._tx() as con:
             if provenance is not None:
                 con.execute("UPDATE runs SET provenance=? WHERE run_id=?", (json.dumps(provenance, default=str), run_id))
-            con.execute("UPDATE runs SET status=?, finished_at=?, gate_status=COALESCE(?, gate_status) WHERE run_id=?",
-                        (status, finished_at, gate_status, run_id))
+            con.execute("UPDATE runs SET status=?, finished_at=?, gate_status=COALESCE(?, gate_status), reason=? "
+                        "WHERE run_id=?", (status, finished_at, gate_status, reason, run_id))
 
     def set_gate_status(self, run_id: str, gate_status: str) -> None:
         with self._tx() as con:
@@ -171,7 +178,8 @@ class Store:
     # -- reading ---------------------------------------------------------------
     def runs(self, *, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Runs newest first, without their provenance blob."""
-        q = "SELECT run_id, created_at, finished_at, plan_name, status, run_dir, seed, device, git_sha, gate_status FROM runs"
+        q = ("SELECT run_id, created_at, finished_at, plan_name, status, run_dir, seed, device, git_sha, gate_status, "
+             "reason FROM runs")
         args: list[Any] = []
         if status:
             q += " WHERE status=?"

@@ -2,7 +2,8 @@
 
 All built-in datasets are small, so splits are plain tensors. Shapes by modality:
 - image:   x (N, C, H, W) float in `bounds`, y (N,) long
-- tabular: x (N, F) float (standardised with train statistics), y (N,) long or (N,) float
+- tabular: x (N, F) float (built-ins: standardised with train statistics; user data: as given
+  unless the plan asks for `standardize`), y (N,) long or (N,) float
 - tokens:  x (N, T) long token ids in [0, vocab_size), y (N,) long
 - lm:      x (N, T) long, y (N, T) long = x shifted by one (next-token targets)
 """
@@ -62,6 +63,10 @@ class Dataset:
     source: str = ""
     seed: int = 0
     vocab: tuple[str, ...] | None = None  # token id -> string, for text display
+    # How the data was made, for results.json provenance: "split" (who made the split and
+    # how), "transforms" (every change to the values, in order; empty = as given),
+    # "label_mapping" ({label string: id}), "user_split" (bool).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -99,4 +104,5 @@ class Dataset:
             "vocab_size": self.vocab_size,
             "bounds": list(self.bounds) if self.bounds else None,
             "source": self.source,
+            **({"provenance": self.provenance} if self.provenance else {}),
         }

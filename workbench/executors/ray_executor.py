@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any
 
 from workbench.config import Plan
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.records import RunRecord, SuiteResult
+from workbench.records import SuiteResult
 from workbench.store import Store
 
 RAY_REQUIREMENT = "ray[default]>=2.9"
@@ -142,10 +140,8 @@ def run_plan_ray(
       fault injection for tests of the failure handling; never set it in a real run.
     """
     from workbench.executors import jobs as J
-    from workbench.registry import SUITES
-    from workbench.runner import (Environment, RunOutcome, device_info, git_sha, new_run_id, now_iso,
-                                  plan_to_raw, selected_suites, versions, write_outputs)
-    from workbench.torch_utils import resolve_device
+    from workbench.runner import RunOutcome
+    from workbench.runsetup import complete_run, fail_run, prepare_run
 
     _check_number("shards", shards, minimum=1, integer=True)
     _check_number("num_cpus", num_cpus, minimum=0)
@@ -156,32 +152,12 @@ def run_plan_ray(
     ray = _import_ray()
 
     device_name = device or plan.run.device
-    dev = resolve_device(device_name)
-    store = store or Store(plan.run.store)
-    cache_dir = Path(plan.run.cache or os.environ.get("WORKBENCH_CACHE", ".workbench/cache")).resolve()
-    model_names = [m.name for m in plan.models]
-    if models:
-        for m in models:
-            plan.model(m)
-        model_names = [m for m in model_names if m in models]
-    suite_names = selected_suites(plan, suites)
-    for s in suite_names:  # bad suite parameters fail here, before any task runs
-        SUITES.get(s).from_config(plan.suites.get(s, {}), profile=plan.run.profile)
-
-    run_id = new_run_id(plan.run.name)
-    run_dir = (Path(out or plan.run.out) / run_id).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    created_at = now_iso()
-    raw = plan_to_raw(plan)
-    provenance: dict[str, Any] = {
-        "git_sha": git_sha(), "versions": versions(), "device": str(dev), "device_info": device_info(dev),
-        "seed": plan.run.seed, "plan": raw, "plan_source": plan.source,
-        "suites": suite_names, "models": model_names, "profile": plan.run.profile,
-        "argv": sys.argv[1:], "store": str(store.path),
-    }
-    store.begin_run(run_id, created_at, provenance, run_dir)
-    env = Environment(plan=plan, device=dev, cache_dir=cache_dir, log=log, progress=plan.run.progress)
-    t_run = time.perf_counter()
+    # The run set-up the local executor uses: selection, run row, every model built (and
+    # trained, through the on-disk cache the workers read) and checked before any task.
+    setup = prepare_run(plan, suites=suites, models=models, device=device, out=out, store=store, log=log,
+                        progress=plan.run.progress, executor="ray")
+    store, env, run_id, run_dir = setup.store, setup.env, setup.run_id, setup.run_dir.resolve()
+    model_names, suite_names, cache_dir, raw = setup.model_names, setup.suite_names, env.cache_dir, setup.provenance["plan"]
     started_here = False
     pending: dict[Any, tuple[str, str, int | None]] = {}
     try:
@@ -199,10 +175,6 @@ def run_plan_ray(
             started_here = True
         elif address:
             log(f"  ray: already initialised in this process; using that cluster, not {address!r}")
-        # Train (or load) every model once here, so the workers find them in the cache;
-        # configuration, data and model errors fail the run here, as they do locally.
-        for m in model_names:
-            env.model(m)
         cluster = {k: float(v) for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
         gpus = _gpus_per_task(device_name, num_gpus, cluster)
         log(f"  ray: cluster {cluster}, each task {num_cpus:g} CPU / {gpus:g} GPU, up to {max_retries} retries")
@@ -276,24 +248,22 @@ def run_plan_ray(
                 ray.cancel(ref, force=True)
             except Exception:  # noqa: BLE001 - best effort; the cluster may be gone
                 pass
-        store.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", now_iso())
+        fail_run(setup, exc)
         raise
     finally:
         if started_here:
             ray.shutdown()
 
-    env.timings["total"] = time.perf_counter() - t_run
-    provenance["timings_s"] = {k: round(v, 3) for k, v in env.timings.items()}
-    provenance["executor"] = {
+    executor = {
         "kind": "ray", "address": address, "ray_version": getattr(ray, "__version__", None),
         "cluster_resources": cluster, "task_resources": {"num_cpus": num_cpus, "num_gpus": gpus},
         "max_retries": max_retries, "shards": {f"{m}/{s}": [[sl.start, sl.stop] for sl in v]
                                                for (m, s), v in shard_plan.items()},
         "tasks": where, "driver_pid": os.getpid(),
     }
-    ordered = [results[j] for j in jobs if j in results]
-    record = RunRecord(run_id=run_id, created_at=created_at, provenance=provenance, results=tuple(ordered))
-    reports, gate = write_outputs(record, run_dir, plan.gates, log=log)
-    gate_status = None if gate is None else getattr(gate, "status", None)
-    store.finish_run(run_id, "complete", now_iso(), provenance=provenance, gate_status=gate_status)
+    try:
+        record, reports, gate = complete_run(setup, results, extra_provenance={"executor": executor}, log=log)
+    except BaseException as exc:
+        fail_run(setup, exc)
+        raise
     return RunOutcome(run=record, run_dir=run_dir, reports=reports, gate=gate)
