@@ -130,6 +130,7 @@ for _name, _path in {
     "lstm": "workbench.models.lstm:build",
     "transformer": "workbench.models.transformer:build",
     "gpt": "workbench.models.gpt:build",
+    "hf": "workbench.hf.model:build",  # a Hugging Face directory (optional `hf` extra)
 }.items():
     MODELS.register(_name, _path)
 
