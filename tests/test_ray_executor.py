@@ -85,7 +85,7 @@ def _plan_raw(root: Path, suites=("metrics", "robustness")) -> dict:
         "suites": {
             "metrics": {"n_boot": 100},
             "robustness": {"n_samples": 24, "eps": [0.1], "attacks": ["fgsm", "pgd"], "pgd_steps": 3,
-                           "masking_checks": False, "drift": False, "n_examples": 2},
+                           "masking_checks": False, "n_examples": 2},
         },
     }
 
@@ -108,8 +108,8 @@ def local_run(tmp_path_factory):
 
 
 def test_job_functions_in_process_equal_local_executor(local_run, tmp_path):
-    """run_job / run_metrics_shard + combine_metrics_shards, called directly: the same
-    results as the local executor, with uneven shards."""
+    """run_job / run_shard + combine_shards (the suites' sharding hooks), called directly:
+    the same results as the local executor, with uneven shards."""
     root, plan, out = local_run
     local = {(r.model, r.suite): r for r in out.run.results}
     spec = J.JobSpec(plan=plan_to_raw(plan), plan_source=plan.source, run_id="r", device="cpu",
@@ -121,18 +121,20 @@ def test_job_functions_in_process_equal_local_executor(local_run, tmp_path):
     assert set(got["files"]) == set(res.artifacts.values())
 
     env = Environment(plan=plan, device=torch.device("cpu"), cache_dir=root / "cache", log=QUIET)
-    slices = J.plan_metrics_shards(env, "wine_mlp", 3)
+    assert J.plan_shards(env, "wine_mlp", "robustness", 3) is None  # a suite that does not shard
+    assert J.plan_shards(env, "wine_mlp", "metrics", 1) is None
+    slices = J.plan_shards(env, "wine_mlp", "metrics", 3)
     n_test = len(env.dataset("wine").test)
     assert len(slices) == 3 and slices[-1].stop == n_test and n_test % 3 != 0  # uneven shards
-    shards = [J.run_metrics_shard(spec, "wine_mlp", s.start, s.stop, i) for i, s in enumerate(slices)]
-    combined = J.combine_metrics_shards(env, "wine_mlp", shards[::-1], "r", tmp_path)  # any arrival order
+    shards = [J.run_shard(spec, "wine_mlp", "metrics", s.start, s.stop, i) for i, s in enumerate(slices)]
+    combined = J.combine_shards(env, "wine_mlp", "metrics", shards[::-1], "r", tmp_path)  # any arrival order
     assert _comparable(combined) == _comparable(local[("wine_mlp", "metrics")])
-    assert sum(int(np.trace(s["confusion"])) for s in shards) == round(
+    assert sum(int(np.trace(s["part"]["confusion"])) for s in shards) == round(
         combined.metric("accuracy").value * combined.metric("accuracy").n)
     with pytest.raises(WorkbenchError, match=r"cover \[0, \d+\), expected \[0, 35\)"):
-        J.combine_metrics_shards(env, "wine_mlp", shards[:2], "r", tmp_path)  # a shard missing
+        J.combine_shards(env, "wine_mlp", "metrics", shards[:2], "r", tmp_path)  # a shard missing
     with pytest.raises(WorkbenchError, match="do not tile"):
-        J.combine_metrics_shards(env, "wine_mlp", [shards[0], *shards], "r", tmp_path)  # a shard twice
+        J.combine_shards(env, "wine_mlp", "metrics", [shards[0], *shards], "r", tmp_path)  # a shard twice
 
 
 def test_missing_ray_is_a_config_error_with_the_install_hint(local_run, monkeypatch):

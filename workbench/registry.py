@@ -29,6 +29,7 @@ class Registry(Generic[T]):
         self._lazy: dict[str, str] = {}
         self._loaded: dict[str, T] = {}
         self._entry_points_scanned = False
+        self._from_entry_points: set[str] = set()
 
     def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T:
         """Register `obj` (or a "module:attr" path) under `name`; usable as a decorator.
@@ -79,6 +80,17 @@ class Registry(Generic[T]):
                     f"and {value!r} (entry point from {dist}). Rename one of them."
                 )
             self._lazy[name] = value
+            self._from_entry_points.add(name)
+
+    def refresh(self) -> None:
+        """Forget what the entry points gave and scan them again on next use: for a process
+        whose installed distributions changed (a plug-in installed or removed meanwhile).
+        Names registered through the API stay."""
+        for name in self._from_entry_points:
+            self._lazy.pop(name, None)
+            self._loaded.pop(name, None)
+        self._from_entry_points = set()
+        self._entry_points_scanned = False
 
     def names(self) -> list[str]:
         self._scan_entry_points()

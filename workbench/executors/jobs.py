@@ -17,12 +17,12 @@ directory and returns the files it wrote (artifacts, logs) with its result; the 
 writes them under the run directory. So the driver is the only writer of the run
 directory and the store, and no shared filesystem is needed between nodes.
 
-Sharding (`run_metrics_shard` + `combine_metrics_shards`): the metrics suite on a
-classification task can be split into contiguous row ranges of the evaluated split.
-Each shard returns exact counts (its confusion matrix) and its logits; the driver sums
-the confusion matrices (accuracy = sum of correct / sum of n, never an average of shard
-accuracies) and checks that the suite's report over the concatenated predictions (which
-the bootstrap CIs need, in the original row order) agrees with those counts exactly.
+Sharding goes through the suite's own hooks (`Suite.shards`, `run_shard`, `combine`; see
+`workbench.suite`), so this module names no suite: `plan_shards` asks the suite for its
+example ranges, `run_shard` computes one range in a worker (returning plain data, never
+model state) and `combine_shards` rebuilds in the driver the result the unsharded job
+gives, with its artifacts written under the run directory. The exact-count helpers below
+(`ClassCounts`) are what a classification suite sums across shards.
 """
 
 from __future__ import annotations
@@ -43,38 +43,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.errors import ConfigError, DataError, WorkbenchError
+from workbench.suite import shard_slices  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
-    import torch
-
+    from workbench.data.base import Dataset
     from workbench.records import SuiteResult
     from workbench.runner import Environment
-
-#: Suites whose jobs `ray_executor` can split into data shards (and on which task).
-SHARDABLE: dict[str, frozenset[str]] = {"metrics": frozenset({"classification"})}
+    from workbench.suite import ModelHandle, RunContext, Suite
 
 #: Fault injection for tests of the executor's failure handling (see `JobSpec.faults`).
 FAULT_KINDS = ("raise", "crash", "crash_once")
 
 
 # ----------------------------------------------------------------- exact counts
-
-
-def shard_slices(n: int, n_shards: int) -> list[slice]:
-    """Contiguous row ranges covering [0, n) exactly once, sizes differing by at most one
-    (no padding, no repeats; empty ranges when n < n_shards are dropped)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ConfigError(f"Expected `n` to be an int >= 0, got {n!r}.")
-    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
-        raise ConfigError(f"Expected `n_shards` to be an int >= 1, got {n_shards!r}.")
-    base, extra = divmod(n, n_shards)
-    out, start = [], 0
-    for i in range(n_shards):
-        stop = start + base + (1 if i < extra else 0)
-        if stop > start:
-            out.append(slice(start, stop))
-        start = stop
-    return out
 
 
 @dataclass(frozen=True)
@@ -255,139 +236,89 @@ def run_job(spec: JobSpec, model: str, suite: str) -> dict[str, Any]:
     return {"result": res.to_dict(), "files": files, "where": _where(), "seconds": time.perf_counter() - t0}
 
 
-def _metrics_suite(plan: Any) -> Any:
+def job_context(env: "Environment", model: str, suite_name: str, run_id: str, run_dir: Path
+                ) -> tuple["Suite", "ModelHandle", "Dataset", "RunContext"]:
+    """The suite, model, data and context of one (model, suite) job, built as the local
+    executor builds them (same parameters, same per-job seed), for its shards."""
     from workbench.registry import SUITES
-
-    return SUITES.get("metrics").from_config(plan.suites.get("metrics", {}), profile=plan.run.profile)
-
-
-def _evaluated_rows(plan: Any, suite: Any, data: Any) -> int:
-    """Rows the metrics suite evaluates: min(split size, run max_samples, max_examples),
-    as `RunContext.limit` computes it."""
-    n = len(data.split(suite.params.split))
-    for cap in (plan.run.max_samples, suite.params.max_examples):
-        if cap is not None:
-            n = min(n, int(cap))
-    return n
-
-
-def plan_metrics_shards(env: "Environment", model: str, n_shards: int) -> list[slice] | None:
-    """The row ranges to shard the metrics job of `model` into, or None when the job does
-    not shard (not a classification task, suite not applicable, fewer than 2 shards)."""
-    if n_shards < 2:
-        return None
-    suite = _metrics_suite(env.plan)
-    handle = env.model(model)
-    data = env.dataset(env.plan.model(model).dataset)
-    if data.task not in SHARDABLE["metrics"] or suite.applicable(handle, data):
-        return None
-    slices = shard_slices(_evaluated_rows(env.plan, suite, data), n_shards)
-    return slices if len(slices) > 1 else None
-
-
-def run_metrics_shard(spec: JobSpec, model: str, start: int, stop: int, index: int) -> dict[str, Any]:
-    """Logits and exact counts of the metrics suite's classification on rows
-    [start, stop) of the evaluated split, computed the way the suite computes them.
-
-    Returns {"start", "stop", "logits": (n, K) float32, "confusion": (K, K) int64,
-    "where", "seconds"}.
-    """
-    from workbench.suite import RunContext
-    from workbench.torch_utils import ModuleState, derive_seed
-
-    t0 = time.perf_counter()
-    _maybe_fail(spec, model, "metrics", index)
-    env = worker_environment(spec)
-    plan = env.plan
-    suite = _metrics_suite(plan)
-    handle = env.model(model)
-    data = env.dataset(plan.model(model).dataset)
-    split = data.split(suite.params.split)
-    n = _evaluated_rows(plan, suite, data)
-    if not 0 <= start < stop <= n:
-        raise DataError(f"Expected a shard inside [0, {n}), got [{start}, {stop}).")
-    part = split.subset(slice(start, stop))
-    seed = derive_seed(plan.run.seed, model, "metrics")
-    ctx = RunContext(run_id=spec.run_id, run_dir=Path(tempfile.gettempdir()), seed=seed, device=env.device,
-                     suite="metrics", model_name=model, dataset_name=data.name, max_samples=plan.run.max_samples,
-                     batch_size=plan.run.batch_size, profile=plan.run.profile, log=env.log)
-    before = ModuleState.capture(handle.module)
-    logits = suite._outputs(handle.module, part.x, ctx)  # the suite's own forward pass
-    changes = before.diff(handle.module)
-    if changes:
-        before.restore(handle.module)
-        raise WorkbenchError("metrics shard changed the model (restored): " + "; ".join(changes[:5]))
-    k = int(data.num_classes)
-    if logits.ndim != 2 or logits.shape[1] != k:
-        raise DataError(f"Expected logits of shape ({stop - start}, {k}), got {tuple(logits.shape)}.")
-    counts = class_counts(logits.argmax(dim=1), part.y.long(), k)
-    return {"start": start, "stop": stop, "logits": logits.float().numpy(), "confusion": counts.confusion,
-            "where": _where(), "seconds": time.perf_counter() - t0}
-
-
-def _replay_metrics_class() -> type:
-    """A MetricsSuite whose forward pass returns logits computed elsewhere (the shards'),
-    so the records are built by the suite's own code."""
-    from workbench.suites.metrics.suite import MetricsSuite
-
-    class ShardedMetricsSuite(MetricsSuite):
-        def __init__(self, params: Any, logits: "torch.Tensor") -> None:
-            super().__init__(params)
-            self._logits = logits
-
-        def _outputs(self, module: Any, x: "torch.Tensor", ctx: Any) -> "torch.Tensor":
-            if x.shape[0] != self._logits.shape[0]:
-                raise DataError(f"Shards cover {self._logits.shape[0]} rows, the suite evaluates {x.shape[0]}.")
-            return self._logits
-
-    return ShardedMetricsSuite
-
-
-def combine_metrics_shards(env: "Environment", model: str, shards: list[dict[str, Any]], run_id: str,
-                           run_dir: Path) -> "SuiteResult":
-    """The metrics result of `model` from its shards (see module docstring), with the
-    suite's artifacts written under `run_dir`. Raises WorkbenchError when the shards do
-    not tile the evaluated rows exactly or when the suite's report disagrees with the
-    summed counts."""
-    import torch
-
     from workbench.suite import RunContext
     from workbench.torch_utils import derive_seed
 
-    t0 = time.perf_counter()
     plan = env.plan
-    base = _metrics_suite(plan)
+    suite = SUITES.get(suite_name).from_config(plan.suites.get(suite_name, {}), profile=plan.run.profile)
     handle = env.model(model)
     data = env.dataset(plan.model(model).dataset)
-    n = _evaluated_rows(plan, base, data)
+    ctx = RunContext(run_id=run_id, run_dir=run_dir, seed=derive_seed(plan.run.seed, model, suite_name),
+                     device=env.device, suite=suite_name, model_name=model, dataset_name=data.name,
+                     max_samples=plan.run.max_samples, batch_size=plan.run.batch_size, profile=plan.run.profile,
+                     log=env.log)
+    return suite, handle, data, ctx
+
+
+def plan_shards(env: "Environment", model: str, suite_name: str, n_shards: int) -> list[slice] | None:
+    """The example ranges the (model, suite) job splits into, from the suite's `shards`
+    hook, or None when it does not shard (fewer than 2 shards asked or given, suite not
+    applicable, or a suite that does not shard)."""
+    from workbench.suite import check_tiling
+
+    if n_shards < 2:
+        return None
+    suite, handle, data, ctx = job_context(env, model, suite_name, "plan", Path(tempfile.gettempdir()))
+    if suite.applicable(handle, data):
+        return None
+    slices = suite.shards(handle, data, ctx, n_shards)
+    if not slices or len(slices) < 2:
+        return None
+    check_tiling([(s, None) for s in slices], slices[-1].stop, f"{model}/{suite_name}")
+    return list(slices)
+
+
+def run_shard(spec: JobSpec, model: str, suite_name: str, start: int, stop: int, index: int) -> dict[str, Any]:
+    """One shard of a (model, suite) job, rows [start, stop), through the suite's
+    `run_shard` hook with the job's own seed. Returns {"start", "stop", "part" (the
+    suite's plain data), "where", "seconds"}. Anything the suite writes goes to a
+    temporary directory that is removed."""
+    from workbench.torch_utils import ModuleState, seed_everything
+
+    t0 = time.perf_counter()
+    _maybe_fail(spec, model, suite_name, index)
+    env = worker_environment(spec)
+    tmp = Path(tempfile.mkdtemp(prefix="wb-shard-"))
+    try:
+        suite, handle, data, ctx = job_context(env, model, suite_name, spec.run_id, tmp)
+        before = ModuleState.capture(handle.module)
+        seed_everything(ctx.seed)
+        part = suite.run_shard(handle, data, ctx, slice(start, stop))
+        changes = before.diff(handle.module)
+        if changes:
+            before.restore(handle.module)
+            raise WorkbenchError(f"{suite_name} shard changed the model (restored): " + "; ".join(changes[:5]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"start": start, "stop": stop, "part": part, "where": _where(), "seconds": time.perf_counter() - t0}
+
+
+def combine_shards(env: "Environment", model: str, suite_name: str, shards: list[dict[str, Any]], run_id: str,
+                   run_dir: Path) -> "SuiteResult":
+    """The (model, suite) result from its shards (any arrival order) through the suite's
+    `combine` hook, with its artifacts written under `run_dir`. Raises WorkbenchError when
+    the shards do not tile the job's examples or the suite finds them inconsistent."""
+    from workbench.suite import check_tiling
+    from workbench.torch_utils import ModuleState, seed_everything
+
+    t0 = time.perf_counter()
+    suite, handle, data, ctx = job_context(env, model, suite_name, run_id, run_dir)
+    expected = suite.shards(handle, data, ctx, len(shards)) or []
     shards = sorted(shards, key=lambda s: s["start"])
-    edges = [(s["start"], s["stop"]) for s in shards]
-    expected_start = 0
-    for lo, hi in edges:
-        if lo != expected_start or hi <= lo:
-            raise WorkbenchError(f"Shards of {model}/metrics do not tile [0, {n}): {edges}.")
-        expected_start = hi
-    if expected_start != n:
-        raise WorkbenchError(f"Shards of {model}/metrics cover [0, {expected_start}), expected [0, {n}).")
-    counts = combine_counts([ClassCounts(s["confusion"]) for s in shards])
-    logits = torch.from_numpy(np.concatenate([s["logits"] for s in shards]))
-    seed = derive_seed(plan.run.seed, model, "metrics")
-    ctx = RunContext(run_id=run_id, run_dir=run_dir, seed=seed, device=env.device, suite="metrics",
-                     model_name=model, dataset_name=data.name, max_samples=plan.run.max_samples,
-                     batch_size=plan.run.batch_size, profile=plan.run.profile, log=env.log)
-    suite = _replay_metrics_class()(base.params, logits)
-    res = suite.run(handle, data, ctx)
-    if res.status == "ok":
-        split_tag = base.params.split
-        acc = res.metric("accuracy", split=split_tag)
-        if acc.n != counts.n or acc.value != counts.correct / counts.n:
-            raise WorkbenchError(
-                f"{model}/metrics: the combined report (accuracy {acc.value}, n {acc.n}) disagrees with the summed "
-                f"shard counts ({counts.correct}/{counts.n})."
-            )
-        y = data.split(split_tag).y[:n].long()
-        if not np.array_equal(class_counts(logits.argmax(dim=1), y, counts.confusion.shape[0]).confusion,
-                              counts.confusion):
-            raise WorkbenchError(f"{model}/metrics: shard confusion matrices do not sum to the whole-set matrix.")
+    parts = [(slice(int(s["start"]), int(s["stop"])), s["part"]) for s in shards]
+    n = expected[-1].stop if expected else (parts[-1][0].stop if parts else 0)
+    check_tiling(parts, n, f"{model}/{suite_name}")
+    before = ModuleState.capture(handle.module)
+    seed_everything(ctx.seed)
+    res = suite.combine(handle, data, ctx, parts)
+    changes = before.diff(handle.module)
+    if changes:
+        before.restore(handle.module)
+        raise WorkbenchError(f"{suite_name} combine changed the model (restored): " + "; ".join(changes[:5]))
     compute = sum(float(s.get("seconds", 0.0)) for s in shards)
     return dataclasses.replace(res, duration_s=compute + time.perf_counter() - t0)

@@ -1,8 +1,9 @@
 """Run a plan's jobs as Ray tasks: `workbench run PLAN --executor ray [--address ...]`.
 
-The plan becomes independent jobs, one per (model, suite), and with `shards > 1` the
-metrics suite's classification job becomes one task per contiguous row range of the
-evaluated split (combined from exact counts, see `workbench.executors.jobs`). Each task
+The plan becomes independent jobs, one per (model, suite), and with `shards > 1` the job
+of every suite that shards (its `Suite.shards` hook: e.g. the metrics suite on
+classification) becomes one task per contiguous example range, combined exactly in the
+driver by the suite's `combine` (see `workbench.executors.jobs`). Each task
 declares its CPU/GPU needs (`num_cpus`, `num_gpus`) so Ray places it.
 
 What matches the local executor (`workbench.runner.run_plan`) and why:
@@ -131,12 +132,12 @@ def run_plan_ray(
 
     address: a Ray cluster ("auto", "HOST:PORT", "ray://HOST:10001"); None starts a local
       cluster unless Ray is already initialised in this process (then that one is used).
-    shards: row ranges per sharded job (metrics on classification; 1 = no sharding).
+    shards: example ranges per job for suites that shard (`Suite.shards`; 1 = no sharding).
     num_cpus / num_gpus: resources each task declares (num_gpus None: 1 when the device
       is cuda, or auto with GPUs in the cluster; else 0).
     max_retries: Ray retries of a task whose worker died (system failures only).
     init_kwargs: extra `ray.init` arguments when this call starts Ray.
-    _faults: {"MODEL/SUITE" or "MODEL/metrics#SHARD": "raise" | "crash" | "crash_once"},
+    _faults: {"MODEL/SUITE" or "MODEL/SUITE#SHARD": "raise" | "crash" | "crash_once"},
       fault injection for tests of the failure handling; never set it in a real run.
     """
     from workbench.executors import jobs as J
@@ -183,16 +184,17 @@ def run_plan_ray(
         spec_ref = ray.put(spec)
         task_opts = {"num_cpus": num_cpus, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
         job_task = ray.remote(J.run_job)
-        shard_task = ray.remote(J.run_metrics_shard)
+        shard_task = ray.remote(J.run_shard)
 
         jobs = [(m, s) for m in model_names for s in suite_names]
         shard_plan: dict[tuple[str, str], list[slice]] = {}
         for m, s in jobs:
-            slices = J.plan_metrics_shards(env, m, shards) if s == "metrics" else None
+            slices = J.plan_shards(env, m, s, shards)  # the suite's own sharding hook
             if slices:
                 shard_plan[(m, s)] = slices
                 for i, sl in enumerate(slices):
-                    ref = shard_task.options(name=f"{m}/{s}#{i}", **task_opts).remote(spec_ref, m, sl.start, sl.stop, i)
+                    ref = shard_task.options(name=f"{m}/{s}#{i}", **task_opts).remote(spec_ref, m, s, sl.start, sl.stop,
+                                                                                     i)
                     pending[ref] = (m, s, i)
             else:
                 pending[job_task.options(name=f"{m}/{s}", **task_opts).remote(spec_ref, m, s)] = (m, s, None)
@@ -232,7 +234,7 @@ def run_plan_ray(
                     if len(shard_out[(m, s)]) < len(shard_plan[(m, s)]):
                         continue
                     try:
-                        res = J.combine_metrics_shards(env, m, shard_out[(m, s)], run_id, run_dir)
+                        res = J.combine_shards(env, m, s, shard_out[(m, s)], run_id, run_dir)
                     except WorkbenchError as exc:
                         res = _error_result(m, s, env.dataset(dataset).name, f"combining shards failed: {exc}")
             results[(m, s)] = res

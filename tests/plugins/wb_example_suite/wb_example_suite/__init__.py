@@ -1,0 +1,1 @@
+"""Example workbench plug-in (see suite.py)."""
