@@ -1,5 +1,5 @@
 """Plotly figures of the robustness suite, drawn only from a result's saved artifacts
-(`robustness_summary.json`, `adversarial_examples.npz`, `corruptions.json`, `drift.json`,
+(`robustness_summary.json`, `adversarial_examples.npz`, `token_substitutions.npz`,
 `masking_flags.json`); shared by the HTML report and the dashboard through
 `RobustnessSuite.figures`. Missing artifacts simply give fewer figures.
 """
@@ -45,45 +45,6 @@ def accuracy_vs_eps_figure(summary: dict[str, Any]) -> Any:
     space = " (embedding space, eps relative)" if any(v.get("space") == "embedding" for v in variants.values()) else ""
     fig.update_layout(title=f"Robust accuracy vs eps ({summary.get('norm', '')}){space}",
                       xaxis_title="eps", yaxis_title="accuracy under attack", yaxis_range=[0, 1.02])
-    return fig
-
-
-def corruption_figure(rows: list[dict[str, Any]]) -> Any:
-    """Accuracy against severity per corruption (severity 0 = clean test)."""
-    import plotly.graph_objects as go
-
-    clean = next((r for r in rows if r["corruption"] == "none"), None)
-    fig = go.Figure()
-    for name in dict.fromkeys(r["corruption"] for r in rows if r["corruption"] != "none"):
-        pts = sorted((r for r in rows if r["corruption"] == name), key=lambda r: r["severity"])
-        if clean is not None:
-            pts = [clean, *pts]
-        fig.add_trace(go.Scatter(
-            x=[r["severity"] for r in pts], y=[r["accuracy"] for r in pts], mode="lines+markers", name=name,
-            hovertext=[f"gap {r['generalization_gap']:.3f} nats, n={r['n']}" for r in pts],
-        ))
-    fig.update_layout(title="Accuracy under corruption (severity 0 = clean)", xaxis_title="severity",
-                      yaxis_title="accuracy", yaxis_range=[0, 1.02])
-    return fig
-
-
-def drift_table_figure(rows: list[dict[str, Any]]) -> Any:
-    """One row per shifted set: permutation p, max KS vs its calibrated threshold, max PSI,
-    BH-significant features and the verdict."""
-    import plotly.graph_objects as go
-
-    cols = {
-        "shift": [r["shift"] for r in rows],
-        "severity": [r["severity"] for r in rows],
-        "perm. p": [f"{r['permutation_pvalue']:.3g}" for r in rows],
-        "max KS": [f"{r['max_ks']:.3f}" for r in rows],
-        "KS threshold (at n)": [f"{r['threshold']:.3f}" for r in rows],
-        "max PSI (bias-corrected)": [f"{r['max_psi']:.3f} ({r.get('max_psi_corrected', float('nan')):.3f})" for r in rows],
-        "features drifted (BH)": [f"{r['n_significant_features']}/{len(r['ks_statistic'])}" for r in rows],
-        "drift": ["yes" if r["drift"] else ("stat. only" if r["statistically_significant"] else "no") for r in rows],
-    }
-    fig = go.Figure(go.Table(header={"values": list(cols)}, cells={"values": list(cols.values())}))
-    fig.update_layout(title="Input drift vs training inputs (KS + BH, PSI, permutation-calibrated verdict)")
     return fig
 
 
@@ -148,6 +109,27 @@ def gallery_figure(ex: dict[str, np.ndarray], class_names: list[str]) -> Any:
     return fig
 
 
+def token_substitution_figure(ex: dict[str, np.ndarray], class_names: list[str]) -> Any:
+    """Token substitutions in place: one row per sequence, one cell per position showing the
+    token (clean -> substituted where the search changed it), changed cells highlighted; the
+    row title gives the label, the predictions before and after and the substitutions used."""
+    import plotly.graph_objects as go
+
+    name = lambda i: class_names[int(i)] if 0 <= int(i) < len(class_names) else str(int(i))  # noqa: E731
+    tok = ex.get("token_text", ex["tokens"]).astype(str)
+    sub = ex.get("substituted_text", ex["substituted"]).astype(str)
+    changed = ex["changed"].astype(bool)
+    text = np.where(changed, np.char.add(np.char.add(tok, " → "), sub), tok)
+    rows = [f"#{i} y={name(ex['label'][i])}: {name(ex['pred_clean'][i])} → {name(ex['pred_substituted'][i])} "
+            f"({int(changed[i].sum())} subst.)" for i in range(len(tok))]
+    fig = go.Figure(go.Heatmap(z=changed.astype(float), text=text, texttemplate="%{text}", y=rows, zmin=0, zmax=1,
+                               colorscale=[[0, "#f7f7f7"], [1, "#f4a582"]], showscale=False))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(title="Token substitutions (HotFlip search, checked by a real forward): changed tokens highlighted",
+                      xaxis_title="position", height=120 + 40 * len(rows))
+    return fig
+
+
 def robustness_figures(result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
     """All figures available for one robustness result (its `to_dict()` form)."""
     out: list[tuple[str, Any]] = []
@@ -160,10 +142,7 @@ def robustness_figures(result: dict[str, Any], run_dir: Path) -> list[tuple[str,
     ex = _npz(result, run_dir, "adversarial_examples")
     if ex is not None and len(ex.get("label", [])):
         out.append(("Adversarial examples", gallery_figure(ex, (summary or {}).get("class_names") or [])))
-    rows = _json(result, run_dir, "corruptions")
-    if rows:
-        out.append(("Accuracy under corruption", corruption_figure(rows)))
-    drift = _json(result, run_dir, "drift")
-    if drift:
-        out.append(("Input drift", drift_table_figure(drift)))
+    subs = _npz(result, run_dir, "token_substitutions")
+    if subs is not None and len(subs.get("tokens", [])):
+        out.append(("Token substitutions", token_substitution_figure(subs, (summary or {}).get("class_names") or [])))
     return out

@@ -156,31 +156,32 @@ def gradient_masking_checks(
     else:
         big_eps = 100.0 * eps
     common = dict(norm=norm, bounds=bounds, batch_size=batch_size)
-    runners: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-        "fgsm": lambda xs, ys: A.fgsm(model, xs, ys, eps=eps, **common),
-        "pgd": lambda xs, ys: A.pgd(model, xs, ys, eps=eps, steps=pgd_steps, restarts=pgd_restarts,
-                                    generator=gen, **common),
-        "apgd_ce": lambda xs, ys: A.apgd(model, xs, ys, eps=eps, steps=apgd_steps, generator=gen, **common),
-        "apgd_t": lambda xs, ys: A.apgd_targeted(model, xs, ys, eps=eps, steps=apgd_steps, n_targets=apgd_targets,
-                                                 generator=gen, **common),
-        "pgd_more_iterations": lambda xs, ys: A.pgd(model, xs, ys, eps=eps, steps=2 * pgd_steps,
-                                                    restarts=pgd_restarts + (pgd_restarts > 1), generator=gen,
-                                                    **common),
-        "pgd_unbounded": lambda xs, ys: A.pgd(model, xs, ys, eps=big_eps, steps=max(pgd_steps, 10),
-                                              random_start=False, generator=gen, **common),
-        "random_search": lambda xs, ys: A.random_search(model, xs, ys, eps=eps, queries=queries, generator=gen,
-                                                        **common),
-        "random_noise": lambda xs, ys: A.random_noise(xs, eps=eps, norm=norm, bounds=bounds, generator=gen),
+    # each runner gets the model restricted to the rows it attacks (token models bound to their ids)
+    runners: dict[str, Callable[[A.Model, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "fgsm": lambda m, xs, ys: A.fgsm(m, xs, ys, eps=eps, **common),
+        "pgd": lambda m, xs, ys: A.pgd(m, xs, ys, eps=eps, steps=pgd_steps, restarts=pgd_restarts,
+                                       generator=gen, **common),
+        "apgd_ce": lambda m, xs, ys: A.apgd(m, xs, ys, eps=eps, steps=apgd_steps, generator=gen, **common),
+        "apgd_t": lambda m, xs, ys: A.apgd_targeted(m, xs, ys, eps=eps, steps=apgd_steps, n_targets=apgd_targets,
+                                                    generator=gen, **common),
+        "pgd_more_iterations": lambda m, xs, ys: A.pgd(m, xs, ys, eps=eps, steps=2 * pgd_steps,
+                                                       restarts=pgd_restarts + (pgd_restarts > 1), generator=gen,
+                                                       **common),
+        "pgd_unbounded": lambda m, xs, ys: A.pgd(m, xs, ys, eps=big_eps, steps=max(pgd_steps, 10),
+                                                 random_start=False, generator=gen, **common),
+        "random_search": lambda m, xs, ys: A.random_search(m, xs, ys, eps=eps, queries=queries, generator=gen,
+                                                           **common),
+        "random_noise": lambda m, xs, ys: A.random_noise(xs, eps=eps, norm=norm, bounds=bounds, generator=gen),
     }
     if transfer_model is not None:
-        runners["transfer"] = lambda xs, ys: A.pgd(transfer_model, xs, ys, eps=eps, steps=pgd_steps,
-                                                   restarts=pgd_restarts, generator=gen, **common)
+        runners["transfer"] = lambda m, xs, ys: A.pgd(transfer_model, xs, ys, eps=eps, steps=pgd_steps,
+                                                      restarts=pgd_restarts, generator=gen, **common)
 
-    def correct_of(xa: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        return (A.predict_logits(model, xa, batch_size=batch_size).argmax(1) == ys).cpu()
+    def correct_of(m: A.Model, xa: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return (A.predict_logits(m, xa, batch_size=batch_size).argmax(1) == ys).cpu()
 
     correct: dict[str, torch.Tensor] = {}
-    correct["clean"] = known["clean"].cpu().bool() if "clean" in known else correct_of(x, y)
+    correct["clean"] = known["clean"].cpu().bool() if "clean" in known else correct_of(model, x, y)
     # only correctly classified points can be flipped: attack those, count the rest as wrong
     idx = correct["clean"].nonzero().squeeze(1).to(x.device)
     for name, run in runners.items():
@@ -189,7 +190,8 @@ def gradient_masking_checks(
             continue
         c = torch.zeros(n, dtype=torch.bool)
         if idx.numel():
-            c[idx.cpu()] = correct_of(run(x[idx], y[idx]), y[idx])
+            m = A.restrict(model, idx)
+            c[idx.cpu()] = correct_of(m, run(m, x[idx], y[idx]), y[idx])
         correct[name] = c
     acc = {k: _acc(v) for k, v in correct.items()}
     white = ("fgsm", "pgd", "apgd_ce", "apgd_t", "pgd_more_iterations")

@@ -139,6 +139,46 @@ class TinyTokenClassifier(nn.Module):
         return self.forward_from_embeddings(self.embed(idx))
 
 
+class GRUTokenClassifier(nn.Module):
+    """A user-style token model with no special methods: nn.Embedding -> Conv1d -> GRU ->
+    linear on the last hidden state. (B, T) long -> (B, K). Its only embedding layer is
+    found by `workbench.embedding.find_embedding_layer`."""
+
+    output_kind = "logits"
+
+    def __init__(self, vocab: int = 12, dim: int = 16, hidden: int = 24, classes: int = 3) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.conv = nn.Conv1d(dim, dim, 3, padding=1)
+        self.gru = nn.GRU(dim, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, classes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(self.emb(idx).transpose(1, 2))).transpose(1, 2)  # (B, T, C)
+        _, last = self.gru(h)  # (1, B, H)
+        return self.out(last[0])  # (B, K)
+
+
+class TwoEmbeddingClassifier(nn.Module):
+    """Two embedding tables both fed the token ids, concatenated (as word + feature tables
+    often are), and a position table: which table to attack is ambiguous, so the plan must
+    name it."""
+
+    output_kind = "logits"
+
+    def __init__(self, vocab: int = 12, dim: int = 16, classes: int = 3) -> None:
+        super().__init__()
+        self.words = nn.Embedding(vocab, dim)
+        self.features = nn.Embedding(vocab, 4)
+        self.pos = nn.Embedding(64, dim + 4)  # fed positions, not ids
+        self.head = nn.Linear(dim + 4, classes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(idx.shape[1], device=idx.device)
+        h = torch.cat([self.words(idx), self.features(idx)], dim=-1) + self.pos(pos)[None]  # (B, T, C + 4)
+        return self.head(h.mean(1))
+
+
 def token_dataset(n: int = 300, length: int = 8, vocab: int = 12, classes: int = 3, seed: int = 0) -> Dataset:
     """Label = (token at position 1) mod `classes`; tokens uniform."""
     g = torch.Generator().manual_seed(seed)

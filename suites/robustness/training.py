@@ -25,9 +25,12 @@ are frozen and their `.grad` untouched; every flag is restored before the traini
 forward pass, which runs in the caller's (train) mode. Madry et al. generate in train mode;
 we choose eval mode so the attack sees the same function the evaluation attacks, and so
 the attack steps do not pollute BatchNorm statistics (TRADES's reference code does the
-same). Token models (long inputs) are attacked in embedding space through `.embed` /
-`.forward_from_embeddings`, with eps relative to the RMS embedding coordinate (L∞) or the
-mean sequence-embedding norm (L2), as in the suite.
+same). Token models (long inputs) are attacked in embedding space through a hook on their
+embedding layer (`workbench.embedding`; `.embed` / `.forward_from_embeddings` are used as a
+shortcut when the model has them), with eps relative to the RMS embedding coordinate (L∞)
+or the mean sequence-embedding norm (L2), as in the suite; the training forward adds the
+perturbation to the layer's output, so the gradient still reaches the embedding weights.
+`embedding`: the layer's name when the model has several (the plan's `embedding`).
 
 `bounds`: the valid input range, e.g. (0, 1) for digits, or None (unbounded). The trainer
 builds a recipe from `recipe_params` only, so pass `bounds` there (the robustness suite
@@ -44,9 +47,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workbench import embedding as E
 from workbench.suites.robustness import functional as A
 from workbench.errors import ConfigError, check_positive_int
 from workbench.torch_utils import frozen_eval, module_device
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+class _MethodsModel(nn.Module):
+    """A model with `forward_from_embeddings` as a function of its embeddings (the shortcut)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return _first(self.module.forward_from_embeddings(e))
 
 
 def _check_float(name: str, value: object, *, positive: bool = True) -> float:
@@ -71,8 +90,11 @@ class _AdversarialRecipe:
         val_samples: int = 256,
         val_steps: int | None = None,
         seed: int = 0,
+        embedding: str | None = None,
     ) -> None:
         self.eps = _check_float("eps", eps)
+        self.embedding = embedding
+        self._layers: dict[int, nn.Module] = {}
         self.norm = A._check_norm(norm)
         if isinstance(bounds, str):
             if bounds != "auto":
@@ -109,31 +131,33 @@ class _AdversarialRecipe:
         return f"{self.name}(eps={self.eps:g}, norm={self.norm}, steps={self.train_steps})"
 
     # -- input space
-    def _space(self, module: nn.Module, x: torch.Tensor) -> tuple[A.Model, torch.Tensor, torch.Tensor, float, A.Bounds]:
-        """(attack model, attack input detached, training input with grad path, eps, bounds):
-        the input itself for float inputs, token embeddings for long inputs."""
+    def _space(self, module: nn.Module, x: torch.Tensor) -> tuple[A.Model, torch.Tensor, float, A.Bounds,
+                                                                   Callable[[torch.Tensor], torch.Tensor]]:
+        """(attack model, attack input x0 detached, eps, bounds, forward) where forward(x_adv)
+        is the training forward pass at an attack point: the input itself for float inputs;
+        for token ids, the embedding layer's output moved by x_adv - x0 (its gradient still
+        reaches the embedding weights)."""
         if torch.is_floating_point(x):
-            return module, x.detach(), x, self.eps, self.bounds
-        space = A.EmbeddingSpace(module)
-        e = module.embed(x)  # (B, T, C), keeps the path to the embedding weights
-        e0 = e.detach()
-        return space, e0, e, self.eps * A.embedding_eps_scale(e0, self.norm), None
-
-    @staticmethod
-    def _forward(module: nn.Module, xin: torch.Tensor, token: bool) -> torch.Tensor:
-        out = module.forward_from_embeddings(xin) if token else module(xin)
-        return out[0] if isinstance(out, tuple) else out
+            return module, x.detach(), self.eps, self.bounds, lambda xa: _first(module(xa))
+        if callable(getattr(module, "embed", None)) and callable(getattr(module, "forward_from_embeddings", None)):
+            e = module.embed(x)  # (B, T, C), keeps the path to the embedding weights
+            e0 = e.detach()
+            return (_MethodsModel(module), e0, self.eps * E.embedding_eps_scale(e0, self.norm), None,
+                    lambda xa: _first(module.forward_from_embeddings(e + (xa - e0))))
+        layer = self._layers.get(id(module))
+        if layer is None:
+            layer = self._layers[id(module)] = E.find_embedding_layer(module, x, path=self.embedding)[1]
+        e0 = E.embeddings(module, layer, x)
+        return (E.TokenEmbeddingModel(module, layer, x), e0, self.eps * E.embedding_eps_scale(e0, self.norm), None,
+                lambda xa: _first(E.forward_with_offset(module, layer, xa - e0, x)))
 
     def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
         raise NotImplementedError
 
     def batch_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-        token = not torch.is_floating_point(x)
-        model, x0, xin, eps, bounds = self._space(module, x)
+        model, x0, eps, bounds, forward = self._space(module, x)
         x_adv = self._adversarial(model, x0, y, eps, bounds)
-        # token models: the adversarial embedding keeps the path to the embedding weights
-        inp = xin + (x_adv - x0) if token else x_adv
-        return loss_fn(self._forward(module, inp, token), y)
+        return loss_fn(forward(x_adv), y)
 
     # -- validation
     def _val_batch(self, data: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,12 +168,7 @@ class _AdversarialRecipe:
         self.prepare(data)
         xv, yv = self._val_batch(data, device)
         with frozen_eval(module), torch.no_grad():
-            if torch.is_floating_point(xv):
-                model, x0, eps, bounds = module, xv, self.eps, self.bounds
-            else:
-                model = A.EmbeddingSpace(module)
-                x0 = model.embed(xv)
-                eps, bounds = self.eps * A.embedding_eps_scale(x0, self.norm), None
+            model, x0, eps, bounds, _ = self._space(module, xv)
         gen = torch.Generator().manual_seed(self.seed + 1)
 
         def acc(xa: torch.Tensor) -> float:
@@ -173,8 +192,10 @@ class PGDAdversarialTraining(_AdversarialRecipe):
     name = "pgd_at"
 
     def __init__(self, *, eps: float = 0.1, steps: int = 7, alpha: float | None = None, norm: str = "linf",
-                 bounds: Any = "auto", val_samples: int = 256, val_steps: int | None = None, seed: int = 0) -> None:
-        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed)
+                 bounds: Any = "auto", val_samples: int = 256, val_steps: int | None = None, seed: int = 0,
+                 embedding: str | None = None) -> None:
+        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed,
+                         embedding=embedding)
         self.steps = check_positive_int("steps", steps)
         self.alpha = None if alpha is None else _check_float("alpha", alpha)
 
@@ -185,7 +206,7 @@ class PGDAdversarialTraining(_AdversarialRecipe):
     def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
         alpha = None if self.alpha is None else self.alpha * eps / self.eps
         return A.pgd(model, x0, y, eps=eps, norm=self.norm, steps=self.steps, step_size=alpha, bounds=bounds,
-                     generator=self._gen)
+                     generator=self._gen, keep="last")
 
 
 class FGSMRandomStartTraining(_AdversarialRecipe):
@@ -196,8 +217,9 @@ class FGSMRandomStartTraining(_AdversarialRecipe):
 
     def __init__(self, *, eps: float = 0.1, alpha: float | None = None, norm: str = "linf", bounds: Any = "auto",
                  collapse_drop: float = 0.2, collapse_gap: float = 0.3, val_samples: int = 256,
-                 val_steps: int | None = None, seed: int = 0) -> None:
-        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed)
+                 val_steps: int | None = None, seed: int = 0, embedding: str | None = None) -> None:
+        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed,
+                         embedding=embedding)
         self.alpha = 1.25 * self.eps if alpha is None else _check_float("alpha", alpha)
         self.collapse_drop = _check_float("collapse_drop", collapse_drop)
         self.collapse_gap = _check_float("collapse_gap", collapse_gap)
@@ -206,7 +228,7 @@ class FGSMRandomStartTraining(_AdversarialRecipe):
 
     def _adversarial(self, model: A.Model, x0: torch.Tensor, y: torch.Tensor, eps: float, bounds: A.Bounds) -> torch.Tensor:
         # FGSM-RS is PGD with one step of size alpha from a uniform random start
-        return A.pgd(model, x0, y, eps=eps, norm=self.norm, steps=1, step_size=self.alpha * eps / self.eps,
+        return A.pgd(model, x0, y, eps=eps, norm=self.norm, steps=1, step_size=self.alpha * eps / self.eps, keep="last",
                      random_start=True, bounds=bounds, generator=self._gen)
 
     def epoch_end(self, module: nn.Module, data: Any, epoch: int, device: torch.device) -> dict[str, float]:
@@ -240,8 +262,9 @@ class TRADESTraining(_AdversarialRecipe):
 
     def __init__(self, *, eps: float = 0.1, beta: float = 6.0, steps: int = 7, alpha: float | None = None,
                  norm: str = "linf", bounds: Any = "auto", val_samples: int = 256, val_steps: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed)
+                 seed: int = 0, embedding: str | None = None) -> None:
+        super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed,
+                         embedding=embedding)
         self.beta = _check_float("beta", beta, positive=False)
         self.steps = check_positive_int("steps", steps)
         self.alpha = None if alpha is None else _check_float("alpha", alpha)
@@ -265,11 +288,10 @@ class TRADESTraining(_AdversarialRecipe):
         return x_adv.detach()
 
     def batch_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-        token = not torch.is_floating_point(x)
-        model, x0, xin, eps, bounds = self._space(module, x)
+        model, x0, eps, bounds, forward = self._space(module, x)
         x_adv = self._adversarial(model, x0, y, eps, bounds)
-        logits = self._forward(module, xin, token)
-        logits_adv = self._forward(module, xin + (x_adv - x0) if token else x_adv, token)
+        logits = forward(x0)
+        logits_adv = forward(x_adv)
         kl = F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.softmax(logits.float(), dim=1), reduction="batchmean")
         return loss_fn(logits, y) + self.beta * kl
 

@@ -95,8 +95,14 @@ def test_pgd_matches_plain_loop(cnn, batch, norm, eps):
     x, y = batch
     alpha = 2.5 * eps / 10
     ref = _reference_pgd(cnn, x, y, eps, alpha, 10, norm)
-    got = A.pgd(cnn, x, y, eps=eps, norm=norm, steps=10, random_start=False)
+    got = A.pgd(cnn, x, y, eps=eps, norm=norm, steps=10, random_start=False, keep="last")
     assert (got - ref).abs().max() <= 1e-6
+    # the default keeps, per sample, the first iterate that fools it: the plain loop's last
+    # iterate where no earlier iterate fooled the sample
+    first = A.pgd(cnn, x, y, eps=eps, norm=norm, steps=10, random_start=False)
+    fooled_first = A.predict_logits(cnn, first).argmax(1) != y
+    fooled_last = A.predict_logits(cnn, ref).argmax(1) != y
+    assert bool((fooled_first >= fooled_last).all())  # never weaker than the last iterate
 
 
 def test_pgd_never_weaker_than_fgsm_and_apgd_at_least_pgd(cnn, batch):
@@ -154,7 +160,8 @@ def test_apgd_first_step_is_a_2eps_signed_step():
         l1 = F.cross_entropy(lin(x1), y, reduction="none")
         fooled1 = lin(x1).argmax(1) != y
         fooled0 = lin(x0).argmax(1) != y
-    expect = torch.where((fooled1 | ((l1 > l0) & ~fooled0))[:, None], x1, x0)
+    # the first fooling iterate is kept (a start that fools stays), else the higher-loss one
+    expect = torch.where((~fooled0 & (fooled1 | (l1 > l0)))[:, None], x1, x0)
     got = A.apgd(lin, x, y, eps=eps, steps=1, generator=torch.Generator().manual_seed(5))
     assert torch.allclose(got, expect, atol=1e-7)
 
@@ -299,24 +306,38 @@ def test_attack_is_deterministic_even_for_a_train_mode_dropout_model():
     assert torch.equal(a, b)
 
 
-def test_embedding_space_attack_on_a_token_model():
+def test_embedding_space_attack_on_a_token_model_through_the_hook():
+    from workbench import embedding as E
+    from workbench.errors import ModelError
+
     torch.manual_seed(0)
     tok = TinyTokenClassifier()
     idx = torch.randint(0, 12, (10, 8), generator=torch.Generator().manual_seed(0))
     y = torch.arange(10) % 3
-    space = A.EmbeddingSpace(tok)
-    e = space.embed(idx)
+    name, layer = E.find_embedding_layer(tok, idx)
+    assert name == "token_embedding"
+    space = E.TokenEmbeddingModel(tok, layer, idx, name)
+    e = space.clean()
     tok.eval()
+    assert torch.equal(e, tok.token_embedding(idx).detach())
+    # the hook gives the same function as the model's own shortcut methods
     assert torch.allclose(A.predict_logits(space, e), A.predict_logits(tok, idx))
+    e2 = e + 0.3 * torch.randn(e.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(space(e2), tok.forward_from_embeddings(e2), atol=1e-6)
     tok.train()
     before = ModuleState.capture(tok)
-    scale = A.embedding_eps_scale(e, "linf")
+    scale = E.embedding_eps_scale(e, "linf")
     assert scale == pytest.approx(float(tok.token_embedding(idx).pow(2).mean().sqrt()))
-    ea = A.pgd(space, e, y, eps=0.5 * scale, steps=5, bounds=None)
-    assert float(A.perturbation_norm(ea - e, "linf").max()) <= 0.5 * scale + 1e-6
+    assert E.embedding_eps_scale(e, "l2") == pytest.approx(float(e.reshape(10, -1).norm(dim=1).mean()))
+    for attack in (A.pgd, A.apgd, A.apgd_targeted):
+        ea = attack(space, e, y, eps=0.5 * scale, steps=5, bounds=None, batch_size=4)  # chunks restrict the ids
+        assert float(A.perturbation_norm(ea - e, "linf").max()) <= 0.5 * scale + 1e-6
     assert before.diff(tok) == []
-    with pytest.raises(ConfigError, match="forward_from_embeddings|embed"):
-        A.EmbeddingSpace(nn.Linear(3, 3))
+    with pytest.raises(ModelError, match="restrict"):
+        space(e[:3])
+    with pytest.raises(ModelError, match="no nn.Embedding|has none"):
+        E.find_embedding_layer(nn.Linear(3, 3))
 
 
 def test_bad_inputs_raise_clear_errors(cnn, batch):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import ks_2samp
 
-from workbench.suites.robustness.drift import (
+from workbench.suites.drift.functional import (
     bh_adjust,
     detect_drift,
     drift_features,

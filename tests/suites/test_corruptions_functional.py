@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from workbench.suites.robustness import corruptions as C
+from workbench.suites.corruptions import functional as C
 from workbench.errors import ConfigError, DataError
 
 
