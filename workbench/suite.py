@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from workbench.data.base import Dataset
+    from workbench.estimate import Work
     from workbench.progress import Progress
 
 
@@ -53,6 +54,9 @@ class ModelHandle:
     trainer: Callable[..., "nn.Module"] | None = None
     train_seconds: float | None = None
     source: str = "reference"  # "reference" | "factory" | "checkpoint"
+    #: token models: the module path of the embedding layer named in the plan (`embedding =
+    #: "..."`); None: found automatically (workbench.embedding.find_embedding_layer)
+    embedding: str | None = None
 
 
 @dataclass
@@ -281,26 +285,44 @@ class Suite:
         must not recompute anything heavy. Suites override this."""
         return []
 
-    # Sharding (the Ray executor): a suite whose work is a loop over examples splits it into
-    # contiguous example ranges, runs each range anywhere (`run_shard`, in a worker, with the
-    # job's own seed), and rebuilds in the driver exactly the result `run` gives (`combine`).
-    # "Exactly" is checked for every registered suite by tests/test_suite_contract.py.
+    # Cost (`workbench validate`, the start of `workbench run`, budgets that fit the device).
 
-    def shards(self, model: ModelHandle, data: "Dataset", ctx: RunContext, n_shards: int) -> list[slice] | None:
-        """The example ranges this job splits into (contiguous, in order, covering every
-        example once; see `shard_slices`), or None when it does not shard (the default)."""
+    def cost(self, model: ModelHandle, data: "Dataset", ctx: RunContext) -> "list[Work] | None":
+        """The model passes this job will make: a list of `workbench.estimate.Work` (examples
+        forward or forward+backward, the batch per call, the parameter that drives the count),
+        from the parameters and the data size alone, without running anything. None (the
+        default) when unknown: the estimate then says "unknown", never zero."""
         return None
 
-    def run_shard(self, model: ModelHandle, data: "Dataset", ctx: RunContext, rows: slice) -> dict[str, Any]:
-        """The partial result of one range: plain picklable data (numpy arrays, numbers,
+    #: Parameters that may be scaled down (in this order, each to no less than the floor) when
+    #: the estimate says a profile's default would not fit the time limit on this device:
+    #: (parameter, floor). Values the plan sets explicitly are never touched.
+    budget_parameters: ClassVar[tuple[tuple[str, int], ...]] = ()
+
+    # Sharding (the Ray executor): a suite whose work splits into independent pieces (example
+    # ranges, or units such as one attack at one eps) describes them (`shards`), runs each
+    # piece anywhere (`run_shard`, in a worker, with the job's own seed) and rebuilds in the
+    # driver exactly the result `run` gives (`combine`). "Exactly" is checked for every
+    # registered suite by tests/test_suite_contract.py.
+
+    def shards(self, model: ModelHandle, data: "Dataset", ctx: RunContext, n_shards: int) -> list[Any] | None:
+        """The pieces this job splits into, about `n_shards` of them, as picklable
+        descriptions (`slice`s of examples from `shard_slices`, tuples, strings), or None
+        when it does not shard (the default). Same arguments, same answer: the driver asks
+        again to check what came back."""
+        return None
+
+    def run_shard(self, model: ModelHandle, data: "Dataset", ctx: RunContext, shard: Any) -> Any:
+        """The partial result of one piece: plain picklable data (numpy arrays, numbers,
         strings), never model state. Must not change the model (as `run`)."""
         raise NotImplementedError(f"suite {self.name!r} does not shard (its `shards` returns None)")
 
     def combine(self, model: ModelHandle, data: "Dataset", ctx: RunContext,
-                parts: Sequence[tuple[slice, dict[str, Any]]]) -> SuiteResult:
-        """The result of the whole job from its (rows, partial) pairs, in row order: the
-        same metrics `run` reports (exact counts are summed, never shard averages
-        averaged), with its artifacts saved through `ctx` in the run directory."""
+                parts: Sequence[tuple[Any, Any]]) -> SuiteResult:
+        """The result of the whole job from its (piece, partial) pairs, in the order
+        `shards` gave the pieces: the same metrics `run` reports (exact counts are summed,
+        never shard averages averaged; a worst case stays per example), with its artifacts
+        saved through `ctx` in the run directory."""
         raise NotImplementedError(f"suite {self.name!r} does not shard (its `shards` returns None)")
 
 

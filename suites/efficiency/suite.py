@@ -577,6 +577,11 @@ class EfficiencySuite(Suite):
         return (super().is_headline(metric) and tags.get("variant", "base") == "base"
                 and tags.get("kind", "total") == "total" and tags.get("quantile", "p50") == "p50")
 
+    def cost(self, model: ModelHandle, data: Any, ctx: RunContext) -> list:
+        from workbench.suites.efficiency.cost import efficiency_cost
+
+        return efficiency_cost(self.params, model, data, ctx)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.efficiency.figures import efficiency_figures

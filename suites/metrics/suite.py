@@ -460,6 +460,11 @@ class MetricsSuite(Suite):
 
     # --------------------------------------------------------------- figures
 
+    def cost(self, model: ModelHandle, data: "Dataset", ctx: RunContext) -> list:
+        from workbench.suites.metrics.cost import metrics_cost
+
+        return metrics_cost(self.params, model, data, ctx)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.metrics.figures import metrics_figures

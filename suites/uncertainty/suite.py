@@ -138,6 +138,11 @@ class UncertaintySuite(Suite):
         return (super().is_headline(metric) and tags.get("calibration", "none") == "none"
                 and tags.get("binning", "uniform") == "uniform" and tags.get("method", "single") == "single")
 
+    def cost(self, model: ModelHandle, data: Dataset, ctx: RunContext) -> list:
+        from workbench.suites.uncertainty.cost import uncertainty_cost
+
+        return uncertainty_cost(self.params, model, data, ctx)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.uncertainty.figures import figures
