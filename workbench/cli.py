@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a plan without running it")
     v.add_argument("plan")
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    v.add_argument("--no-estimate", action="store_true",
+                   help="skip the cost estimate (it builds and times each model on the device)")
+    v.add_argument("--limit-minutes", type=float, default=30.0,
+                   help="warn when the plan is expected to take longer than this (default 30)")
 
     rep = sub.add_parser("report", help="(re)write reports for a run")
     rep.add_argument("run", help="run id (or unique prefix, or 'latest') or a results.json path")
@@ -122,7 +126,7 @@ def _require_complete(info: dict[str, Any]) -> None:
     reason = f" ({info.get('reason')})" if info.get("reason") else ""
     if info["status"] == "failed":
         raise ConfigError(f"Run {run_id} failed{reason}; it has no report. Fix the problem and start a new run.")
-    raise ConfigError(f"Run {run_id} is {info['status']}{reason}, not complete; resume it with "
+    raise ConfigError(f"Run {run_id} is {info['status']}, not complete{reason}; resume it with "
                       f"`workbench run PLAN --resume {run_id}`.")
 
 
@@ -216,16 +220,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from workbench.config import load_plan
     from workbench.errors import ProblemsError
     from workbench.runner import selected_suites
-    from workbench.usercode import import_dirs
+    from workbench.usercode import import_dirs, signals_as_interrupt
 
     plan = load_plan(args.plan, args.set)
-    with import_dirs([plan.base_dir, Path.cwd()]):
+    with import_dirs([plan.base_dir, Path.cwd()]), signals_as_interrupt():
         problems = check_plan(plan)
     if problems:
         raise ProblemsError([f"{args.plan}: {p}" for p in problems] if len(problems) == 1 else problems)
     print(f"{args.plan}: ok — {len(plan.models)} models "
           f"({', '.join(m.name for m in plan.models)}), suites: {', '.join(selected_suites(plan))}, "
           f"profile {plan.run.profile}")
+    if not args.no_estimate:
+        from workbench.estimate import estimate_plan
+
+        try:
+            with import_dirs([plan.base_dir, Path.cwd()]):
+                estimate = estimate_plan(plan)
+        except Exception as exc:  # the plan is valid; only the estimate could not be made
+            print(f"estimate unavailable: {type(exc).__name__}: {exc}")
+        else:
+            print("\n".join(estimate.lines(limit_s=60.0 * args.limit_minutes)))
     return EXIT_OK
 
 
