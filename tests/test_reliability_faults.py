@@ -357,8 +357,8 @@ def make_big_blobs(seed: int = 0):
 LIGHT = {
     "metrics": {"n_boot": 20},
     "uncertainty": {"methods": ["single", "mc_dropout"], "mc_samples": 3, "n_boot": 20, "n_calibrated_sims": 20},
-    "robustness": {"eps": [0.1], "attacks": ["fgsm", "pgd"], "pgd_steps": 2, "masking_checks": False,
-                   "drift_permutations": 20},
+    "robustness": {"eps": [0.1], "attacks": ["fgsm", "pgd"], "pgd_steps": 2, "masking_checks": False},
+    "corruptions": {"severities": [1]},  # (the drift suite never calls the model)
     "explain": {"methods": ["saliency", "shapley"], "shap_budget": 64,
                 "quality": ["completeness"]},
     "efficiency": {"batch_sizes": [1, 8], "repeats": 2, "warmup": 1, "compression": False, "energy": False,
