@@ -22,7 +22,7 @@ else:  # pragma: no cover
 RUN_KEYS = {
     "name": str, "seed": int, "device": str, "profile": str, "max_samples": int, "batch_size": int,
     "out": str, "store": str, "cache": str, "suites": list, "progress": bool, "description": str,
-    "threads": int,
+    "threads": int, "time_limit_minutes": int, "fit_budget": bool,
 }
 MODEL_KEYS = {
     "name": str, "dataset": str, "arch": str, "size": str, "factory": str, "checkpoint": str,
@@ -55,6 +55,10 @@ class RunSettings:
     progress: bool = True
     description: str = ""
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    # The cost estimate warns past this; with fit_budget, the budget parameters a profile sets
+    # (never those the plan sets) are scaled down so each job fits its share of it.
+    time_limit_minutes: int = 30
+    fit_budget: bool = True
 
 
 @dataclass
@@ -226,6 +230,8 @@ def build_plan(raw: dict[str, Any], source: str = "<plan>") -> Plan:
         raise ConfigError(f"{source}: [run] max_samples must be in [1, {MAX_SAMPLES_LIMIT}], got {run.max_samples}.")
     if run.threads is not None and not 0 < run.threads <= 1024:
         raise ConfigError(f"{source}: [run] threads must be in [1, 1024], got {run.threads}.")
+    if not 0 < run.time_limit_minutes <= 100_000:
+        raise ConfigError(f"{source}: [run] time_limit_minutes must be in [1, 100000], got {run.time_limit_minutes}.")
     if not 0 < run.batch_size <= 1_000_000:
         raise ConfigError(f"{source}: [run] batch_size must be in [1, 1000000], got {run.batch_size}.")
     if run.suites is not None:

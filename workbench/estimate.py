@@ -412,3 +412,35 @@ def estimate_plan(plan: Any, *, suites: Sequence[str] | None = None, models: Seq
         datasets[name] = data
     return estimate_jobs(plan, handles, datasets, list(suites) if suites else selected_suites(plan),
                          device=dev, training=training)
+
+
+def announce(setup: Any) -> None:
+    """At the start of `workbench run` (local or Ray), after the models are built: log the
+    estimate of the jobs still to run, keep it in the provenance, and keep each model's step
+    times and each job's share of the time limit for `fit_job_budget`."""
+    plan, env = setup.plan, setup.env
+    todo = [(m, s) for m, s in setup.jobs if (m, s) not in setup.done]
+    if not todo:
+        return
+    names = list(dict.fromkeys(m for m, _ in todo))
+    handles = {n: env.model(n) for n in names}
+    datasets = {n: env.dataset(plan.model(n).dataset) for n in names}
+    suites = list(dict.fromkeys(s for _, s in todo))
+    est = estimate_jobs(plan, handles, datasets, suites, device=env.device)
+    est.jobs = [j for j in est.jobs if (j.model, j.suite) in set(todo)]
+    limit_s = 60.0 * plan.run.time_limit_minutes
+    for line in est.lines(limit_s=limit_s):
+        env.log(line)
+    setup.provenance["estimate"] = est.to_dict()
+    env.step_times = est.times
+    env.job_limit_s = limit_s / max(1, len(todo))
+
+
+def fit_job_budget(env: Any, suite: Any, handle: Any, data: Any, ctx: Any, explicit: Iterable[str]) -> tuple[Any, list[str]]:
+    """`fit_budget` with the run's measured step times and each job's share of the plan's
+    time limit; a no-op unless the plan's `fit_budget` is on and the run was announced."""
+    times = getattr(env, "step_times", {}).get(handle.name)
+    limit_s = getattr(env, "job_limit_s", None)
+    if not env.plan.run.fit_budget or limit_s is None:
+        return suite, []
+    return fit_budget(suite, handle, data, ctx, times, limit_s, explicit)

@@ -175,9 +175,15 @@ def execute_job(env: Environment, model_name: str, suite_name: str, run_id: str,
                      model_name=model_name, dataset_name=data.name, max_samples=plan.run.max_samples,
                      batch_size=plan.run.batch_size, profile=plan.run.profile, log=env.log)
     reason = suite.applicable(handle, data)
+    budget_notes: list[str] = []
     if reason:
         res = ctx.skip(reason)
     else:
+        from workbench.estimate import fit_job_budget
+
+        suite, budget_notes = fit_job_budget(env, suite, handle, data, ctx, plan.suites.get(suite_name, {}))
+        for note in budget_notes:
+            env.log(f"  {model_name}/{suite_name}: {note}")
         before = ModuleState.capture(handle.module)
         seed_everything(seed)
         try:
@@ -202,6 +208,8 @@ def execute_job(env: Environment, model_name: str, suite_name: str, run_id: str,
             res = SuiteResult(suite=suite_name, model=model_name, dataset=data.name, status="error",
                               reason="suite changed the model (restored): " + "; ".join(changes[:5]),
                               metrics=res.metrics, artifacts=res.artifacts, config=res.config, seed=seed)
+    if budget_notes:
+        res = dataclasses.replace(res, config={**res.config, "budget_reduced": budget_notes})
     return dataclasses.replace(res, duration_s=time.perf_counter() - t0)
 
 

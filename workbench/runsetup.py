@@ -100,6 +100,7 @@ def prepare_run(plan: Plan, *, suites: list[str] | None = None, models: list[str
     store = store or Store(plan.run.store)
     cache_dir = Path(plan.run.cache or os.environ.get("WORKBENCH_CACHE", ".workbench/cache")).resolve()
     done: dict[tuple[str, str], SuiteResult] = {}
+    model_names, suite_names = _selection(plan, suites, models)  # unknown names fail first
     if resume:
         run_id = store.resolve_run_id(resume)
         info = store.run_info(run_id)
@@ -112,7 +113,7 @@ def prepare_run(plan: Plan, *, suites: list[str] | None = None, models: list[str
             )
         model_names, suite_names = _selection(plan, prov.get("suites"), prov.get("models"))
         for flag, given, own in (("--suite", suites, suite_names), ("--model", models, model_names)):
-            if given and list(dict.fromkeys(given)) != own and set(given) != set(own):
+            if given and set(given) != set(own):
                 raise ConfigError(
                     f"--resume {run_id} continues that run's own selection ({flag} {' '.join(own)}); a different "
                     f"{flag} would leave it partial. Drop {flag}, or start a new run with it."
@@ -125,7 +126,6 @@ def prepare_run(plan: Plan, *, suites: list[str] | None = None, models: list[str
         log(f"resuming run {run_id}: {len(done)} finished jobs kept")
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
-        model_names, suite_names = _selection(plan, suites, models)
         run_id = new_run_id(plan.run.name)
         run_dir = _run_dir(out or plan.run.out, run_id)
         created_at = now_iso()
@@ -145,6 +145,12 @@ def prepare_run(plan: Plan, *, suites: list[str] | None = None, models: list[str
     except BaseException as exc:
         fail_run(setup, exc)
         raise
+    from workbench.estimate import announce
+
+    try:
+        announce(setup)
+    except Exception as exc:  # the estimate is a guide; a model that cannot be timed must not stop the run
+        log(f"estimate unavailable: {type(exc).__name__}: {exc}")
     return setup
 
 
@@ -185,7 +191,7 @@ def record_data_notes(setup: RunSetup, names: list[str]) -> None:
             data_info[spec.dataset] = {"name": ds.name, "source": ds.source, **info}
             if info.get("transforms"):
                 notes.append(f"dataset {spec.dataset!r}: " + "; ".join(info["transforms"]))
-            elif ds.source.startswith("user"):
+            elif ds.source.startswith(("user", "python function")):
                 notes.append(f"dataset {spec.dataset!r}: values as given (no transform)")
             if info.get("split"):
                 notes.append(f"dataset {spec.dataset!r} split: {info['split']}")
