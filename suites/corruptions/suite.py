@@ -150,6 +150,11 @@ class CorruptionsSuite(Suite):
         name = "mean_corrupted_accuracy" if summary.get("task") == "classification" else "mean_corrupted_mse"
         return {name: data["mean_over_corruptions"].astype(float), "example_id": data["example_id"]}
 
+    def cost(self, model: ModelHandle, data: Any, ctx: RunContext) -> list:
+        from workbench.suites.corruptions.cost import corruptions_cost
+
+        return corruptions_cost(self.params, model, data, ctx)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.corruptions.figures import corruption_figures

@@ -129,6 +129,11 @@ class DriftSuite(Suite):
         ctx.save_artifact("drift", rows)
         return ctx.result(metrics, config=self.config())
 
+    def cost(self, model: ModelHandle, data: Any, ctx: RunContext) -> list:
+        """No model pass: drift compares input distributions (its permutation tests run in
+        NumPy and are not part of the model-pass estimate)."""
+        return []
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.drift.figures import drift_figures

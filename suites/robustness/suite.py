@@ -255,6 +255,11 @@ class RobustnessSuite(Suite):
             pass
         return super().is_headline(metric)
 
+    def cost(self, model: ModelHandle, data: Any, ctx: RunContext) -> list:
+        from workbench.suites.robustness.cost import robustness_cost
+
+        return robustness_cost(self.params, model, data, ctx)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.robustness.figures import robustness_figures
