@@ -1,13 +1,16 @@
 """DDP training and sharded evaluation (workbench.distributed).
 
 In-process checks (a one-process gloo group) prove the DDP loop reproduces
-`train_model` bit for bit; one torchrun test (2 gloo processes on CPU) trains with an
-adversarial recipe and checks identical weights on both ranks, accuracy, and that the
-all-reduced sharded evaluation equals the single-process counts exactly.
+`train_model` bit for bit. One torchrun launch (2 gloo processes on CPU) trains every
+registered architecture with every registered recipe (timm style: a new architecture or
+recipe is tested for free) and checks identical weights and buffers on both ranks, the
+cached checkpoint, exact sharded counts and the runner's accuracy of the checkpoint; a
+second launch fails on purpose and must print one error line and cache nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -159,66 +162,265 @@ def test_token_model_adversarial_recipe_through_ddp_wrapper(one_process_group):
     wrapped = wrap_ddp(_TokenModel(), CPU)
     x = data.test.x[:4]
     assert torch.equal(wrapped.forward_from_embeddings(wrapped.embed(x)), wrapped.inner(x))
+    assert wrapped.emb is wrapped.inner.emb  # public attributes reach the model (noise recipes hook its embedding)
+    with pytest.raises(AttributeError):
+        wrapped.no_such_attribute
 
 
-# ----------------------------------------------------------------- torchrun
+# ----------------------------------------------------------------- failure records and the cache
 
 
-def _write_plan(tmp_path: Path, model: dict, cache: Path) -> Path:
+def test_first_failure_is_the_earliest_rank_record_and_one_line(tmp_path):
+    from workbench.launch import failure_line, first_failure
+
+    assert first_failure(tmp_path) is None
+    late = {"rank": 0, "world_size": 2, "time": 20.0, "model": "m", "type": "RuntimeError",
+            "message": "Connection closed by peer", "exit_code": 3}
+    root = {"rank": 1, "world_size": 2, "time": 10.0, "model": "m", "type": "ModelError",
+            "message": "rank 1's own\nmessage", "exit_code": 2}
+    (tmp_path / "rank0.error.json").write_text(json.dumps(late))
+    (tmp_path / "rank1.error.json").write_text(json.dumps(root))
+    (tmp_path / "rank2.error.json").write_text("{truncated")  # unreadable: ignored
+    assert first_failure(tmp_path) == root
+    line = failure_line(root, tmp_path)
+    assert "\n" not in line and line.startswith("rank 1 of 2 failed training 'm': ModelError: rank 1's own message")
+    assert str(tmp_path) in line
+
+
+def test_rank_differences_names_the_tensors_that_differ():
+    from workbench.distributed import rank_differences, tensor_digests
+
+    seed_everything(0)
+    a = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    b = copy.deepcopy(a)
+    assert rank_differences([tensor_digests(a), tensor_digests(b)]) == []
+    b.train()(torch.randn(4, 2))  # what a rank's own shard does to BatchNorm's running statistics
+    assert rank_differences([tensor_digests(a), tensor_digests(b)]) == [
+        "1.num_batches_tracked", "1.running_mean", "1.running_var"]
+
+
+def test_only_a_verified_cache_entry_loads(tmp_path):
+    """What the failed run of issue 19 left behind (a checkpoint without the record of
+    its checks) and an entry whose weights no longer match their digest are retrained."""
+    from workbench.distributed import load_verified
+
+    seed_everything(0)
+    good = TinyMLP()
+    path = tmp_path / "mlp-ddp2-x.pt"
+    assert load_verified(path, TinyMLP()) == "no cache entry"
+    torch.save({"state_dict": good.state_dict()}, path)
+    assert "no record of passing its checks" in load_verified(path, TinyMLP())
+    torch.save({"state_dict": good.state_dict(), "checks": {"passed": True, "digest": "0" * 64}}, path)
+    assert "does not match its recorded digest" in load_verified(path, TinyMLP())
+    torch.save({"state_dict": good.state_dict(), "checks": {"passed": True, "digest": state_digest(good)}}, path)
+    fresh = TinyMLP()
+    assert isinstance(load_verified(path, fresh), dict) and state_digest(fresh) == state_digest(good)
+    path.write_bytes(b"not a checkpoint")
+    assert "unreadable" in load_verified(path, TinyMLP())
+
+
+# ----------------------------------------------------------------- torchrun: every architecture x recipe
+
+
+def _write_plan(tmp_path: Path, models: list[dict], cache: Path, datasets: dict | None = None) -> Path:
     import tomli_w
 
     raw = {"run": {"name": "ddp", "seed": 0, "device": "cpu", "cache": str(cache), "progress": False},
-           "models": [model]}
+           "models": models, "datasets": datasets or {}}
     path = tmp_path / "plan.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
 
 
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_torchrun_two_gloo_ranks_adversarial_training(tmp_path, capfd):
+# Small built-in data, first fit wins per architecture (a new architecture finds its own).
+SMALL_DATA = {
+    "digits": {"max_examples": 200},
+    "synthetic_tokens": {"n_train": 96, "n_val": 32, "n_test": 40},
+    "synthetic_markov_lm": {"n_docs": 8, "doc_length": 65, "block_size": 16},
+    "synthetic_hetero_regression": {"n_train": 96, "n_val": 32, "n_test": 40},
+    "synthetic_tabular": {"n_train": 96, "n_val": 32, "n_test": 40},
+}
+TRAIN = {"epochs": 2, "batch_size": 32}
+
+
+def _fast_params(recipe: str) -> dict:
+    """Cheap settings for the parameters a recipe has (adversarial: few validation rows
+    and attack steps); any other recipe runs with its defaults."""
+    import inspect
+
+    from workbench.train import RECIPES
+
+    accepted = inspect.signature(RECIPES.get(recipe)).parameters
+    return {k: v for k, v in {"val_samples": 16, "steps": 2, "eps": 0.05}.items() if k in accepted}
+
+
+def _dataset_for(arch: str):
     from workbench.registry import DATASETS, MODELS
 
-    cache = tmp_path / "cache"
-    model = {"name": "digits_at", "arch": "mlp", "dataset": "digits",
-             "train": {"epochs": 3, "recipe": "fgsm_rs", "recipe_params": {"eps": 0.05, "val_samples": 128}}}
-    plan = _write_plan(tmp_path, model, cache)
+    for name, options in SMALL_DATA.items():
+        data = DATASETS.get(name)(**options)
+        try:
+            MODELS.get(arch)(data, size="tiny")
+        except ConfigError:
+            continue
+        return name, data
+    raise AssertionError(f"no small built-in dataset fits architecture {arch!r}; add one to SMALL_DATA")
+
+
+def _is_reference(arch: str) -> bool:
+    """A reference architecture: its module has tiny/base presets (workbench.models protocol)."""
+    import sys
+
+    from workbench.models import SIZES
+    from workbench.registry import MODELS
+
+    return set(getattr(sys.modules[MODELS.get(arch).__module__], "CONFIGS", {})) == set(SIZES)
+
+
+def _cases() -> list[tuple[str, str, str]]:
+    """(arch, size, recipe): every reference architecture x every recipe at the tiny size,
+    and its base size with the standard recipe (what fits 2 shared CPU cores). Other
+    registered architectures (built from a user's files, e.g. "hf") appear once, skipped."""
+    from workbench.registry import MODELS
+    from workbench.train import RECIPES
+
+    archs = [a for a in MODELS.names() if _is_reference(a)]
+    others = [(a, "-", "standard") for a in MODELS.names() if not _is_reference(a)]
+    return [(a, "tiny", r) for a in archs for r in RECIPES.names()] + [(a, "base", "standard") for a in archs] + others
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def ddp_grid(tmp_path_factory):
+    """One 2-rank torchrun launch trains every case that trains in one process (checked
+    here first, with the same data and config); the runner then evaluates every checkpoint."""
+    from workbench.config import build_plan
+    from workbench.runner import run_plan
+    from workbench.store import Store
+    from workbench.train import TrainConfig, make_recipe, train_model
+    from workbench.registry import MODELS
+    from workbench.errors import WorkbenchError
+
+    tmp = tmp_path_factory.mktemp("ddp-grid")
+    cache = tmp / "cache"
+    models, unsupported, where = [], {}, {}
+    for arch, size, recipe in CASES:
+        name = f"{arch}_{size}_{recipe}"
+        if not _is_reference(arch):
+            unsupported[name] = "not a reference architecture (no tiny/base presets): it is built from a user's files"
+            continue
+        ds, data = _dataset_for(arch)
+        train = {**TRAIN, "recipe": recipe, "recipe_params": _fast_params(recipe)}
+        seed_everything(0)
+        try:  # the same training in one process: a recipe that does not fit the task fails here too
+            train_model(MODELS.get(arch)(data, size=size), data, TrainConfig(**train, seed=0), device=CPU,
+                        recipe=make_recipe(recipe, train["recipe_params"]))
+        except WorkbenchError as exc:
+            unsupported[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        models.append({"name": name, "arch": arch, "size": size, "dataset": ds, "train": train})
+        where[name] = (arch, size, ds, data)
+    plan = _write_plan(tmp, models, cache, {k: SMALL_DATA[k] for k in {m["dataset"] for m in models}})
     assert main(["train", str(plan), "--nproc", "2", "--device", "cpu"]) == 0
-    out = capfd.readouterr().out  # printed by rank 0 of the torchrun subprocess
-    assert "ranks identical: True" in out
+    summaries = {}
+    for p in cache.glob("*-ddp2-*.json"):
+        s = json.loads(p.read_text())
+        summaries[s["model"]] = s
+    evaluated = [{"name": m["name"], "arch": m["arch"], "size": m["size"], "dataset": m["dataset"],
+                  "checkpoint": summaries[m["name"]]["checkpoint"]} for m in models if m["name"] in summaries]
+    eval_plan = build_plan({"run": {"name": "ddp-eval", "seed": 0, "device": "cpu", "cache": str(cache),
+                                    "progress": False},
+                            "models": evaluated, "datasets": {k: SMALL_DATA[k] for k in {m["dataset"] for m in models}},
+                            "suites": {"metrics": {"n_boot": 50, "n_prompts": 0}}})
+    outcome = run_plan(eval_plan, suites=["metrics"], out=tmp / "runs", store=Store(tmp / "store.sqlite"),
+                       log=lambda m: None)
+    runner = {r.model: {m.name: m.value for m in r.metrics if not m.tags.get("class")} for r in outcome.run.results}
+    return {"summaries": summaries, "runner": runner, "unsupported": unsupported, "where": where, "cache": cache}
 
-    summaries = sorted(cache.glob("mlp-ddp2-*.json"))
-    assert len(summaries) == 1, list(cache.iterdir())
-    s = json.loads(summaries[0].read_text())
-    assert s["world_size"] == 2 and s["backend"] == "gloo" and s["recipe"] == "fgsm_rs" and not s["cached"]
-    assert len(s["digests"]) == 2 and s["digests"][0] == s["digests"][1]
 
-    # the checkpoint is the weights both ranks ended with
-    data = DATASETS.get("digits")()
-    module = MODELS.get("mlp")(data, size="tiny")
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,size,recipe", CASES, ids=[f"{a}-{s}-{r}" for a, s, r in CASES])
+def test_two_gloo_ranks_end_identical_and_the_runner_scores_the_checkpoint(ddp_grid, arch, size, recipe):
+    """Real torchrun, 2 gloo ranks: identical weights AND buffers on both ranks (BatchNorm
+    included), the cached checkpoint is those weights, the sharded test counts equal a
+    single-process pass over the checkpoint, and the runner's accuracy of the checkpoint
+    equals the one rank 0 reported."""
+    from workbench.registry import MODELS
+
+    name = f"{arch}_{size}_{recipe}"
+    if name in ddp_grid["unsupported"]:
+        pytest.skip(f"not trained in one process either: {ddp_grid['unsupported'][name][:200]}")
+    s = ddp_grid["summaries"][name]
+    assert s["world_size"] == 2 and s["backend"] == "gloo" and s["recipe"] == recipe and not s["cached"]
+    assert len(s["digests"]) == 2 and s["digests"][0] == s["digests"][1] and s["identical"]
+
+    _, _, ds, data = ddp_grid["where"][name]
+    module = MODELS.get(arch)(data, size=size)
     blob = torch.load(s["checkpoint"], map_location="cpu", weights_only=True)
     module.load_state_dict(blob["state_dict"])
     module.eval()
-    assert state_digest(module) == s["digests"][0]
+    assert state_digest(module) == s["digests"][0] == blob["checks"]["digest"] and blob["checks"]["passed"]
+    assert ddp_checkpoint_path(ddp_grid["cache"], {"arch": arch, "size": size, "options": {}, "overrides": {}}, data,
+                               _config(recipe), 2) == Path(s["checkpoint"])
 
-    # sharded, all-reduced test counts == single-process counts, all 359 rows once
-    with torch.no_grad():
-        pred = module(data.test.x).argmax(1)
-    expected = sk_confusion(data.test.y.numpy(), pred.numpy(), labels=list(range(10)))
-    assert np.array_equal(np.array(s["test"]["confusion"]), expected)
-    assert s["test"]["n"] == len(data.test) == int(expected.sum())
-    assert s["test"]["correct"] == int(np.trace(expected))
-    assert s["test"]["accuracy"] > 0.7, s["test"]
+    runner = ddp_grid["runner"][name]
+    if data.task == "classification":
+        with torch.no_grad():
+            pred = module(data.test.x).argmax(1)
+        expected = sk_confusion(data.test.y.numpy(), pred.numpy(), labels=list(range(data.num_classes)))
+        assert np.array_equal(np.array(s["test"]["confusion"]), expected)  # every row once, no padding
+        assert s["test"]["n"] == len(data.test) and s["test"]["correct"] == int(np.trace(expected))
+        assert runner["accuracy"] == s["test"]["accuracy"]
+    else:  # lm: the runner's nats/token vs rank 0's all-reduced mean loss (summation order differs)
+        assert runner["nll"] == pytest.approx(s["test"]["loss"], rel=1e-5)
 
-    # its own cache entry, never the single-process one
-    from workbench.config import load_plan
-    from workbench.distributed import _train_config
 
-    spec = load_plan(plan).models[0]
-    cfg = _train_config(spec, 0)
-    cache_spec = {"arch": "mlp", "size": "tiny", "options": {}, "overrides": {}}
-    assert Path(s["checkpoint"]) == ddp_checkpoint_path(cache, cache_spec, data, cfg, 2)
-    assert cache_key(cache_spec, data, cfg) not in s["checkpoint"]
+def _config(recipe: str) -> TrainConfig:
+    return TrainConfig(**TRAIN, recipe=recipe, recipe_params=_fast_params(recipe), seed=0)
+
+
+class _DivergingMLP(nn.Module):
+    """A model that changes a parameter outside autograd from its rank's own batches (a
+    hand-written running statistic): only the rank-equality check can catch it."""
+
+    output_kind = "logits"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(13, 3)
+        self.seen = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 13) -> (B, 3)
+        if self.training:
+            self.seen.data += x.shape[0] * (1 + int(os.environ.get("RANK", "0")))
+        return self.net(x)
+
+
+def diverging_mlp() -> nn.Module:
+    return _DivergingMLP()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_a_failed_ddp_run_is_one_error_line_and_leaves_nothing_loadable(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                      os.environ.get("PYTHONPATH", "")]))
+    cache = tmp_path / "cache"
+    plan = _write_plan(tmp_path, [{"name": "drifting", "factory": "tests.test_distributed:diverging_mlp",
+                                   "dataset": "wine", "train": {"epochs": 1}}], cache)
+    assert main(["train", str(plan), "--nproc", "2", "--device", "cpu"]) == 2
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("workbench: error: rank "), err
+    assert "failed training 'drifting': ModelError: Ranks ended with different weights or buffers" in lines[0]
+    assert "(seen)" in lines[0] and "Traceback" not in err
+    logs = Path(lines[0].rsplit("rank tracebacks in ", 1)[1].rstrip(")"))
+    assert logs.is_dir() and logs.parent == cache / "logs"
+    assert "Traceback" in (logs / "rank0.log").read_text() and "Traceback" in (logs / "rank1.log").read_text()
+    assert not list(cache.glob("*.pt")) and not list(cache.glob(".*.tmp")), list(cache.iterdir())
 
 
 def test_train_command_one_process_fills_the_runner_cache(tmp_path):
@@ -229,7 +431,7 @@ def test_train_command_one_process_fills_the_runner_cache(tmp_path):
 
     cache = tmp_path / "cache"
     model = {"name": "wine_mlp", "arch": "mlp", "dataset": "wine", "train": {"epochs": 2}}
-    plan = _write_plan(tmp_path, model, cache)
+    plan = _write_plan(tmp_path, [model], cache)
     assert main(["train", str(plan), "--device", "cpu"]) == 0
     data = DATASETS.get("wine")()
     cfg = TrainConfig(epochs=2, seed=0)
@@ -243,7 +445,7 @@ def test_train_command_one_process_fills_the_runner_cache(tmp_path):
 
 
 def test_train_command_rejects_bad_nproc_and_models(tmp_path, capsys):
-    plan = _write_plan(tmp_path, {"name": "m", "arch": "mlp", "dataset": "wine"}, tmp_path / "c")
+    plan = _write_plan(tmp_path, [{"name": "m", "arch": "mlp", "dataset": "wine"}], tmp_path / "c")
     assert main(["train", str(plan), "--nproc", "0"]) == 2
     assert "--nproc" in capsys.readouterr().err
     assert main(["train", str(plan), "--model", "mm"]) == 2

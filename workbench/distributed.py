@@ -181,7 +181,8 @@ def _ddp_classes() -> tuple[type, type]:
             return getattr(self.inner, _wb_method)(*args, **kwargs)
 
     class DDPModel(DistributedDataParallel):
-        """DistributedDataParallel that keeps the reference-model interface recipes use:
+        """DistributedDataParallel that keeps the reference-model interface recipes use
+        (any public attribute of the model, e.g. `.token_embedding`), and
         `.embed(idx)` (token embeddings, no DDP bookkeeping: their gradient reaches the
         embedding weights through the forward pass that follows) and
         `.forward_from_embeddings(e)` (a DDP forward, so gradients are all-reduced)."""
@@ -189,6 +190,17 @@ def _ddp_classes() -> tuple[type, type]:
         @property
         def inner(self) -> nn.Module:
             return self.module.inner
+
+        def __getattr__(self, name: str) -> Any:
+            # Public attributes of the model (e.g. `token_embedding`, where a recipe hooks
+            # its noise in) are reachable through the wrapper as they are on the model.
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                wrapped = self.__dict__.get("_modules", {}).get("module")
+                if name.startswith("_") or wrapped is None:
+                    raise
+                return getattr(wrapped.inner, name)
 
         @property
         def output_kind(self) -> str | None:
