@@ -84,12 +84,12 @@ def lower_confidence_bound(k: object, n: object, alpha: float) -> np.ndarray:
     k = 0. Vectorised over k and n (arrays of counts); float64 array of their shape. Equals
     `scipy.stats.binomtest(k, n).proportion_ci(1 − 2·alpha, "exact").low` (Cohen et al.
     call statsmodels' proportion_confint(k, n, alpha=2·alpha, method="beta")[0])."""
-    from scipy.stats import beta
+    from scipy.special import betaincinv  # the Beta quantile, without scipy.stats' per-call overhead
 
     alpha = _check_alpha(alpha)
     k_arr, n_arr = _counts_array(k, n)
     safe_k = np.maximum(k_arr, 1)  # Beta(0, ·) is undefined; the bound is 0 there
-    out = np.where(k_arr == 0, 0.0, beta.ppf(alpha, safe_k, n_arr - k_arr + 1))
+    out = np.where(k_arr == 0, 0.0, betaincinv(safe_k, n_arr - k_arr + 1, alpha))
     return np.asarray(out, dtype=np.float64)
 
 
@@ -110,11 +110,11 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
 def radius_from_bound(p_lower: object, sigma: float) -> np.ndarray:
     """R = σ · Φ⁻¹(p_A_lower) (B,) float64; meaningful where p_A_lower >= 1/2 (CERTIFY
     abstains below that and this returns a negative number there)."""
-    from scipy.stats import norm
+    from scipy.special import ndtri  # Φ⁻¹
 
     sigma = _check_sigma(sigma)
-    p = np.clip(np.asarray(p_lower, dtype=np.float64), 0.0, 1.0)
-    return sigma * norm.ppf(p)
+    p = np.minimum(np.maximum(np.asarray(p_lower, dtype=np.float64), 0.0), 1.0)
+    return sigma * ndtri(p)
 
 
 def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
@@ -138,19 +138,21 @@ def probability_lower_bound_at(p_lower: object, sigma: float, r: float) -> np.nd
 
 def predict_from_counts(counts: torch.Tensor, alpha: float) -> torch.Tensor:
     """PREDICT's decision from noise counts (B, K): the top class when a two-sided exact
-    binomial test (scipy `binomtest`, p = 1/2) of the top count against the runner-up's
-    rejects at `alpha`, else ABSTAIN (-1). Ties go to the lower class index. (B,) long."""
-    from scipy.stats import binomtest
+    binomial test (p = 1/2) of the top count n_A against the runner-up's n_B rejects at
+    `alpha`, else ABSTAIN (-1). Ties go to the lower class index. (B,) long. The p-value
+    is min(1, 2·P(Bin(n_A + n_B, 1/2) >= n_A)), 1 on a tie: what scipy's `binomtest` gives
+    for p = 1/2 (the null is symmetric), computed for all rows at once."""
+    from scipy.stats import binom
 
     alpha = _check_alpha(alpha)
     if counts.dim() != 2 or counts.shape[1] < 2:
         raise DataError(f"Expected counts of shape (B, K) with K >= 2, got {tuple(counts.shape)}.")
     counts = counts.detach().cpu().long()
     out = counts.argmax(dim=1)
-    top2 = counts.sort(dim=1, descending=True).values[:, :2]
-    for i, (na, nb) in enumerate(top2.tolist()):
-        if binomtest(int(na), int(na + nb), 0.5).pvalue > alpha:
-            out[i] = ABSTAIN
+    top2 = counts.sort(dim=1, descending=True).values[:, :2].numpy()
+    na, total = top2[:, 0], top2.sum(axis=1)
+    pvalue = np.where(2 * na == total, 1.0, np.minimum(1.0, 2 * binom.sf(na - 1, total, 0.5)))
+    out[torch.from_numpy(pvalue > alpha)] = ABSTAIN
     return out
 
 
@@ -162,8 +164,9 @@ class NoiseSpace:
     """Where the noise is added.
 
     kind: "input" (x + noise; x float (B, ...)) or "embedding" (noise added to the output of
-      `embedding`, an nn.Embedding, by a forward hook; x long token ids (B, T)).
-    shape: per-example shape of the noise: x.shape[1:] or (T, C).
+      `layer`, the token-embedding layer, through `workbench.embedding.forward_with_offset`,
+      a forward hook; x long token ids (B, T)).
+    shape: per-example shape of the noise: x.shape[1:] or the layer's (T, C).
     scale: absolute standard deviation per unit of σ (1 for inputs; the RMS embedding
       coordinate for embeddings), so radii are reported in units of `scale`.
     """
@@ -171,13 +174,14 @@ class NoiseSpace:
     kind: str
     shape: tuple[int, ...]
     scale: float = 1.0
-    embedding: nn.Embedding | None = None
+    layer: nn.Module | None = None
+    layer_name: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("input", "embedding"):
             raise ConfigError(f"Expected NoiseSpace kind in ('input', 'embedding'), got {self.kind!r}.")
-        if self.kind == "embedding" and not isinstance(self.embedding, nn.Embedding):
-            raise ConfigError("An embedding NoiseSpace needs the model's nn.Embedding layer.")
+        if self.kind == "embedding" and not isinstance(self.layer, nn.Module):
+            raise ConfigError("An embedding NoiseSpace needs the model's embedding layer.")
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ConfigError(f"Expected a finite scale > 0, got {self.scale!r}.")
 
@@ -189,42 +193,22 @@ def input_space(x: torch.Tensor) -> NoiseSpace:
     return NoiseSpace(kind="input", shape=tuple(x.shape[1:]))
 
 
-def find_token_embedding(module: nn.Module) -> nn.Embedding:
-    """The token-embedding layer: `module.token_embedding` when it is an nn.Embedding, else
-    the only nn.Embedding in the module. (A minimal local helper: see README.)"""
-    emb = getattr(module, "token_embedding", None)
-    if isinstance(emb, nn.Embedding):
-        return emb
-    found = [m for m in module.modules() if isinstance(m, nn.Embedding)]
-    if len(found) != 1:
-        raise ModelError(
-            f"Expected a token model with a `token_embedding` nn.Embedding or exactly one nn.Embedding "
-            f"to add noise to, found {len(found)} nn.Embedding layers in {type(module).__name__}."
-        )
-    return found[0]
-
-
 @torch.no_grad()
-def embedding_space(module: nn.Module, reference_ids: torch.Tensor) -> NoiseSpace:
-    """Noise on the token embeddings of `module`; `scale` is the RMS coordinate of the
-    embeddings of `reference_ids` (N, T) long (e.g. a training sample)."""
+def embedding_space(module: nn.Module, reference_ids: torch.Tensor, *, path: str | None = None) -> NoiseSpace:
+    """Noise on the output of the token-embedding layer of `module` (the one named by
+    `path`, else found by `workbench.embedding.find_embedding_layer`); `scale` is the RMS
+    coordinate of the layer's output on `reference_ids` (N, T) long (e.g. a training
+    sample), fixed for the run so that g is one fixed function."""
+    from workbench import embedding as E
+
     if not isinstance(reference_ids, torch.Tensor) or reference_ids.dtype != torch.long or reference_ids.dim() != 2:
         raise DataError(f"Expected token ids (N, T) long, got {getattr(reference_ids, 'dtype', type(reference_ids))}.")
-    emb = find_token_embedding(module)
-    e = emb(reference_ids.to(emb.weight.device)).float()  # (N, T, C)
-    scale = float(e.pow(2).mean().sqrt())
+    name, layer = E.find_embedding_layer(module, reference_ids[:8], path=path)
+    e = E.embeddings(module, layer, reference_ids)  # (N, T, C)
+    scale = E.embedding_eps_scale(e, "linf")  # the RMS coordinate
     if not (math.isfinite(scale) and scale > 0):
         raise ModelError(f"The token embeddings have RMS {scale}; cannot scale relative noise.")
-    return NoiseSpace(kind="embedding", shape=(reference_ids.shape[1], emb.embedding_dim), scale=scale, embedding=emb)
-
-
-@contextlib.contextmanager
-def _added_to_embedding(emb: nn.Embedding, delta: torch.Tensor) -> Iterator[None]:
-    handle = emb.register_forward_hook(lambda _m, _i, out: out + delta.to(out.dtype))
-    try:
-        yield
-    finally:
-        handle.remove()
+    return NoiseSpace(kind="embedding", shape=tuple(e.shape[1:]), scale=scale, layer=layer, layer_name=name)
 
 
 def logits_of(model: Model, x: torch.Tensor) -> torch.Tensor:
@@ -235,10 +219,35 @@ def logits_of(model: Model, x: torch.Tensor) -> torch.Tensor:
 def perturbed_logits(model: Model, x: torch.Tensor, delta: torch.Tensor, space: NoiseSpace) -> torch.Tensor:
     """f's logits (R, K) at x (R, ...) moved by delta (R, *space.shape) in `space` (absolute
     units). Differentiable in delta."""
+    from workbench import embedding as E
+
     if space.kind == "input":
         return logits_of(model, x + delta)
-    with _added_to_embedding(space.embedding, delta):
-        return logits_of(model, x)
+    out = E.forward_with_offset(model, space.layer, delta, x)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@contextlib.contextmanager
+def gradient_mode(model: Model) -> Iterator[None]:
+    """Gradients on for an attack on the inputs; for an nn.Module also every submodule in
+    eval mode with frozen parameters (restored after), and cuDNN off when it has an RNN
+    (cuDNN refuses the RNN backward pass in eval mode)."""
+    from workbench.torch_utils import frozen_eval
+
+    with contextlib.ExitStack() as stack:
+        if isinstance(model, nn.Module):
+            stack.enter_context(frozen_eval(model))
+            if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+                stack.enter_context(torch.backends.cudnn.flags(enabled=False))
+        stack.enter_context(torch.enable_grad())
+        yield
+
+
+def _layer_like(space: NoiseSpace, x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor with the dtype of the embedding layer's output and x's device."""
+    p = next(space.layer.parameters(), None)
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+    return torch.empty(0, dtype=dtype, device=x.device)
 
 
 def _rows(x: torch.Tensor, start: int, stop: int, num: int) -> torch.Tensor:
@@ -278,7 +287,7 @@ def sample_noise(
     space = space if space is not None else input_space(x)
     if offset is not None and tuple(offset.shape) != (x.shape[0], *space.shape):
         raise DataError(f"Expected `offset` of shape {(x.shape[0], *space.shape)}, got {tuple(offset.shape)}.")
-    like = x if space.kind == "input" else space.embedding.weight
+    like = x if space.kind == "input" else _layer_like(space, x)
     std = sigma * space.scale
     b = x.shape[0]
     counts = None if num_classes is None else torch.zeros(b, num_classes, dtype=torch.long, device=x.device)
@@ -410,15 +419,13 @@ def smoothed_pgd(
     `sample_noise(..., offset=δ)` to evaluate g at the attacked point."""
     import torch.nn.functional as F
 
-    from workbench.suites.robustness.functional import attack_mode
-
     sigma = _check_sigma(sigma)
     check_positive_int("steps", steps)
     check_positive_int("noise_samples", noise_samples)
     check_positive_int("batch_size", batch_size)
     generator = _check_generator(generator)
     space = space if space is not None else input_space(x)
-    like = x if space.kind == "input" else space.embedding.weight
+    like = x if space.kind == "input" else _layer_like(space, x)
     eps_abs = float(eps) * space.scale
     out = torch.zeros((x.shape[0], *space.shape), dtype=like.dtype, device=x.device)
     if eps_abs <= 0:
@@ -426,7 +433,7 @@ def smoothed_pgd(
     alpha = 2.5 * eps_abs / steps if step_size is None else float(step_size) * space.scale
     per = max(1, batch_size // noise_samples)  # examples per forward
     m = noise_samples
-    with attack_mode(model):
+    with gradient_mode(model):
         for s in range(0, x.shape[0], per):
             xs, ys = x[s : s + per], y[s : s + per]
             b = xs.shape[0]

@@ -51,7 +51,8 @@ class CertifySuite(Suite):
         sibling per sigma (recipe "gaussian_noise") and certify it at its own sigma.
         consistency_check: attack the smoothed classifier (PGD with expectation over
         `attack_noise_samples` noise draws, `attack_steps` steps) on `attack_samples`
-        examples at every radius with a certified example, evaluate g there with
+        examples at every radius of `check_radii` (default: every radius > 0 of `radii`)
+        where an attacked example is certified, evaluate g there with
         `attack_eval_samples` samples, and flag a certificate the attack contradicts beyond
         Monte Carlo error (one-sided binomial test, Bonferroni at `check_alpha`)."""
 
@@ -64,6 +65,7 @@ class CertifySuite(Suite):
         noise_training: bool = True
         training_epochs: int | None = None
         consistency_check: bool = True
+        check_radii: tuple[float, ...] | None = None
         attack_samples: int = 500
         attack_steps: int = 20
         attack_noise_samples: int = 32
@@ -79,6 +81,8 @@ class CertifySuite(Suite):
                 check_positive_int("training_epochs", self.training_epochs)
             set_("sigmas", _floats("sigmas", self.sigmas, positive=True))
             set_("radii", _floats("radii", self.radii, positive=False))
+            if self.check_radii is not None:
+                set_("check_radii", _floats("check_radii", self.check_radii, positive=True))
             for k in ("alpha", "check_alpha"):
                 v = getattr(self, k)
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.5:
@@ -88,10 +92,11 @@ class CertifySuite(Suite):
                     raise ConfigError(f"Expected `{k}` to be a bool, got {getattr(self, k)!r}.")
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
-        # CPU quickstart: 100 examples, two sigmas, n0 = 32 and n = 500 (R_max = 2.2 sigma at
-        # alpha = 0.001), 30 attacked examples, PGD-8 over 16 noise draws.
-        "quick": {"n_samples": 100, "sigmas": (0.25, 0.5), "n0": 32, "n": 500, "radii": (0.0, 0.25, 0.5, 0.75, 1.0),
-                  "attack_samples": 30, "attack_steps": 8, "attack_noise_samples": 16, "attack_eval_samples": 500},
+        # CPU quickstart: 100 examples, one sigma (one noise-trained sibling), n0 = 32 and
+        # n = 500 (R_max = 2.2 sigma at alpha = 0.001), 30 attacked examples, PGD-8 over 16
+        # noise draws; the check at two radii.
+        "quick": {"n_samples": 100, "sigmas": (0.25,), "n0": 32, "n": 500, "radii": (0.0, 0.125, 0.25, 0.375, 0.5),
+                  "check_radii": (0.25, 0.5), "attack_samples": 30, "attack_steps": 8, "attack_noise_samples": 16, "attack_eval_samples": 500},
         # Cohen et al.'s protocol (n0 = 100, n = 100,000, alpha = 0.001, sigma in {0.12, 0.25,
         # 0.5, 1.0}, 500 test points) scaled to the data: at most 500 test points (all of a
         # small test split); the class defaults.
@@ -109,10 +114,12 @@ class CertifySuite(Suite):
         if model.output != "logits":
             return f"suite 'certify' needs a classifier returning logits (B, K), got output {model.output!r}"
         if data.modality == "tokens":
-            from workbench.suites.certify.functional import find_token_embedding
+            from workbench.embedding import find_embedding_layer
+            from workbench.torch_utils import module_device
 
             try:
-                find_token_embedding(model.module)
+                ids = data.test.x[:8].to(module_device(model.module))
+                find_embedding_layer(model.module, ids, path=getattr(model, "embedding", None))
             except ModelError as exc:
                 return f"suite 'certify' adds noise to token embeddings: {exc}"
         return None
@@ -139,14 +146,15 @@ class CertifySuite(Suite):
         }
         variants: list[tuple[str, Any, tuple[float, ...], dict[str, Any]]] = [
             ("standard", model.module, p.sigmas, {"trained_with": "as given"})]
+        embedding = getattr(model, "embedding", None)  # the token-embedding layer named in the plan
         if p.noise_training:
             for s in p.sigmas:
                 if model.trainer is None:
                     summary["notes"].append("noise training skipped: the model has no trainer (cannot be retrained)")
                     break
                 try:
-                    module_v = model.trainer(recipe="gaussian_noise", recipe_params={"sigma": s},
-                                             epochs=p.training_epochs)
+                    params = {"sigma": s, **({"embedding": embedding} if embedding else {})}
+                    module_v = model.trainer(recipe="gaussian_noise", recipe_params=params, epochs=p.training_epochs)
                 except Exception as exc:  # a failed sibling removes only its own rows
                     summary["notes"].append(f"noise training at sigma={s:g} failed: {type(exc).__name__}: {exc}")
                     continue
@@ -159,7 +167,7 @@ class CertifySuite(Suite):
         for variant, module_v, sigmas, info in variants:
             vs = summary["variants"].setdefault(variant, {})
             for s in sigmas:
-                out = _certify_one(C, module_v, data, x, y, s, variant, p, ctx, units)
+                out = _certify_one(C, module_v, data, x, y, s, variant, p, ctx, units, embedding)
                 metrics += out["metrics"]
                 vs[f"{s:g}"] = {**out["summary"], **info}
                 for k, v in out["arrays"].items():
@@ -216,7 +224,7 @@ def _fraction(name: str, k: int, n: int, tags: dict[str, Any], *, higher: bool =
 
 
 def _certify_one(C: Any, module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, sigma: float, variant: str,
-                 p: Any, ctx: RunContext, units: str) -> dict[str, Any]:
+                 p: Any, ctx: RunContext, units: str, embedding: str | None) -> dict[str, Any]:
     """Certify one (model variant, sigma): metrics, a summary row for the figures, and
     per-example arrays."""
     from workbench.stats import bootstrap_mean_ci
@@ -229,8 +237,8 @@ def _certify_one(C: Any, module: Any, data: Any, x: torch.Tensor, y: torch.Tenso
     gen = torch.Generator(device=device).manual_seed(seed("noise"))
     with frozen_eval(module):
         if data.modality == "tokens":
-            ref = data.train.x[: min(len(data.train), 1000)]
-            space = C.embedding_space(module, ref)
+            ref = data.train.x[: min(len(data.train), 1000)].to(device)
+            space = C.embedding_space(module, ref, path=embedding)
         else:
             space = C.input_space(x)
         cert = C.certify(module, x, sigma=sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=bs, generator=gen,
@@ -292,10 +300,10 @@ def _consistency(C: Any, module: Any, x: torch.Tensor, y: torch.Tensor, cert: An
     pending: list[tuple[float, np.ndarray, np.ndarray | None, int]] = []
     curve: dict[str, list[float]] = {"radius": [], "accuracy": [], "ci_low": [], "ci_high": [], "certified": []}
     metrics: list[MetricRecord] = []
-    for r in p.radii:
+    for r in (p.check_radii if p.check_radii is not None else p.radii):
         if r <= 0:
             continue
-        certified = cert.certified(ys, r)
+        certified = cert.certified(y, r)[sub]
         if not bool(certified.any()):
             pending.append((r, np.zeros(0), None, 0))
             continue

@@ -33,8 +33,11 @@ class GaussianNoiseTraining:
 
     name = "gaussian_noise"
 
-    def __init__(self, *, sigma: float = 0.25, val_samples: int = 512, val_copies: int = 4, seed: int = 0) -> None:
+    def __init__(self, *, sigma: float = 0.25, embedding: str | None = None, val_samples: int = 512,
+                 val_copies: int = 4, seed: int = 0) -> None:
         self.sigma = C._check_sigma(sigma)
+        self.embedding = embedding  # token models: the layer path named in the plan, else found
+        self._layers: dict[int, nn.Module] = {}
         self.val_samples = check_positive_int("val_samples", val_samples)
         self.val_copies = check_positive_int("val_copies", val_copies)
         self.seed = int(seed)
@@ -48,18 +51,16 @@ class GaussianNoiseTraining:
         if torch.is_floating_point(x):
             noise = torch.randn(tuple(x.shape), generator=gen).to(x) * self.sigma
             return C.logits_of(module, x + noise)
-        emb = C.find_token_embedding(module)
-        sigma = self.sigma
+        from workbench import embedding as E
 
-        def add_noise(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
-            scale = out.detach().float().pow(2).mean().sqrt()
-            return out + torch.randn(tuple(out.shape), generator=gen).to(out) * (sigma * scale).to(out.dtype)
-
-        handle = emb.register_forward_hook(add_noise)
-        try:
-            return C.logits_of(module, x)
-        finally:
-            handle.remove()
+        layer = self._layers.get(id(module))
+        if layer is None:
+            layer = self._layers[id(module)] = E.find_embedding_layer(module, x, path=self.embedding)[1]
+        e0 = E.embeddings(module, layer, x)  # (B, T, C), detached: only the noise's size
+        scale = E.embedding_eps_scale(e0, "linf")  # RMS coordinate of this batch
+        noise = torch.randn(tuple(e0.shape), generator=gen).to(e0) * (self.sigma * scale)
+        out = E.forward_with_offset(module, layer, noise, x)
+        return out[0] if isinstance(out, tuple) else out
 
     def batch_loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
         return loss_fn(self._noisy_logits(module, x, self._gen), y)

@@ -216,3 +216,13 @@ def test_bad_arguments_raise_clear_errors():
         C.input_space(torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ModelError, match="nn.Embedding"):
         C.embedding_space(nn.Linear(2, 2), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_predict_pvalue_equals_scipy_binomtest_on_every_small_count():
+    """Exhaustive over n_A + n_B <= 40 (the vectorised p-value against binomtest)."""
+    rows = [(a, b) for t in range(1, 41) for a in range(t + 1) for b in [t - a] if a >= b]
+    counts = torch.tensor([[a, b, 0] for a, b in rows])
+    for alpha in (0.001, 0.05):
+        out = C.predict_from_counts(counts, alpha).tolist()
+        expected = [0 if binomtest(a, a + b, 0.5).pvalue <= alpha else C.ABSTAIN for a, b in rows]
+        assert out == expected
