@@ -25,6 +25,10 @@ from workbench.records import RunRecord
 from workbench.runner import Environment, plan_to_raw, run_plan
 from workbench.store import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "plugins"))
+from example_plugin import NAME as PLUGIN, installed  # noqa: E402
+from test_suite_contract import TIMING_NAMES, TIMING_UNITS  # noqa: E402
+
 QUIET = lambda m: None  # noqa: E731
 
 
@@ -74,7 +78,12 @@ def test_class_counts_check_their_input():
 # ----------------------------------------------------------------- a small plan
 
 
-def _plan_raw(root: Path, suites=("metrics", "robustness")) -> dict:
+# Every built-in suite and the example plug-in (tests/plugins): Ray must give the local numbers
+# for each of them, sharded where the suite shards (metrics, the plug-in).
+SUITES_UNDER_TEST = ("metrics", "robustness", "uncertainty", "efficiency", "explain", PLUGIN)
+
+
+def _plan_raw(root: Path, suites=SUITES_UNDER_TEST) -> dict:
     return {
         "run": {"name": "scale", "seed": 3, "device": "cpu", "out": str(root / "reports"), "progress": False,
                 "cache": str(root / "cache"), "store": str(root / "store.sqlite"), "suites": list(suites)},
@@ -86,19 +95,35 @@ def _plan_raw(root: Path, suites=("metrics", "robustness")) -> dict:
             "metrics": {"n_boot": 100},
             "robustness": {"n_samples": 24, "eps": [0.1], "attacks": ["fgsm", "pgd"], "pgd_steps": 3,
                            "masking_checks": False, "n_examples": 2},
+            "uncertainty": {"methods": ["single"], "n_boot": 50, "n_calibrated_sims": 50, "max_test": 40},
+            "efficiency": {"batch_sizes": [1], "repeats": 3, "warmup": 1, "memory": False, "energy": False,
+                           "generation": False, "compression": False},
+            "explain": {"methods": ["saliency", "integrated_gradients"], "n_examples": 4, "ig_steps": 8,
+                        "quality": ["completeness"]},
+            PLUGIN: {"n_samples": 30, "n_boot": 50},
         },
     }
 
 
 def _comparable(res) -> dict:
-    """A result as results.json holds it (tuples become lists), without its wall time."""
+    """A result as results.json holds it (tuples become lists), without its wall time and
+    without wall-clock measurements (latency, throughput...), which differ between any two runs."""
     d = json.loads(json.dumps(res.to_dict(), default=str))
     d.pop("duration_s")
+    d["metrics"] = [m for m in d["metrics"] if m["unit"] not in TIMING_UNITS and m["name"] not in TIMING_NAMES]
     return d
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
+def plugin_env(tmp_path_factory):
+    """The example plug-in installed by entry point, here and (PYTHONPATH) for Ray's workers."""
+    with installed(tmp_path_factory.mktemp("plugin")) as env, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", env["PYTHONPATH"])
+        yield env
+
+
+@pytest.fixture(scope="module")
+def local_run(plugin_env, tmp_path_factory):
     """The plan run by the local executor: the reference every other executor must match."""
     root = tmp_path_factory.mktemp("scale")
     plan = build_plan(_plan_raw(root))
@@ -126,15 +151,21 @@ def test_job_functions_in_process_equal_local_executor(local_run, tmp_path):
     slices = J.plan_shards(env, "wine_mlp", "metrics", 3)
     n_test = len(env.dataset("wine").test)
     assert len(slices) == 3 and slices[-1].stop == n_test and n_test % 3 != 0  # uneven shards
-    shards = [J.run_shard(spec, "wine_mlp", "metrics", s.start, s.stop, i) for i, s in enumerate(slices)]
-    combined = J.combine_shards(env, "wine_mlp", "metrics", shards[::-1], "r", tmp_path)  # any arrival order
+    shards = [J.run_shard(spec, "wine_mlp", "metrics", s, i) for i, s in enumerate(slices)]
+    combined = J.combine_shards(env, "wine_mlp", "metrics", shards[::-1], slices, "r", tmp_path)  # any arrival order
     assert _comparable(combined) == _comparable(local[("wine_mlp", "metrics")])
     assert sum(int(np.trace(s["part"]["confusion"])) for s in shards) == round(
         combined.metric("accuracy").value * combined.metric("accuracy").n)
+    with pytest.raises(WorkbenchError, match=r"expected pieces 0\.\.2 once each, got \[0, 1\]"):
+        J.combine_shards(env, "wine_mlp", "metrics", shards[:2], slices, "r", tmp_path)  # a shard missing
+    with pytest.raises(WorkbenchError, match=r"got \[0, 0, 1, 2\]"):
+        J.combine_shards(env, "wine_mlp", "metrics", [shards[0], *shards], slices, "r", tmp_path)  # one twice
+    with pytest.raises(WorkbenchError, match="Shard 1 of wine_mlp/metrics is"):
+        J.combine_shards(env, "wine_mlp", "metrics", [shards[0], {**shards[1], "shard": slices[2]}, shards[2]],
+                         slices, "r", tmp_path)  # a piece that is not the one planned
+    # the suite itself refuses parts that do not tile its examples
     with pytest.raises(WorkbenchError, match=r"cover \[0, \d+\), expected \[0, 35\)"):
-        J.combine_shards(env, "wine_mlp", "metrics", shards[:2], "r", tmp_path)  # a shard missing
-    with pytest.raises(WorkbenchError, match="do not tile"):
-        J.combine_shards(env, "wine_mlp", "metrics", [shards[0], *shards], "r", tmp_path)  # a shard twice
+        J.combine_shards(env, "wine_mlp", "metrics", shards[:2], slices[:2], "r", tmp_path)
 
 
 def test_missing_ray_is_a_config_error_with_the_install_hint(local_run, monkeypatch):
@@ -169,7 +200,7 @@ def test_unreachable_or_malformed_address_fails_fast():
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
+def ray_cluster(plugin_env, tmp_path_factory):
     ray = pytest.importorskip("ray")
     temp = tmp_path_factory.mktemp("ray")  # short: Ray's socket paths must stay < 108 bytes
     ray.init(num_cpus=2, object_store_memory=80 * 2**20, _temp_dir=str(temp), include_dashboard=False,
@@ -192,11 +223,12 @@ def test_ray_run_equals_local_and_runs_elsewhere(ray_cluster, local_run):
 
     ex = ray_out.run.provenance["executor"]
     assert ex["kind"] == "ray" and ex["driver_pid"] == os.getpid()
-    assert set(ex["shards"]) == {"wine_mlp/metrics", "cancer_mlp/metrics"}
+    assert set(ex["shards"]) == {f"{m}/{s}" for m in ("wine_mlp", "cancer_mlp") for s in ("metrics", PLUGIN)}
     for key, ranges in ex["shards"].items():
         assert len(ranges) == 2 and ranges[0][0] == 0 and ranges[0][1] == ranges[1][0]
     pids = {t["pid"] for t in ex["tasks"].values()}
-    assert len(ex["tasks"]) == 6 and os.getpid() not in pids  # 2 robustness jobs + 2 x 2 metrics shards
+    n_whole = 2 * (len(SUITES_UNDER_TEST) - 2)  # per model: every suite that does not shard ...
+    assert len(ex["tasks"]) == n_whole + 2 * 2 * 2 and os.getpid() not in pids  # ... + 2 x 2 shards of 2 suites
 
     # the driver wrote the store and the run directory as a local run does
     assert store.run_info(ray_out.run.run_id)["status"] == "complete"
@@ -223,7 +255,8 @@ def test_ray_failures_are_retried_or_reported_and_the_rest_completes(ray_cluster
         "cancer_mlp/robustness": "crash_once",  # the worker dies once: Ray retries it
         "cancer_mlp/metrics#1": "crash",  # a shard's worker dies every time: reported
     }
-    ray_out = run_plan_ray(plan, store=store, log=QUIET, shards=2, max_retries=1, _faults=faults)
+    ray_out = run_plan_ray(plan, suites=["metrics", "robustness"], store=store, log=QUIET, shards=2, max_retries=1,
+                           _faults=faults)
     local = {(r.model, r.suite): _comparable(r) for r in out.run.results}
     got = {(r.model, r.suite): r for r in ray_out.run.results}
     assert len(got) == 4

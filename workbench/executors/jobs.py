@@ -255,29 +255,26 @@ def job_context(env: "Environment", model: str, suite_name: str, run_id: str, ru
     return suite, handle, data, ctx
 
 
-def plan_shards(env: "Environment", model: str, suite_name: str, n_shards: int) -> list[slice] | None:
-    """The example ranges the (model, suite) job splits into, from the suite's `shards`
-    hook, or None when it does not shard (fewer than 2 shards asked or given, suite not
-    applicable, or a suite that does not shard)."""
-    from workbench.suite import check_tiling
-
+def plan_shards(env: "Environment", model: str, suite_name: str, n_shards: int) -> list[Any] | None:
+    """The pieces the (model, suite) job splits into, from the suite's `shards` hook, or
+    None when it does not shard (fewer than 2 shards asked or given, suite not applicable,
+    or a suite that does not shard)."""
     if n_shards < 2:
         return None
     suite, handle, data, ctx = job_context(env, model, suite_name, "plan", Path(tempfile.gettempdir()))
     if suite.applicable(handle, data):
         return None
-    slices = suite.shards(handle, data, ctx, n_shards)
-    if not slices or len(slices) < 2:
+    pieces = suite.shards(handle, data, ctx, n_shards)
+    if not pieces or len(pieces) < 2:
         return None
-    check_tiling([(s, None) for s in slices], slices[-1].stop, f"{model}/{suite_name}")
-    return list(slices)
+    return list(pieces)
 
 
-def run_shard(spec: JobSpec, model: str, suite_name: str, start: int, stop: int, index: int) -> dict[str, Any]:
-    """One shard of a (model, suite) job, rows [start, stop), through the suite's
-    `run_shard` hook with the job's own seed. Returns {"start", "stop", "part" (the
-    suite's plain data), "where", "seconds"}. Anything the suite writes goes to a
-    temporary directory that is removed."""
+def run_shard(spec: JobSpec, model: str, suite_name: str, shard: Any, index: int) -> dict[str, Any]:
+    """Piece `index` (`shard`, as `plan_shards` gave it) of a (model, suite) job, through
+    the suite's `run_shard` hook with the job's own seed. Returns {"index", "shard",
+    "part" (the suite's plain data), "where", "seconds"}. Anything the suite writes goes to
+    a temporary directory that is removed."""
     from workbench.torch_utils import ModuleState, seed_everything
 
     t0 = time.perf_counter()
@@ -288,31 +285,35 @@ def run_shard(spec: JobSpec, model: str, suite_name: str, start: int, stop: int,
         suite, handle, data, ctx = job_context(env, model, suite_name, spec.run_id, tmp)
         before = ModuleState.capture(handle.module)
         seed_everything(ctx.seed)
-        part = suite.run_shard(handle, data, ctx, slice(start, stop))
+        part = suite.run_shard(handle, data, ctx, shard)
         changes = before.diff(handle.module)
         if changes:
             before.restore(handle.module)
             raise WorkbenchError(f"{suite_name} shard changed the model (restored): " + "; ".join(changes[:5]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"start": start, "stop": stop, "part": part, "where": _where(), "seconds": time.perf_counter() - t0}
+    return {"index": index, "shard": shard, "part": part, "where": _where(), "seconds": time.perf_counter() - t0}
 
 
-def combine_shards(env: "Environment", model: str, suite_name: str, shards: list[dict[str, Any]], run_id: str,
-                   run_dir: Path) -> "SuiteResult":
-    """The (model, suite) result from its shards (any arrival order) through the suite's
-    `combine` hook, with its artifacts written under `run_dir`. Raises WorkbenchError when
-    the shards do not tile the job's examples or the suite finds them inconsistent."""
-    from workbench.suite import check_tiling
+def combine_shards(env: "Environment", model: str, suite_name: str, shards: list[dict[str, Any]],
+                   pieces: list[Any], run_id: str, run_dir: Path) -> "SuiteResult":
+    """The (model, suite) result from the outputs of `run_shard` (any arrival order) for
+    `pieces` (what `plan_shards` gave), through the suite's `combine` hook, with its
+    artifacts written under `run_dir`. Raises WorkbenchError unless every piece came back
+    exactly once, or when the suite finds the parts inconsistent."""
     from workbench.torch_utils import ModuleState, seed_everything
 
     t0 = time.perf_counter()
+    what = f"{model}/{suite_name}"
+    got = sorted(int(s["index"]) for s in shards)
+    if got != list(range(len(pieces))):
+        raise WorkbenchError(f"Shards of {what}: expected pieces 0..{len(pieces) - 1} once each, got {got}.")
+    by_index = {int(s["index"]): s for s in shards}
+    for i, piece in enumerate(pieces):
+        if not _same_piece(by_index[i]["shard"], piece):
+            raise WorkbenchError(f"Shard {i} of {what} is {by_index[i]['shard']!r}, expected {piece!r}.")
+    parts = [(piece, by_index[i]["part"]) for i, piece in enumerate(pieces)]
     suite, handle, data, ctx = job_context(env, model, suite_name, run_id, run_dir)
-    expected = suite.shards(handle, data, ctx, len(shards)) or []
-    shards = sorted(shards, key=lambda s: s["start"])
-    parts = [(slice(int(s["start"]), int(s["stop"])), s["part"]) for s in shards]
-    n = expected[-1].stop if expected else (parts[-1][0].stop if parts else 0)
-    check_tiling(parts, n, f"{model}/{suite_name}")
     before = ModuleState.capture(handle.module)
     seed_everything(ctx.seed)
     res = suite.combine(handle, data, ctx, parts)
@@ -322,3 +323,21 @@ def combine_shards(env: "Environment", model: str, suite_name: str, shards: list
         raise WorkbenchError(f"{suite_name} combine changed the model (restored): " + "; ".join(changes[:5]))
     compute = sum(float(s.get("seconds", 0.0)) for s in shards)
     return dataclasses.replace(res, duration_s=compute + time.perf_counter() - t0)
+
+
+def _same_piece(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - e.g. arrays: compare their text
+        return repr(a) == repr(b)
+
+
+def describe_piece(piece: Any) -> Any:
+    """A JSON-able description of a piece for the run's provenance."""
+    if isinstance(piece, slice):
+        return [piece.start, piece.stop]
+    if isinstance(piece, (str, int, float)) or piece is None:
+        return piece
+    if isinstance(piece, (tuple, list)):
+        return [describe_piece(p) for p in piece]
+    return repr(piece)

@@ -187,14 +187,13 @@ def run_plan_ray(
         shard_task = ray.remote(J.run_shard)
 
         jobs = [(m, s) for m in model_names for s in suite_names]
-        shard_plan: dict[tuple[str, str], list[slice]] = {}
+        shard_plan: dict[tuple[str, str], list[Any]] = {}
         for m, s in jobs:
-            slices = J.plan_shards(env, m, s, shards)  # the suite's own sharding hook
-            if slices:
-                shard_plan[(m, s)] = slices
-                for i, sl in enumerate(slices):
-                    ref = shard_task.options(name=f"{m}/{s}#{i}", **task_opts).remote(spec_ref, m, s, sl.start, sl.stop,
-                                                                                     i)
+            pieces = J.plan_shards(env, m, s, shards)  # the suite's own sharding hook
+            if pieces:
+                shard_plan[(m, s)] = pieces
+                for i, piece in enumerate(pieces):
+                    ref = shard_task.options(name=f"{m}/{s}#{i}", **task_opts).remote(spec_ref, m, s, piece, i)
                     pending[ref] = (m, s, i)
             else:
                 pending[job_task.options(name=f"{m}/{s}", **task_opts).remote(spec_ref, m, s)] = (m, s, None)
@@ -234,7 +233,7 @@ def run_plan_ray(
                     if len(shard_out[(m, s)]) < len(shard_plan[(m, s)]):
                         continue
                     try:
-                        res = J.combine_shards(env, m, s, shard_out[(m, s)], run_id, run_dir)
+                        res = J.combine_shards(env, m, s, shard_out[(m, s)], shard_plan[(m, s)], run_id, run_dir)
                     except WorkbenchError as exc:
                         res = _error_result(m, s, env.dataset(dataset).name, f"combining shards failed: {exc}")
             results[(m, s)] = res
@@ -259,7 +258,7 @@ def run_plan_ray(
     executor = {
         "kind": "ray", "address": address, "ray_version": getattr(ray, "__version__", None),
         "cluster_resources": cluster, "task_resources": {"num_cpus": num_cpus, "num_gpus": gpus},
-        "max_retries": max_retries, "shards": {f"{m}/{s}": [[sl.start, sl.stop] for sl in v]
+        "max_retries": max_retries, "shards": {f"{m}/{s}": [J.describe_piece(piece) for piece in v]
                                                for (m, s), v in shard_plan.items()},
         "tasks": where, "driver_pid": os.getpid(),
     }
