@@ -523,8 +523,9 @@ def _mismatch_plan(tmp_path: Path, mode: str, defect: str = "none") -> Path:
                 "out": str(tmp_path / "reports"), "store": str(tmp_path / "store.sqlite")},
         "datasets": {"blobs": {"source": "callable", "function": f"{me}:make_data", "defect": defect}},
         # The good model comes first: the bad one must still be caught before any suite runs.
-        "models": [{"name": "good", "factory": f"{me}:make_shaped", "dataset": "blobs"},
-                   {"name": "bad", "factory": f"{me}:make_shaped", "dataset": "blobs", "options": {"mode": mode}}],
+        "models": [{"name": "good", "factory": f"{me}:make_shaped", "dataset": "blobs", "untrained": True},
+                   {"name": "bad", "factory": f"{me}:make_shaped", "dataset": "blobs", "options": {"mode": mode},
+                    "untrained": True}],
         "suites": {"metrics": {"n_boot": 10}},
     }
     return _write(tmp_path / "plan.toml", raw)

@@ -212,6 +212,9 @@ def provenance_fields(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("git", prov.get("git_sha")),
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, Mapping)
          else versions),
+        # what the user must know about the numbers: data transforms and splits, untrained
+        # models, overlap warnings, gate rules not run (workbench.runsetup)
+        ("notes", "; ".join(map(str, prov["notes"])) if isinstance(prov.get("notes"), list) else None),
     ]
     return [(k, str(v)) for k, v in fields if v not in (None, "", {})]
 
@@ -330,6 +333,13 @@ def summary_markdown(
                 f"{counts['error']} errors")
     doc.add(" · ".join(bits))
     doc.add("")
+    notes = (d.get("provenance") or {}).get("notes")
+    if isinstance(notes, list) and notes:
+        doc.add("**Notes**")
+        doc.add("")
+        for note in notes:
+            doc.add(f"- {md_escape(str(note))}")
+        doc.add("")
     outcome = _outcome_dict(gate_outcome)
     if outcome is not None:
         _gate_section(doc, outcome)
