@@ -688,3 +688,153 @@ def test_split_indices_properties():
             assert sum(sizes) == n and all(abs(s - f * n) < 1 for s, f in zip(sizes, (0.6, 0.2, 0.2)))
     again = split_indices(len(labels), (0.6, 0.2, 0.2), seed=5, labels=labels)
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+# --------------------------------------------------------------------------------------
+# User data as given: CSV options, user splits, tensors, text and image folders (issue 14)
+# --------------------------------------------------------------------------------------
+
+
+def test_csv_values_reach_the_model_as_written_with_the_label_mapping_recorded(tmp_path):
+    rows = [[1000 + i, -0.5 * i, i % 7, ("yes", "no", "maybe")[i % 3]] for i in range(30)]
+    p = _write_csv(tmp_path / "raw.csv", rows, header="income,delta,k,label")
+    ds = load_csv(p, target="label", classes=["no", "maybe", "yes"])
+    assert ds.provenance["transforms"][0].startswith("labels: strings mapped to class ids in the order of `classes`")
+    assert ds.provenance["label_mapping"] == {"no": 0, "maybe": 1, "yes": 2} and ds.class_names == ("no", "maybe", "yes")
+    assert "made by the workbench" in ds.provenance["split"] and ds.provenance["user_split"] is False
+    by_income = {r[0]: r for r in rows}
+    for s in SPLITS:  # every value exactly as in the file (float32 holds these exactly)
+        for x, y in zip(ds.split(s).x.tolist(), ds.split(s).y.tolist()):
+            src = by_income[int(x[0])]
+            assert x == [float(v) for v in src[:3]] and ds.class_names[y] == src[3]
+    with pytest.raises(DataError, match=r"label\(s\) \['yes'\] that are not in `classes`"):
+        load_csv(p, target="label", classes=["no", "maybe"])
+
+
+def test_csv_encoding_delimiter_duplicates_and_column_selection(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a;b;label\n1;2;caf\xe9\n3;4;th\xe9\n5;6;caf\xe9\n7;8;th\xe9\n9;1;caf\xe9\n2;2;th\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"line 2: byte \d+ .* not valid utf-8.*encoding = \"latin-1\""):
+        load_csv(latin, target="label", delimiter=";")
+    rows = "a;b;label\n" + "".join(f"{i};{i * 2};{('café', 'thé')[i % 2]}\n" for i in range(20))
+    latin.write_bytes(rows.encode("latin-1"))
+    ds = load_csv(latin, target="label", delimiter=";", encoding="latin-1")
+    assert ds.class_names == ("café", "thé") and ds.feature_names == ("a", "b")
+    with pytest.raises(ConfigError, match="Unknown `encoding`"):
+        load_csv(latin, target="label", delimiter=";", encoding="latin-9000")
+    with pytest.raises(ConfigError, match="one character"):
+        load_csv(latin, target="label", delimiter=";;")
+    dup = _write_csv(tmp_path / "dup.csv", [[1, 2, 3, "x"], [4, 5, 6, "y"]], header="a,b,a,label")
+    with pytest.raises(DataError, match=r"column name 'a' appears 2 times \(columns 1, 3\)"):
+        load_csv(dup, target="label")
+    p = _write_csv(tmp_path / "sel.csv", [[i, i + 1, i + 2, "ab"[i % 2]] for i in range(20)])
+    assert load_csv(p, target="label", features=["c", "a"]).feature_names == ("c", "a")
+    assert load_csv(p, target="label", exclude=["b"]).feature_names == ("a", "c")
+    with pytest.raises(ConfigError, match="Did you mean 'b'"):
+        load_csv(p, target="label", exclude=["bb"])
+
+
+def test_user_splits_column_files_and_index_files(tmp_path):
+    rows = [[i, i * 3, i % 5, "ab"[i % 2], ("train", "test", "train", "validation", "train")[i % 5]] for i in range(50)]
+    path = tmp_path / "s.csv"
+    path.write_text("a,b,c,label,part\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    ds = load_csv(path, target="label", split_column="part")
+    got = {s: sorted(int(v) for v in ds.split(s).x[:, 0].tolist()) for s in SPLITS}
+    want = {"train": [r[0] for r in rows if r[4] == "train"], "val": [r[0] for r in rows if r[4] == "validation"],
+            "test": [r[0] for r in rows if r[4] == "test"]}
+    assert got == want and ds.provenance["user_split"] and "split column 'part'" in ds.provenance["split"]
+    assert ds.feature_names == ("a", "b", "c")  # the split column is not a feature
+    # without val: a seeded share of the user's train rows; the user's test rows untouched
+    rows2 = [r[:4] + ["test" if r[4] == "test" else "train"] for r in rows]
+    path.write_text("a,b,c,label,part\n" + "".join(",".join(map(str, r)) + "\n" for r in rows2))
+    ds2 = load_csv(path, target="label", split_column="part")
+    assert sorted(int(v) for v in ds2.test.x[:, 0].tolist()) == want["test"]
+    assert len(ds2.train) + len(ds2.val) == 40 and len(ds2.val) == 8 and "val = a seeded random 20%" in ds2.provenance["split"]
+    path.write_text("a,b,c,label,part\n1,2,3,a,train\n4,5,6,b,tset\n")
+    with pytest.raises(DataError, match=r"unknown split 'tset'.*Did you mean 'test'"):
+        load_csv(path, target="label", split_column="part")
+    # separate files
+    for name, lo, hi in (("tr", 0, 30), ("va", 30, 40), ("te", 40, 50)):
+        _write_csv(tmp_path / f"{name}.csv", [[i, i, i, "ab"[i % 2]] for i in range(lo, hi)])
+    ds3 = load_csv({"train": str(tmp_path / "tr.csv"), "val": str(tmp_path / "va.csv"),
+                    "test": str(tmp_path / "te.csv")}, target="label")
+    assert [sorted(int(v) for v in ds3.split(s).x[:, 0].tolist()) for s in SPLITS] == [
+        list(range(0, 30)), list(range(30, 40)), list(range(40, 50))]
+    _write_csv(tmp_path / "other.csv", [[1, 2, 3, "a"]], header="a,b,z,label")
+    with pytest.raises(DataError, match="same header"):
+        load_csv({"train": str(tmp_path / "tr.csv"), "test": str(tmp_path / "other.csv")}, target="label")
+    # index files (0-based data rows)
+    (tmp_path / "test_rows.txt").write_text("0 1 2\n3\n")
+    np.save(tmp_path / "val_rows.npy", np.array([4, 5]))
+    ds4 = load_csv(tmp_path / "tr.csv", target="label", split_files={"test": str(tmp_path / "test_rows.txt"),
+                                                                    "val": str(tmp_path / "val_rows.npy")})
+    assert sorted(int(v) for v in ds4.test.x[:, 0].tolist()) == [0, 1, 2, 3]
+    assert sorted(int(v) for v in ds4.val.x[:, 0].tolist()) == [4, 5] and len(ds4.train) == 24
+    (tmp_path / "bad_rows.txt").write_text("3 4 99\n")
+    with pytest.raises(DataError, match=r"must be in \[0, 30\)"):
+        load_csv(tmp_path / "tr.csv", target="label", split_files={"test": str(tmp_path / "bad_rows.txt")})
+    (tmp_path / "overlap.txt").write_text("4\n")
+    with pytest.raises(DataError, match="row 4 is in both 'val' and 'test'"):
+        load_csv(tmp_path / "tr.csv", target="label",
+                 split_files={"test": str(tmp_path / "overlap.txt"), "val": str(tmp_path / "val_rows.npy")})
+
+
+def test_tensor_and_text_sources_take_the_users_split(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 30), ("test", 10)):
+        torch.save({"x": torch.randn(n, 3, generator=g, dtype=torch.float64), "y": torch.arange(n) % 2},
+                   tmp_path / f"{split}.pt")
+    ds = load_tensor_file({"train": str(tmp_path / "train.pt"), "test": str(tmp_path / "test.pt")})
+    test_x = torch.load(tmp_path / "test.pt", weights_only=True)["x"]
+    assert torch.equal(ds.test.x, test_x.float()) and len(ds.train) + len(ds.val) == 30
+    assert ds.provenance["user_split"] and any("cast from torch.float64 to torch.float32" in t
+                                               for t in ds.provenance["transforms"])
+    docs = {s: "\n\n".join(f"{s} paragraph {i} " + "xyz " * 30 for i in range(4)) for s in SPLITS}
+    for s, text in docs.items():
+        (tmp_path / f"{s}.txt").write_text(text)
+    lm = load_text({s: str(tmp_path / f"{s}.txt") for s in SPLITS}, block_size=16)
+    names = lm.ground_truth["documents"]
+    for s in SPLITS:  # every window of a split comes from that split's file
+        assert all(names[d].startswith(s) for d in lm.split(s).meta["doc_id"].tolist())
+    assert lm.provenance["transforms"][0].startswith("tokenize: character level")
+
+
+def _png(path, size, color, mode="RGB"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def test_image_folders_through_pillow(tmp_path):
+    from workbench.data.loaders import load_image_folder
+
+    root = tmp_path / "imgs"
+    for k in range(6):
+        _png(root / "cat" / f"{k}.png", (5, 4), (10 * k, 0, 255))
+        _png(root / "dog" / f"{k}.png", (5, 4), (0, 255, 3 * k))
+    ds = load_image_folder(root)
+    assert ds.modality == "image" and ds.class_names == ("cat", "dog") and ds.input_shape == (3, 4, 5)
+    assert ds.bounds == (0.0, 1.0) and ds.provenance["transforms"] == ["pixel values scaled from 0..255 to [0, 1] (x / 255)"]
+    x = torch.cat([ds.split(s).x for s in SPLITS])
+    # blue channel: cats 255, dogs 3k -> exactly the file's bytes / 255
+    assert torch.equal(x[:, 2].unique(), torch.tensor(sorted({1.0, *(3 * k / 255 for k in range(6))}), dtype=torch.float32))
+    _png(root / "dog" / "big.png", (8, 8), (1, 2, 3))
+    with pytest.raises(DataError, match=r"differ in size: .* is 4x5 but .*big.png' is 8x8.*resize"):
+        load_image_folder(root)
+    resized = load_image_folder(root, resize=[6, 6], normalize={"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]})
+    assert resized.input_shape == (3, 6, 6) and resized.bounds == (-1.0, 1.0)
+    assert any("resized to 6x6" in t for t in resized.provenance["transforms"])
+    assert any("normalized per channel" in t for t in resized.provenance["transforms"])
+    _png(root / "cat" / "grey.png", (5, 4), 7, mode="L")
+    (root / "dog" / "big.png").unlink()
+    with pytest.raises(DataError, match="colour mode.*mode = \"RGB\""):
+        load_image_folder(root)
+    assert load_image_folder(root, mode="RGB").input_shape == (3, 4, 5)
+    (root / "bird").mkdir()
+    with pytest.raises(DataError, match="Class 'bird' .* is empty"):
+        load_image_folder(root)
+    (root / "bird").rmdir()
+    (root / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="Cannot read image .*broken.png"):
+        load_image_folder(root, mode="RGB")

@@ -71,6 +71,7 @@ def load_text(
             raise DataError("A text `path` table needs train, val and test files (documents cannot be carved "
                             "out of a file without mixing its windows).")
         docs: list[str] = []
+        names: list[str] = []
         groups: list[int] = []
         first = None
         for k, split in enumerate(FILE_KEYS):
@@ -78,10 +79,12 @@ def load_text(
             first = first or p
             para = paragraphs(text)
             docs += para
+            names += [f"{split}/{p.name}#{i}" for i in range(len(para))]
             groups += [k] * len(para)
         ds = char_lm_dataset(
             docs, name=name or first.stem, seed=seed, block_size=block_size, max_windows=max_windows,
             min_char_count=min_char_count, val_fraction=val_fraction, test_fraction=test_fraction, groups=groups,
+            doc_names=names,
             split_note="given by the user: separate train/val/test files",
             description=f"Character-level LM on {', '.join(Path(str(table[s])).name for s in FILE_KEYS)}.",
             source="user files " + ", ".join(str(table[s]) for s in FILE_KEYS),
