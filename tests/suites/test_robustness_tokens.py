@@ -1,0 +1,159 @@
+"""Token models are attacked through a forward hook on their embedding layer, for any
+nn.Module (issue 20): a user-style model with no special methods (nn.Embedding + conv +
+GRU + linear), the reference Transformer (token + position embeddings) and LSTM, and a
+model with two embedding layers fed the ids (the plan must name one). The HotFlip search's
+flips are real (a forward on the substituted ids) and never more than an exhaustive
+search over every single substitution finds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from workbench import embedding as E
+from workbench.errors import ModelError
+from workbench.suite import ModelHandle, RunContext
+from workbench.suites.robustness import functional as A
+from workbench.suites.robustness.hotflip import hotflip
+from workbench.suites.robustness.suite import RobustnessSuite
+from workbench.suites.robustness.testing import GRUTokenClassifier, TwoEmbeddingClassifier, token_dataset, train_plain
+from workbench.torch_utils import ModuleState
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+SMALL = {"n_samples": 40, "eps": [0.25, 0.5], "attacks": ["fgsm", "pgd", "apgd_t"], "pgd_steps": 5, "apgd_steps": 8,
+         "apgd_targets": 2, "random_search_queries": 20, "n_examples": 4, "substitutions": [1, 2]}
+
+
+def _ctx(tmp_path: Path) -> RunContext:
+    return RunContext(run_id="t", run_dir=tmp_path, seed=0, device=CPU, suite="robustness", model_name="m",
+                      dataset_name="d", batch_size=16, log=lambda m: None)
+
+
+def _handle(module: nn.Module, embedding: str | None = None) -> ModelHandle:
+    return ModelHandle(name="m", module=module, arch="custom", task="classification", output="logits",
+                       embedding=embedding)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return token_dataset()
+
+
+@pytest.fixture(scope="module")
+def gru(data):
+    torch.manual_seed(0)
+    return train_plain(GRUTokenClassifier(), data, epochs=30)
+
+
+def test_user_token_model_without_special_methods_through_the_suite(gru, data, tmp_path):
+    assert not hasattr(gru, "embed") and not hasattr(gru, "forward_from_embeddings")
+    gru.train()
+    before = ModuleState.capture(gru)
+    res = RobustnessSuite.from_config(SMALL, profile="quick").run(_handle(gru), data, _ctx(tmp_path))
+    assert before.diff(gru) == []
+    gru.eval()
+    assert res.status == "ok", res.reason
+    worst = res.metric("robust_accuracy", attack="worst_case", eps=0.5)
+    assert worst.value is not None and worst.tags["space"] == "embedding" and worst.tags["eps_absolute"] > 0
+    assert worst.value <= res.metric("clean_accuracy", variant="standard").value
+    summary = json.loads((tmp_path / res.artifacts["robustness_summary"]).read_text())
+    assert summary["embedding_layer"] == "emb" and "root-mean-square" in summary["eps_meaning"]
+    # the token-substitution artifact: what the dashboard shows in place
+    with np.load(tmp_path / res.artifacts["token_substitutions"]) as z:
+        ex = {k: z[k] for k in z.files}
+    assert ex["tokens"].shape == ex["substituted"].shape == ex["changed"].shape == (4, 8)
+    np.testing.assert_array_equal(ex["changed"], ex["tokens"] != ex["substituted"])
+    with torch.no_grad():  # the reported predictions are a real forward on the substituted ids
+        pred = gru(torch.as_tensor(ex["substituted"])).argmax(1).numpy()
+    np.testing.assert_array_equal(pred, ex["pred_substituted"])
+    flipped = ex["substitutions_to_flip"] >= 1
+    assert (ex["changed"].sum(1)[flipped] == ex["substitutions_to_flip"][flipped]).all()
+    assert (pred[flipped] != ex["label"][flipped]).all()
+    # flip rates: one budget row each, never fewer flips with a larger budget
+    r1 = res.metric("token_flip_rate", substitutions=1)
+    r2 = res.metric("token_flip_rate", substitutions=2)
+    assert r1.n == r2.n == round(res.metric("clean_accuracy", variant="standard").value * 40)
+    assert 0 <= r1.value <= r2.value <= 1
+    acc2 = res.metric("token_robust_accuracy", substitutions=2)
+    assert acc2.value == pytest.approx((1 - r2.value) * r2.n / 40)
+    figs = RobustnessSuite.figures(res.to_dict(), tmp_path)
+    assert "Token substitutions" in [t for t, _ in figs]
+    for _, fig in figs:
+        fig.to_json()
+
+
+def test_hotflip_flips_are_real_and_within_the_exhaustive_single_substitution_set(gru, data):
+    ids, y = data.test.x[:30], data.test.y[:30]
+    _, layer = E.find_embedding_layer(gru, ids)
+    res = hotflip(gru, layer, ids, y, max_substitutions=1, candidates=4)
+    with torch.no_grad():
+        clean_ok = gru(ids).argmax(1) == y
+        assert torch.equal(gru(res.substituted).argmax(1) != y, (res.flips_at >= 0))
+        # exhaustive: every position x every other token, a real forward each
+        flippable = torch.zeros(len(y), dtype=torch.bool)
+        for t in range(ids.shape[1]):
+            for v in range(12):
+                alt = ids.clone()
+                alt[:, t] = v
+                flippable |= (gru(alt).argmax(1) != y) & (ids[:, t] != v)
+    got = res.flipped_within(1)
+    assert bool((got <= (flippable & clean_ok)).all())  # greedy finds a subset of what exists
+    assert int(got.sum()) >= 0.5 * int((flippable & clean_ok).sum())  # and most of it, on this model
+    assert int(((res.substituted != ids).sum(1) > 1).sum()) == 0
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_reference_models_hook_equals_their_shortcut(arch, data, tmp_path):
+    import importlib
+
+    build = importlib.import_module(f"workbench.models.{arch}").build
+    torch.manual_seed(0)
+    model = build(data).eval()
+    ids = data.test.x[:16]
+    name, layer = E.find_embedding_layer(model, ids)  # the transformer's position table is not fed the ids
+    assert name == "token_embedding"
+    space = E.TokenEmbeddingModel(model, layer, ids)
+    e = space.clean()
+    assert torch.equal(e, model.embed(ids).detach())
+    e2 = e + 0.1 * torch.randn(e.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        via_shortcut = model.forward_from_embeddings(e2)
+        via_shortcut = via_shortcut[0] if isinstance(via_shortcut, tuple) else via_shortcut
+        assert torch.allclose(A.logits_of(space, e2), via_shortcut, atol=1e-6)
+    res = RobustnessSuite.from_config({**SMALL, "n_samples": 16, "attacks": ["pgd"], "masking_checks": False},
+                                      profile="quick").run(_handle(model), data, _ctx(tmp_path))
+    assert res.metric("robust_accuracy", attack="worst_case", eps=0.5).value is not None
+    assert res.metric("token_flip_rate", substitutions=2).n is not None
+
+
+def test_two_embedding_layers_ask_the_plan_to_name_one(data, tmp_path):
+    torch.manual_seed(0)
+    model = train_plain(TwoEmbeddingClassifier(), data, epochs=5)
+    with pytest.raises(ModelError, match='embedding = "words"'):
+        E.find_embedding_layer(model, data.test.x[:4])
+    suite = RobustnessSuite.from_config({**SMALL, "attacks": ["fgsm"], "masking_checks": False}, profile="quick")
+    res = suite.run(_handle(model), data, _ctx(tmp_path / "a"))
+    r = res.metric("robust_accuracy", attack="worst_case")
+    assert r.value is None and "words, features" in r.reason and "embedding =" in r.reason
+    assert res.metric("token_flip_rate").value is None
+    named = suite.run(_handle(model, embedding="features"), data, _ctx(tmp_path / "b"))
+    assert named.metric("robust_accuracy", attack="worst_case", eps=0.5).value is not None
+    summary = json.loads((tmp_path / "b" / named.artifacts["robustness_summary"]).read_text())
+    assert summary["embedding_layer"] == "features"
+    with pytest.raises(ModelError, match="Did you mean 'words'"):
+        E.find_embedding_layer(model, path="word")
+
+
+def test_plan_names_the_embedding_layer():
+    from workbench.config import build_plan
+
+    plan = build_plan({"run": {"name": "x"}, "models": [
+        {"name": "m", "factory": "mod:fn", "dataset": "synthetic_tokens", "train": {"epochs": 1},
+         "embedding": "encoder.tok"}]})
+    assert plan.models[0].embedding == "encoder.tok"
