@@ -107,6 +107,10 @@ class ShapleyResult:
     (for the baseline value function) or E-weighted (background). n_coalitions: distinct
     coalitions evaluated; n_evaluations: model inputs evaluated (= n_coalitions * R).
     estimator: "exact" (all 2^M coalitions) or "kernel" (sampled, constrained WLS).
+    standard_error: (M,) the sampler's own estimate of its error per player (bootstrap
+    over the sampled coalitions, `kernel_standard_error`); zeros for "exact"; None when
+    the estimator gives none (shap's KernelExplainer). The efficiency gap is 0 by
+    construction of the constrained solve, so it says nothing about this error.
     """
 
     values: np.ndarray
@@ -115,6 +119,7 @@ class ShapleyResult:
     n_coalitions: int
     n_evaluations: int
     estimator: str
+    standard_error: np.ndarray | None = None
 
     @property
     def efficiency_gap(self) -> float:
@@ -194,7 +199,7 @@ def exact_shapley(
     v = coalition_values(f, x, groups, replacement, coalitions, weights=weights, batch_size=batch_size)
     phi = shapley_from_values(v)
     n = len(coalitions)
-    return ShapleyResult(phi, float(v[0]), float(v[-1]), n, n * replacement.shape[0], "exact")
+    return ShapleyResult(phi, float(v[0]), float(v[-1]), n, n * replacement.shape[0], "exact", np.zeros(m))
 
 
 def _size_weights(m: int) -> np.ndarray:
@@ -223,6 +228,14 @@ def _subsets_of_size(m: int, size: int) -> np.ndarray:
 
 
 def sample_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(coalitions, weights) of `sample_coalitions_marked`, without the sampled-row mask."""
+    coal, w, _ = sample_coalitions_marked(m, budget, rng)
+    return coal, w
+
+
+def sample_coalitions_marked(
+    m: int, budget: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct coalitions for Kernel SHAP and their kernel weights.
 
     Like shap's KernelExplainer: sizes whose every subset (and complement) fits in their
@@ -230,7 +243,8 @@ def sample_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np
     the rest of the budget is filled by paired (S, complement) samples drawn without
     duplicates from the remaining sizes, which share the remaining kernel mass in proportion
     to how often they were drawn. Returns (coalitions (C, m) bool excluding empty/full,
-    weights (C,) summing to 1).
+    weights (C,) summing to 1, sampled (C,) bool: True for the drawn rows, False for the
+    completely enumerated sizes).
     """
     check_positive_int("m", m)
     check_positive_int("budget", budget)
@@ -288,8 +302,11 @@ def sample_coalitions(m: int, budget: int, rng: np.random.Generator) -> tuple[np
             rows.append(found)
             wts.append(counts / counts.sum() * left.sum())
     if not rows:
-        return np.zeros((0, m), dtype=bool), np.zeros(0)
-    return np.concatenate(rows), np.concatenate(wts)
+        return np.zeros((0, m), dtype=bool), np.zeros(0), np.zeros(0, dtype=bool)
+    drew = remaining > 0 and len(found) > 0  # the last block of rows is the drawn one
+    sampled = np.concatenate([np.zeros(len(r), dtype=bool) for r in rows[:-1]]
+                             + [np.full(len(rows[-1]), drew)])
+    return np.concatenate(rows), np.concatenate(wts), sampled
 
 
 def kernel_shap_solve(
@@ -313,6 +330,28 @@ def kernel_shap_solve(
     return np.concatenate([sol, [total - sol.sum()]])
 
 
+def kernel_standard_error(
+    coalitions: np.ndarray, values: np.ndarray, weights: np.ndarray, sampled: np.ndarray,
+    base_value: float, full_value: float, *, n_boot: int = 100, seed: int = 0,
+) -> np.ndarray:
+    """(M,) standard error of the Kernel SHAP estimate from its own sample: the sampled
+    coalitions are resampled with replacement (a drawn row's weight times its bootstrap
+    multiplicity; enumerated sizes are fixed, they carry no sampling error) and the
+    constrained solve is repeated; the SD over `n_boot` replicates. Conservative when the
+    sample is a large share of its sizes (no finite-population correction)."""
+    idx = np.flatnonzero(sampled)
+    m = coalitions.shape[1]
+    if idx.size < 2:
+        return np.zeros(m)
+    rng = np.random.default_rng(seed)
+    reps = np.empty((n_boot, m))
+    for b in range(n_boot):
+        w = weights.copy()
+        w[idx] = weights[idx] * np.bincount(rng.integers(0, idx.size, idx.size), minlength=idx.size)
+        reps[b] = kernel_shap_solve(coalitions, values, w, base_value, full_value)
+    return reps.std(axis=0, ddof=1)
+
+
 def kernel_shapley(
     f: ScalarFn,
     x: torch.Tensor,
@@ -328,20 +367,22 @@ def kernel_shapley(
 
     When 2^M - 2 <= n_coalitions every coalition fits and the exact values are returned
     (estimator "exact"); otherwise the batched, deduplicated Kernel SHAP estimate
-    (estimator "kernel"), seeded by `seed`. Efficiency holds exactly in both cases.
+    (estimator "kernel"), seeded by `seed`, with its bootstrap standard error per player.
+    Efficiency holds exactly in both cases (it is a constraint of the solve).
     """
     m = check_groups(groups, tuple(x.shape))
     check_positive_int("n_coalitions", n_coalitions)
     if m <= MAX_EXACT_PLAYERS and 2**m - 2 <= n_coalitions:
         return exact_shapley(f, x, groups, replacement, weights=weights, batch_size=batch_size)
     rng = np.random.default_rng(seed)
-    coal, kw = sample_coalitions(m, n_coalitions, rng)
+    coal, kw, sampled = sample_coalitions_marked(m, n_coalitions, rng)
     ends = np.stack([np.zeros(m, dtype=bool), np.ones(m, dtype=bool)])
     v = coalition_values(f, x, groups, replacement, np.concatenate([ends, coal]), weights=weights,
                          batch_size=batch_size)
     phi = kernel_shap_solve(coal, v[2:], kw, float(v[0]), float(v[1]))
+    se = kernel_standard_error(coal, v[2:], kw, sampled, float(v[0]), float(v[1]), seed=seed)
     n = len(coal) + 2
-    return ShapleyResult(phi, float(v[0]), float(v[1]), n, n * replacement.shape[0], "kernel")
+    return ShapleyResult(phi, float(v[0]), float(v[1]), n, n * replacement.shape[0], "kernel", se)
 
 
 def shapley_values(

@@ -101,6 +101,7 @@ def test_tabular_every_method_and_check(tabular, tmp_path):
     shapley = _by(res, "method_coverage", method="shapley")
     assert shapley.tags["value_function"] == "background" and shapley.tags["estimator"] == "exact"
     assert shapley.tags["n_samples"] == 2**6 and "seed" in shapley.tags
+    assert _by(res, "shapley_error_bound", method="shapley").value == 0.0  # exact: no sampling error
     assert _by(res, "method_coverage", method="shap_kernel").tags["library"].startswith("shap ")
     # ground truth: features 0 and 3 carry the label
     assert _by(res, "top_k_precision", method="shapley").value >= 0.75
@@ -113,14 +114,25 @@ def test_tabular_every_method_and_check(tabular, tmp_path):
     assert _by(res, "seed_rank_correlation", method="shapley").reason.startswith("exact enumeration")
     assert _by(res, "max_sensitivity", method="lime").value is None
     assert _by(res, "infidelity", method="saliency").value >= 0
-    assert _by(res, "surrogate_r2", method="lime").tags["fidelity"] in ("ok", "low")
+    lime_r2 = _by(res, "surrogate_r2", method="lime")
+    low = _by(res, "low_fidelity_fraction", method="lime")
+    assert lime_r2.tags["fidelity"] == ("low" if low.value > 0.5 else "ok")
     # artifacts the dashboard reads
     run_dir = tmp_path / "a"
     with np.load(run_dir / res.artifacts["examples"]) as ex:
         keys = set(ex.files)
         assert {"input", "label", "prediction", "probability", "explained_value"} <= keys
         assert ex["attr_shapley"].shape == (6, 6)
-        np.testing.assert_allclose(ex["attr_shapley"].sum(1) + 0, ex["attr_shapley"].sum(1))
+        # efficiency against an independent reference: f(x) - E_w[f(background)] with the
+        # background rebuilt here (shap.kmeans of the training split, its weights)
+        import shap
+
+        summary = shap.kmeans(data.train.x.double().numpy(), 8)
+        with torch.no_grad():
+            f_bg = model(torch.as_tensor(summary.data, dtype=torch.float32)).double().numpy()  # (R, K)
+        w = np.asarray(summary.weights, dtype=np.float64) / np.sum(summary.weights)
+        ref = (w[:, None] * f_bg).sum(0)[ex["prediction"]]  # E_w f_target(b), (N,)
+        np.testing.assert_allclose(ex["attr_shapley"].sum(1), ex["explained_value"] - ref, atol=1e-4)
     with np.load(run_dir / res.artifacts["curves"]) as cv:
         assert cv["deletion__shapley__zero"].shape == (6, suite.params.curve_steps + 1)
         assert "insertion__random__sample" in cv.files
@@ -142,6 +154,9 @@ def test_same_seed_same_numbers(tabular, tmp_path):
     assert [m.to_dict() for m in a.metrics] == [m.to_dict() for m in b.metrics]
     assert _by(a, "method_coverage", method="shapley").tags["estimator"] == "kernel"
     assert _by(a, "seed_rank_correlation", method="shapley").value is not None
+    bound = _by(a, "shapley_error_bound", method="shapley")
+    assert bound.value > 0 and bound.tags["estimator"] == "kernel"
+    assert "by construction" in _by(a, "completeness_gap", method="shapley").tags["note"]
 
 
 def test_token_lstm_flags_methods_that_break_their_property(tmp_path):
@@ -180,8 +195,12 @@ def test_image_quick_profile_on_a_cnn(tmp_path):
     assert _by(res, "completeness_gap", method="integrated_gradients").value < 0.05
     assert _by(res, "method_coverage", method="shapley").tags["players"] == "SLIC superpixels"
     sal = _by(res, "randomisation_rank_correlation", method="saliency")
-    assert sal.tags["verdict"] in ("passes", "fails (explanation barely depends on the weights)")
-    assert {_by(res, "deletion_auc", method="random", replacement=r).value is not None for r in ("zero", "blur")}
+    # the verdict follows from the value and the threshold (either outcome is possible on a 1-epoch CNN)
+    want = "passes" if sal.value <= sal.tags["threshold"] else "fails (explanation barely depends on the weights)"
+    assert -1.0 <= sal.value <= 1.0 and sal.tags["verdict"] == want
+    for r in ("zero", "blur"):
+        rand = _by(res, "deletion_auc", method="random", replacement=r)
+        assert rand.value is not None and 0.0 <= rand.value <= 1.0 and rand.tags["orders"] == 8
 
 
 def test_regression_linear_model_shapley_is_w_times_x(tmp_path):
@@ -196,7 +215,8 @@ def test_regression_linear_model_shapley_is_w_times_x(tmp_path):
         want = (model.linear.weight.detach()[0] * torch.as_tensor(ex["input"])).numpy()
         np.testing.assert_allclose(ex["attr_shapley"], want, atol=1e-5)
         np.testing.assert_allclose(ex["attr_integrated_gradients"], want, atol=1e-5)
-    assert _by(res, "deletion_auc", method="shapley", replacement="zero").unit == "output"
+    deletion = _by(res, "deletion_auc", method="shapley", replacement="zero")
+    assert deletion.unit == "output" and deletion.value is None and "regression" in deletion.reason
 
 
 def test_language_model_attention_and_rollout_only(tmp_path):
@@ -225,12 +245,12 @@ def test_language_model_attention_and_rollout_only(tmp_path):
 
 
 def test_a_failing_method_is_a_null_record_not_a_crash(tabular, tmp_path, monkeypatch):
-    import workbench.suites.explain.suite as suite_mod
+    import workbench.suites.explain.methods as methods_mod
 
     def boom(*a, **k):
         raise RuntimeError("surrogate exploded")
 
-    monkeypatch.setattr(suite_mod, "_explain_lime", boom)
+    monkeypatch.setattr(methods_mod, "_explain_lime", boom)
     model, data = tabular
     res = _suite(methods=["saliency", "lime"], n_examples=3, quality=["deletion"]).run(
         _handle(model), data, _ctx(tmp_path, "m"))
@@ -255,3 +275,83 @@ def test_lime_low_fidelity_is_flagged(tmp_path):
     r2 = _by(res, "surrogate_r2", method="lime")
     assert r2.value < 0.5 and r2.tags["fidelity"] == "low"
     assert _by(res, "low_fidelity_fraction", method="lime").value > 0.5
+
+
+class MeanProbability(nn.Module):
+    """Two classes with p(class 1) = mean(x) exactly (logits log(1 - m), log(m)), so a
+    deletion curve under a random order has the closed-form expectation (1 - k/U) mean(x)."""
+
+    output_kind = "logits"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(1).clamp(1e-6, 1 - 1e-6)
+        return torch.stack([torch.log1p(-m), torch.log(m)], 1)
+
+
+def _mean_probability_data(n_features: int) -> Dataset:
+    g = torch.Generator().manual_seed(0)
+    x = 0.6 + 0.4 * torch.rand(60, n_features, generator=g)  # mean > 0.5: class 1 is predicted
+    split = Split(x, torch.ones(60, dtype=torch.long))
+    return Dataset(name="mean", modality="tabular", task="classification", train=split, val=split, test=split,
+                   num_classes=2, feature_names=tuple(f"f{i}" for i in range(n_features)))
+
+
+def test_random_control_is_the_expectation_with_its_spread(tmp_path):
+    U, N, R, S = 10, 8, 16, 10
+    data = _mean_probability_data(U)
+    res = _suite(methods=["saliency"], n_examples=N, quality=["deletion", "insertion"], replacements=["zero"],
+                 random_orders=R, curve_steps=S).run(_handle(MeanProbability()), data, _ctx(tmp_path, "mp"))
+    x = data.test.x[:N].double().numpy()
+    k = np.round(np.linspace(0, U, S + 1))
+    closed = {"deletion": np.trapezoid((1 - k / U)[None] * x.mean(1)[:, None], dx=1 / S, axis=1),
+              "insertion": np.trapezoid((k / U)[None] * x.mean(1)[:, None], dx=1 / S, axis=1)}
+    quality = json.loads((tmp_path / res.artifacts["quality"]).read_text())["random"]
+    for mode in ("deletion", "insertion"):
+        rand = _by(res, f"{mode}_auc", method="random", replacement="zero")
+        assert rand.tags["order"] == "random_expectation" and rand.tags["orders"] == R
+        spread = _by(res, "random_order_spread", method="random", replacement="zero", mode=mode)
+        per_example = np.array(quality[f"{mode}_auc"]["zero"])
+        sd = np.array(quality[f"{mode}_auc_spread"]["zero"])
+        assert spread.value == pytest.approx(sd.mean()) and np.all(sd > 0)
+        # the mean of R orders sits within 4 Monte Carlo standard errors of the closed form
+        assert np.all(np.abs(per_example - closed[mode]) <= 4 * sd / np.sqrt(R))
+        mc_se = np.sqrt(np.mean(sd**2) / (R * N))
+        assert abs(rand.value - closed[mode].mean()) <= 4 * mc_se
+        # one random order is off by the spread, R times more than the R-order mean on average
+        assert sd.mean() > 2 * np.abs(per_example - closed[mode]).mean()
+    # the verdict beside each method compares its per-example AUCs with the control's expectation
+    from workbench.suites.explain.records import vs_random
+
+    full = json.loads((tmp_path / res.artifacts["quality"]).read_text())
+    want = vs_random(np.array(full["saliency"]["deletion_auc"]["zero"]), np.array(quality["deletion_auc"]["zero"]),
+                     "deletion", 7)
+    assert _by(res, "deletion_auc", method="saliency", replacement="zero").tags["vs_random"] == want
+
+
+def test_vs_random_verdict_follows_the_paired_difference():
+    from workbench.suites.explain.records import vs_random
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.7, 30)
+    assert vs_random(base - 0.1, base, "deletion", 0) == "better"  # lower deletion AUC is better
+    assert vs_random(base - 0.1 + rng.normal(0, 0.02, 30), base, "deletion", 0) == "better"
+    assert vs_random(base, base, "deletion", 0) == "not distinguishable"
+    assert vs_random(base + 0.1, base, "deletion", 0) == "worse"
+    assert vs_random(base + 0.1, base, "insertion", 0) == "better"
+    assert vs_random(base + rng.normal(0, 0.05, 30), base, "insertion", 0) == "not distinguishable"
+
+
+def test_deletion_is_null_with_reason_for_one_unit_and_for_regression(tmp_path):
+    one = _mean_probability_data(1)
+    res = _suite(methods=["saliency", "integrated_gradients"], n_examples=4, quality=["deletion", "insertion"],
+                 replacements=["zero"]).run(_handle(MeanProbability()), one, _ctx(tmp_path / "one", "mp"))
+    for method in ("saliency", "integrated_gradients", "random"):
+        for mode in ("deletion", "insertion"):
+            m = _by(res, f"{mode}_auc", method=method, replacement="zero")
+            assert m.value is None and "at least 2 input units" in m.reason, m
+    data = tabular_dataset(n=200, n_features=5, relevant=(0, 3), task="regression")
+    res = _suite(methods=["saliency"], n_examples=4, quality=["deletion"], replacements=["zero"]).run(
+        _handle(LinearModel(5).eval(), task="regression", output="mean"), data, _ctx(tmp_path / "reg", "lin"))
+    for method in ("saliency", "random"):
+        m = _by(res, "deletion_auc", method=method, replacement="zero")
+        assert m.value is None and "undefined for regression" in m.reason
