@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from workbench.errors import ConfigError, DataError, ModelError
+from workbench.errors import ConfigError, DataError
 from workbench.torch_utils import frozen_eval
 
 GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "deeplift", "occlusion")
@@ -89,26 +89,24 @@ def _drop_new_hooks(m: nn.Module, before: dict[str, set]) -> None:
             del hooks[k]
 
 
-def find_embedding(module: nn.Module) -> nn.Embedding:
-    """The token embedding layer: `module.token_embedding`, else the only nn.Embedding."""
-    emb = getattr(module, "token_embedding", None)
-    if isinstance(emb, nn.Embedding):
-        return emb
-    found = [m for m in module.modules() if isinstance(m, nn.Embedding)]
-    if len(found) != 1:
-        raise ModelError(
-            f"Expected a token model with `token_embedding` or exactly one nn.Embedding, "
-            f"found {len(found)} in {type(module).__name__}."
-        )
-    return found[0]
+def find_embedding(module: nn.Module, ids: torch.Tensor | None = None, path: str | None = None) -> nn.Module:
+    """The token embedding layer, found by the helper the robustness suite uses
+    (`workbench.embedding.find_embedding_layer`): the layer named in the plan (`path`), the
+    only nn.Embedding, or (with sample `ids`) the only one fed the token ids."""
+    from workbench.embedding import find_embedding_layer
+
+    return find_embedding_layer(module, ids, path=path)[1]
 
 
 def embed_tokens(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """Token embeddings (B, T, C) of ids (B, T), detached."""
+    """Token embeddings (B, T, C) of ids (B, T), detached: the embedding layer's output in a
+    forward pass (`workbench.embedding.embeddings`), or the model's own `embed` shortcut."""
+    from workbench.embedding import embeddings
+
     with torch.no_grad():
         if hasattr(module, "embed"):
             return module.embed(ids).detach()
-        return find_embedding(module)(ids).detach()
+        return embeddings(module, find_embedding(module, ids), ids)
 
 
 class ExplainedModel(nn.Module):
@@ -156,13 +154,10 @@ class ExplainedModel(nn.Module):
         return self.softmax(out) if self.explained == "probability" else out
 
     def _through_embedding_hook(self, z: torch.Tensor) -> torch.Tensor:
-        emb = find_embedding(self.module)
-        handle = emb.register_forward_hook(lambda _m, _i, _o: z)
-        try:
-            ids = torch.zeros(z.shape[:2], dtype=torch.long, device=z.device)
-            return self.module(ids)
-        finally:
-            handle.remove()
+        from workbench.embedding import forward_with_embeddings
+
+        # zeros for the ids: captum expands the inputs, so the real ids are not row-aligned here
+        return forward_with_embeddings(self.module, find_embedding(self.module), z)
 
     def scalar(self, target: int | None):  # noqa: ANN201 - returns a ScalarFn
         """f restricted to one class: z (B, ...) -> (B,)."""

@@ -157,3 +157,17 @@ def test_plan_names_the_embedding_layer():
         {"name": "m", "factory": "mod:fn", "dataset": "synthetic_tokens", "train": {"epochs": 1},
          "embedding": "encoder.tok"}]})
     assert plan.models[0].embedding == "encoder.tok"
+
+
+def test_explain_uses_the_same_embedding_helper(gru, data):
+    from workbench.suites.explain.gradients import ExplainedModel, embed_tokens, find_embedding
+
+    ids = data.test.x[:6]
+    assert find_embedding(gru, ids) is E.find_embedding_layer(gru, ids)[1]
+    e = embed_tokens(gru, ids)
+    assert torch.equal(e, gru.emb(ids).detach())
+    explained = ExplainedModel(gru, "logits", space="embedding")
+    with torch.no_grad():
+        assert torch.allclose(explained(e), gru(ids), atol=1e-6)  # the GRU reads the ids only through `emb`
+    with pytest.raises(ModelError, match="words, features"):
+        find_embedding(TwoEmbeddingClassifier(), ids)
