@@ -4,7 +4,9 @@
   -> pool over time ("mean" | "max" | "last" state) -> dropout -> linear head
 
 An LSTM has no position embedding: `forward_from_embeddings(e)` runs everything after
-the token embedding, so `forward(idx) == forward_from_embeddings(embed(idx))`.
+the token embedding, so `forward(idx) == forward_from_embeddings(embed(idx))`. Both are
+shortcuts: suites work on any token model by hooking its embedding layer
+(workbench.embedding), and tests check the hook gives the same function.
 """
 
 from __future__ import annotations

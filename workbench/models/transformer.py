@@ -167,7 +167,8 @@ class TransformerClassifier(nn.Module):
         init_weights(self, config.n_layer)
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """Token embeddings only: (B, T) long -> (B, T, C)."""
+        """Token embeddings only: (B, T) long -> (B, T, C). A shortcut: suites do not need it
+        (or `forward_from_embeddings`); they hook the embedding layer (workbench.embedding)."""
         return self.token_embedding(idx)
 
     def forward_from_embeddings(
