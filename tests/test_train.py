@@ -114,3 +114,62 @@ def test_predict_backs_off_on_cuda_out_of_memory(monkeypatch):
     assert calls == [64, 32, 16]
     with torch.no_grad():
         assert torch.allclose(out, m(x))
+
+
+def test_shard_weights_make_the_averaged_gradient_the_global_batch_gradient():
+    """DDP averages the ranks' gradients; with uneven shards (7 rows on 2 ranks: 4 and 3)
+    the weighted shard means must average to the global-batch mean, gradient included."""
+    from workbench.train import shard_weight
+
+    torch.manual_seed(0)
+    w = torch.randn(3, requires_grad=True)
+    x, y = torch.randn(7, 3), torch.randn(7)
+
+    def mean_loss(rows):
+        return ((x[rows] @ w - y[rows]) ** 2).mean()
+
+    idx, world = torch.arange(7), 2
+    (g_global,) = torch.autograd.grad(mean_loss(idx), w)
+    weighted, plain = [], []
+    for rank in range(world):
+        local = idx[rank::world]
+        (g,) = torch.autograd.grad(mean_loss(local) * shard_weight(local.numel(), idx.numel(), world), w)
+        weighted.append(g)
+        plain.append(torch.autograd.grad(mean_loss(local), w)[0])
+    assert torch.allclose(sum(weighted) / world, g_global, atol=1e-6)
+    assert not torch.allclose(sum(plain) / world, g_global, atol=1e-3)  # unweighted shard means are not it
+    assert shard_weight(4, 7, 2) == 8 / 7 and shard_weight(5, 5, 1) == 1.0
+
+
+def test_non_finite_weights_never_enter_the_cache(tmp_path):
+    """A model whose buffer becomes NaN in training (finite loss throughout) is refused
+    before the checkpoint is written: nothing loadable is left."""
+    from workbench.errors import ModelError
+
+    class NaNBuffer(TinyMLP):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("stat", torch.zeros(1))
+
+        def forward(self, x):
+            if self.training:
+                self.stat.fill_(float("nan"))
+            return super().forward(x)
+
+    with pytest.raises(ModelError, match="non-finite values in stat"):
+        train_cached(NaNBuffer, {"arch": "nan"}, blobs(), TrainConfig(epochs=1), device=CPU, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_step_refuses_a_non_finite_loss_before_any_change():
+    from workbench.errors import ModelError
+    from workbench.train import StandardRecipe, train_step
+
+    m = TinyMLP()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+    x = torch.full((4, 4), float("inf"))
+    with pytest.raises(ModelError, match="non-finite.*at epoch 3"):
+        train_step(m, x, torch.zeros(4, dtype=torch.long), recipe=StandardRecipe(), loss_fn=task_loss("logits"),
+                   opt=opt, scaler=None, grad_clip=1.0, device=CPU, use_amp=False, where=" at epoch 3")
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

@@ -229,6 +229,13 @@ class Parallel:
         return recipe.epoch_end(module, data, epoch, device) or {}
 
 
+def shard_weight(local_rows: int, global_rows: int, world: int) -> float:
+    """The factor on a process's shard-mean loss such that the average over `world`
+    processes of (factor × shard mean) is the mean over the global batch:
+    local_rows × world / global_rows (1.0 for one process)."""
+    return 1.0 if world == 1 else local_rows * world / global_rows
+
+
 def train_step(
     model: nn.Module,
     xb: torch.Tensor,
@@ -329,7 +336,7 @@ def train_model(
             idx = perm[i : i + cfg.batch_size]
             local = parallel.local_rows(idx)
             if local is not None:
-                weight = 1.0 if world == 1 else local.numel() * world / idx.numel()
+                weight = shard_weight(local.numel(), idx.numel(), world)
                 loss = train_step(model, xtr[local], ytr[local], recipe=recipe, loss_fn=loss_fn, opt=opt,
                                   scaler=scaler, grad_clip=cfg.grad_clip, device=device, use_amp=use_amp,
                                   weight=weight, where=f" at epoch {epoch}{on_rank}")
