@@ -36,7 +36,7 @@ def page_list() -> list[tuple[str, str, object]]:
     """(url path, title, render) of every page: the fixed ones, and one generic page per
     registered suite without a page of its own (plug-ins included), before Compare."""
     fixed = [(name, title, RENDER[name]) for name, title in common.PAGES]
-    generic = [(suite_page.url_path(s), s.replace("_", " ").capitalize(), suite_page.make_render(s))
+    generic = [(suite_page.url_path(s), suite_page.title(s), suite_page.make_render(s))
                for s in suite_page.generic_suites()]
     return fixed[:-1] + generic + fixed[-1:]
 

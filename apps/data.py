@@ -202,7 +202,9 @@ def _suite_figures(suite: str, result_json: str, run_dir: str, mtimes: tuple[flo
         figs = SUITES.get(suite).figures(json.loads(result_json), Path(run_dir))
     except Exception as exc:  # a suite's drawing bug is shown as a note, never breaks the page
         return [], f"the {suite} suite could not draw its figures: {type(exc).__name__}: {exc}"
-    return [(str(t), f) for t, f in figs], None
+    from workbench.reporting.figures import decimate
+
+    return [(str(t), decimate(f)) for t, f in figs], None
 
 
 def suite_figures(result: Mapping[str, Any], run_dir: str | None) -> tuple[list[tuple[str, Any]], str | None]:

@@ -196,8 +196,9 @@ def suite_status_note(results: list[Mapping[str, Any]], suite: str, model: str |
                 f"(or run `workbench run PLAN --suites {suite}`) to see this page.")
         return False
     if all(r["status"] != "ok" for r in rel):
-        for r in rel:
-            st.warning(f"{suite} on {esc(r['model'])}: {esc(r['status'])} — {esc(r.get('reason'))}")
+        for r in rel:  # skipped by design (does not apply) is information; an error is a warning
+            note = st.info if r["status"] == "skipped" else st.warning
+            note(f"{suite} on {esc(r['model'])}: {esc(r['status'])} — {esc(r.get('reason') or 'no reason recorded')}")
         return False
     return True
 
@@ -266,14 +267,20 @@ def show_suite_figures(run: RunView, result: Mapping[str, Any], key: str, skip: 
     figs, note = data.suite_figures(result, run.run_dir)
     if note:
         st.warning(note)
+    from workbench.reporting.figures import figure_table
+
     n = 0
     for i, (title, fig) in enumerate(figs):
         if any(s in title for s in skip):
             continue
+        table = figure_table(fig)  # a plotly table cuts rows at its height: show a real one
         layout_title = getattr(getattr(fig.layout, "title", None), "text", None)
-        if not layout_title:  # the suite's figure carries no title of its own
-            st.markdown(f"**{esc(title)}**")
-        show_figure(fig, key=f"{key}:{i}")
+        if table is not None or not layout_title:  # the suite's figure carries no title of its own
+            st.markdown(f"**{esc(layout_title or title)}**")
+        if table is not None:
+            st.dataframe(pd.DataFrame(table[1], columns=table[0]), hide_index=True, key=f"{key}:{i}:table")
+        else:
+            show_figure(fig, key=f"{key}:{i}")
         n += 1
     if not figs and not note:
         st.caption("This result saved no artifacts to draw.")

@@ -118,30 +118,32 @@ def pareto_mask(cost: Sequence[float], score: Sequence[float], higher_is_better:
     return out
 
 
-def pareto_figure(df: pd.DataFrame) -> Any:
-    """Task metric against latency p50 per call, one trace per task metric; models on the
-    Pareto front (within a metric) filled, others open; CI error bars."""
+def pareto_figures(df: pd.DataFrame) -> list[Any]:
+    """One chart per task metric (never two metrics on one axis): the metric against
+    latency p50 per call, models on the Pareto front filled, others open; CI error bars."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    figs = []
     ok = df.dropna(subset=["latency_p50_s", "task_value"])
     for metric, g in ok.groupby("task_metric", sort=True):
         hib = bool(g["task_higher_is_better"].iloc[0]) if g["task_higher_is_better"].notna().any() else True
         front = pareto_mask(g["latency_p50_s"], g["task_value"], hib)
         hi = (g["task_ci_high"] - g["task_value"]).fillna(0).to_numpy()
         lo = (g["task_value"] - g["task_ci_low"]).fillna(0).to_numpy()
-        fig.add_trace(go.Scatter(
+        fig = go.Figure(go.Scatter(
             x=g["latency_p50_s"].to_numpy(), y=g["task_value"].to_numpy(), text=g["model"].tolist(),
             mode="markers+text", textposition="top center", name=str(metric),
             marker={"size": 12, "symbol": ["circle" if f else "circle-open" for f in front]},
             error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo},
             customdata=front.astype(int),
-            hovertemplate="%{text}<br>latency %{x:.3g} s<br>" + str(metric) + " %{y:.4g}<extra></extra>",
+            hovertemplate="%{text}<br>latency %{x:.3s}s<br>" + str(metric) + " %{y:.4g}<extra></extra>",
         ))
-    fig.update_layout(title="Task metric vs latency (filled: Pareto-optimal within the metric)",
-                      xaxis={"title": "latency p50 per call at the smallest swept batch (s)", "type": "log"},
-                      yaxis_title="task metric (metrics suite)")
-    return fig
+        better = "higher is better" if hib else "lower is better"
+        fig.update_layout(title=f"Task metric vs latency: {metric} ({better}; filled: Pareto-optimal)",
+                          xaxis={"title": "latency p50 per call at the smallest measured batch (s)", "type": "log"},
+                          yaxis_title=f"{metric} (metrics suite, 95% CI)", showlegend=False, height=380)
+        figs.append(fig)
+    return figs
 
 
 def render() -> None:
@@ -161,7 +163,8 @@ def render() -> None:
                    "the task metric comes from the metrics suite. Compressed variants are in each model's "
                    "figures below.")
         if table[["latency_p50_s", "task_value"]].notna().all(axis=1).any():
-            common.show_figure(pareto_figure(table), key="efficiency:pareto")
+            for i, fig in enumerate(pareto_figures(table)):
+                common.show_figure(fig, key=f"efficiency:pareto:{i}")
         else:
             st.caption("No model has both a latency and a metrics-suite score, so there is no accuracy-vs-cost chart.")
     model = common.pick_model(data.models_with(run.results, "efficiency"), key="efficiency:model")

@@ -116,6 +116,13 @@ def quality_summary(result: Mapping[str, Any]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- figures
 
 
+def token_text(tokens: Sequence[Any]) -> str:
+    """The example as the text it is: characters (a character-level model) joined as they
+    are, whitespace kept; word or sub-word tokens joined with spaces."""
+    toks = [str(t) for t in tokens]
+    return "".join(toks) if all(len(t) <= 1 for t in toks) else " ".join(toks)
+
+
 def picker_figure(indices: np.ndarray, y: np.ndarray, correct: np.ndarray | None, stored: int, current: int,
                   y_title: str) -> tuple[Any, list[list[int]]]:
     """Overview of the test examples to click on: one point per example (customdata = its
@@ -153,6 +160,8 @@ def picker_figure(indices: np.ndarray, y: np.ndarray, correct: np.ndarray | None
         by_curve.append(idx[cur].tolist())
     fig.update_layout(xaxis_title="test example", yaxis_title=y_title, height=320, clickmode="event+select",
                       margin={"t": 30, "b": 40})
+    if not y_title:  # nothing to plot against: a compact strip of clickable examples, no fake axis
+        fig.update_layout(height=170, yaxis={"visible": False, "range": [-1, 1]}, margin={"t": 20, "b": 40})
     return fig, by_curve
 
 
@@ -335,7 +344,8 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
     if facts:
         st.markdown(" · ".join(facts))
     if tokens is not None:
-        st.caption("Text: " + common.esc(" ".join(str(t) for t in tokens)))
+        st.markdown("**Text**")
+        st.code(token_text(tokens), language=None, wrap_lines=True)
     methods = [m for m in methods_of(row)]
     if methods or meta.get("modality") != "lm":
         left, right = st.columns([3, 2])
@@ -423,7 +433,7 @@ def render() -> None:
         idx = np.arange(stored)
         has_value = "explained_value" in ex
         y = np.asarray(ex["explained_value"], dtype=float) if has_value else np.zeros(stored)
-        y_title = "explained output" if has_value else "(stored examples)"
+        y_title = "explained output" if has_value else ""
         correct = (ex["prediction"] == ex["label"]) if "prediction" in ex and "label" in ex \
             and meta.get("task") == "classification" else None
     fig, by_curve = picker_figure(idx, y, correct, stored, current, y_title)

@@ -33,8 +33,20 @@ def url_path(suite: str) -> str:
     return "suite-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in suite)
 
 
+def title(suite: str) -> str:
+    """The page's title in the navigation and its heading."""
+    return suite.replace("_", " ").capitalize()
+
+
+def nav() -> list[tuple[str, str]]:
+    """(url path, title) of every page, in navigation order: the fixed pages, one generic
+    page per registered suite without a page of its own, then Compare."""
+    fixed = list(common.PAGES)
+    return fixed[:-1] + [(url_path(s), title(s)) for s in generic_suites()] + fixed[-1:]
+
+
 def render_suite(suite: str) -> None:
-    st.title(suite.replace("_", " ").capitalize())
+    st.title(title(suite))
     run = common.current_run()
     if run is None:
         return

@@ -1,0 +1,169 @@
+"""The dashboard on a REAL quickstart run (trained models, every suite), in headless
+Chromium, started both documented ways:
+
+- by hand, `python -m streamlit run apps/dashboard.py` with no telemetry flag: the shipped
+  apps/.streamlit/config.toml must keep every request on the machine;
+- `workbench ui`.
+
+Every page is visited for every model of the run; each must show no exception, error or
+warning box, no "None"/"nan" text (in the page or inside a plot) and no empty figure, and
+the browser must make no request that leaves 127.0.0.1. A page whose suite did not run for
+a model (robustness on the LM) shows an info note, which is allowed.
+
+Slow (runs the quickstart once per session, then ~50 page loads): marked slow and browser.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    LOOPBACK,
+    free_port,
+    page_problems,
+    settle,
+    start_streamlit,
+    stop,
+    sync_playwright_or_skip,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-artifacts" / "dashboard-real"
+
+
+def _pages() -> list[tuple[str, str]]:
+    from workbench.apps.views import suite_page
+
+    return suite_page.nav()
+
+
+def _pick_model(page, model: str) -> bool:  # type: ignore[no-untyped-def]
+    """Choose `model` in the page's Model combo box (a rerun, not a reload); False when the
+    page offers no such model (its suite has no result for it)."""
+    box = page.locator("[data-testid=stMain] input[role=combobox][aria-label=Model]")
+    if not box.count():
+        return False
+    if box.input_value() == model:
+        return True
+    box.click()
+    box.fill(model)
+    option = page.get_by_role("option", name=model, exact=True)
+    try:
+        option.wait_for(timeout=3000)
+    except Exception:
+        page.keyboard.press("Escape")
+        return False
+    option.click()
+    settle(page)
+    assert box.input_value() == model, (model, box.input_value())
+    return True
+
+
+def _browse(url: str, run: dict, pages: list[tuple[str, str]], models: list[str], shots: bool
+            ) -> tuple[list[str], list[str]]:
+    """Visit every page (through the navigation) for every model (through the page's model
+    picker); returns (problems, non-local requests)."""
+    sync_playwright = sync_playwright_or_skip()
+    problems: list[str] = []
+    outside: list[str] = []
+
+    def route(r):  # type: ignore[no-untyped-def]
+        if r.request.url.startswith(LOOPBACK):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.route("**/*", route)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.goto(f"{url}/?page=runs&run={run['run_id']}&other={run['run_id']}", wait_until="load")
+            settle(page)
+            for name, title in pages:
+                t0 = time.monotonic()
+                if name != "runs":
+                    page.locator("[data-testid=stSidebarNavLink]", has_text=title).first.click()
+                    settle(page)
+                assert f"page={name}" in page.url and page.locator("h1").first.inner_text().startswith(title), \
+                    (name, page.url)
+                has_picker = bool(page.locator("[data-testid=stMain] input[role=combobox][aria-label=Model]").count())
+                for model in (models if has_picker else models[:1]):
+                    if has_picker and not _pick_model(page, model):
+                        continue
+                    problems += [f"{name} / {model}: {p}" for p in page_problems(page, "[data-testid=stMain]")]
+                    if shots:
+                        SHOTS.mkdir(parents=True, exist_ok=True)
+                        page.screenshot(path=str(SHOTS / f"{name}-{model}.png"))
+                print(f"{name}: {time.monotonic() - t0:.1f} s", flush=True)
+        finally:
+            browser.close()
+    return problems, outside
+
+
+@pytest.fixture(scope="module")
+def env(quickstart_run: dict) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")},
+            "WORKBENCH_STORE": str(quickstart_run["store"]), "OMP_NUM_THREADS": "1"}
+
+
+def test_every_page_for_every_model_started_by_hand(quickstart_run, env, tmp_path):
+    """The manual start of apps/README.md, without any telemetry flag."""
+    port = free_port()
+    proc = start_streamlit([sys.executable, "-m", "streamlit", "run", "apps/dashboard.py",
+                            "--server.port", str(port)], env, port, str(tmp_path / "st.log"), cwd=str(ROOT))
+    try:
+        problems, outside = _browse(f"http://127.0.0.1:{port}", quickstart_run, _pages(), quickstart_run["models"],
+                                    shots=True)
+    finally:
+        stop(proc)
+    assert not outside, f"requests left the machine: {sorted(set(outside))}"
+    assert not problems, "\n".join(problems)
+
+
+def test_workbench_ui_makes_only_loopback_requests(quickstart_run, env, tmp_path):
+    """`workbench ui` from another directory (the installed package, its shipped config)."""
+    sync_playwright_or_skip()
+    port = free_port()
+    proc = start_streamlit([sys.executable, "-m", "workbench", "ui", "--store", str(quickstart_run["store"]),
+                            "--port", str(port)], env, port, str(tmp_path / "ui.log"), cwd=str(tmp_path))
+    try:
+        problems, outside = _browse(f"http://127.0.0.1:{port}", quickstart_run, _pages()[:3],
+                                    quickstart_run["models"][:1], shots=False)
+    finally:
+        stop(proc)
+    assert not outside, f"requests left the machine: {sorted(set(outside))}"
+    assert not problems, "\n".join(problems)
+
+
+def test_unknown_and_ambiguous_run_links_name_the_candidates(quickstart_run, env, tmp_path):
+    sync_playwright = sync_playwright_or_skip()
+    port = free_port()
+    proc = start_streamlit([sys.executable, "-m", "streamlit", "run", "apps/dashboard.py", "--server.port", str(port)],
+                           env, port, str(tmp_path / "st.log"), cwd=str(ROOT))
+    run_id = quickstart_run["run_id"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/?page=metrics&run={run_id[:-3]}zzz", wait_until="load")
+                settle(page)
+                text = page.inner_text("[data-testid=stMain]")
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
+    assert "matches no run in this store" in text and run_id in text
+    assert "Headline" not in text  # another run is not shown silently
