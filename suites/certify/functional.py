@@ -125,15 +125,16 @@ def max_certifiable_radius(sigma: float, n: int, alpha: float) -> float:
     return float(radius_from_bound(lower_confidence_bound(n, n, alpha), sigma))
 
 
-def probability_lower_bound_at(p_lower: object, sigma: float, r: float) -> np.ndarray:
-    """Lower bound of P(f(x' + ε) = A) at any ‖x' − x‖ <= r implied by p_A(x) >= p_lower
-    (Neyman–Pearson, Cohen et al. Lemma 3): Φ(Φ⁻¹(p_lower) − r/σ). Used to test a
-    certificate against the attacked point's Monte Carlo counts."""
-    from scipy.stats import norm
+def probability_lower_bound_at(radius: object, sigma: float, r: float) -> np.ndarray:
+    """Lower bound of P(f(x' + ε) = A) at any ‖x' − x‖ <= r that a certificate of radius R
+    = σ·Φ⁻¹(p_A_lower) promises (Neyman–Pearson, Cohen et al. Lemma 3):
+    Φ(Φ⁻¹(p_A_lower) − r/σ) = Φ((R − r)/σ); above 1/2 for r < R. Written with the REPORTED
+    radius, so a certifier that over-states R promises more than the model holds and an
+    attack can catch it."""
+    from scipy.special import ndtr  # Φ
 
     sigma = _check_sigma(sigma)
-    p = np.clip(np.asarray(p_lower, dtype=np.float64), 0.0, 1.0)
-    return norm.cdf(norm.ppf(p) - float(r) / sigma)
+    return ndtr((np.asarray(radius, dtype=np.float64) - float(r)) / sigma)
 
 
 def predict_from_counts(counts: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -458,14 +459,14 @@ def smoothed_pgd(
 
 
 def consistency_pvalues(
-    p_lower: np.ndarray, sigma: float, r: float, counts_true_class: np.ndarray, m: int
+    radius: np.ndarray, sigma: float, r: float, counts_true_class: np.ndarray, m: int
 ) -> np.ndarray:
-    """One-sided exact binomial p-values of H0 "P(f(x' + ε) = A) >= Φ(Φ⁻¹(p_lower) − r/σ)"
-    at attacked points x' (‖x' − x‖ <= r) from `counts_true_class` (B,) hits of A in m
-    samples: P(Bin(m, p_min) <= k). A small p-value means the certificate and the attack
-    contradict each other beyond Monte Carlo error."""
+    """One-sided exact binomial p-values of H0 "P(f(x' + ε) = A) >= Φ((R − r)/σ)" at
+    attacked points x' (‖x' − x‖ <= r) of examples certified with radius R >= r, from
+    `counts_true_class` (B,) hits of A in m samples: P(Bin(m, p_min) <= k). A small p-value
+    means the certificate and the attack contradict each other beyond Monte Carlo error."""
     from scipy.stats import binom
 
     check_positive_int("m", m)
-    p_min = probability_lower_bound_at(p_lower, sigma, r)
+    p_min = probability_lower_bound_at(radius, sigma, r)
     return np.asarray(binom.cdf(np.asarray(counts_true_class), m, p_min), dtype=np.float64)

@@ -328,7 +328,7 @@ def _consistency(C: Any, module: Any, x: torch.Tensor, y: torch.Tensor, cert: An
         curve["ci_high"].append(rec.ci[1])
         curve["certified"].append(float(certified.float().mean()))
         cidx = certified.nonzero().squeeze(1).numpy()
-        pv = C.consistency_pvalues(cert.p_lower[sub.numpy()][cidx], sigma, r, hits.numpy()[cidx], p.attack_eval_samples)
+        pv = C.consistency_pvalues(cert.radius[sub.numpy()][cidx], sigma, r, hits.numpy()[cidx], p.attack_eval_samples)
         pending.append((r, pv, adv_ok.numpy()[cidx], int(certified.sum())))
     n_tests = max(1, sum(len(pv) for _, pv, _, _ in pending))
     rows = []

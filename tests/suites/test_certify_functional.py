@@ -192,11 +192,11 @@ def test_smoothed_pgd_moves_a_linear_model_across_its_boundary():
 
 
 def test_consistency_pvalue_flags_a_contradiction_only():
-    p_lower = np.array([0.99, 0.99])
-    # r = 0.25, sigma = 0.5: P(A) at the attacked point must be >= Φ(Φ⁻¹(.99) - .5) ≈ 0.966
+    radius = 0.5 * norm.ppf(np.array([0.99, 0.99]))  # sigma = 0.5, p_A_lower = 0.99
+    # r = 0.25: P(A) at the attacked point must be >= Φ(Φ⁻¹(.99) - .5) ≈ 0.966
     p_min = norm.cdf(norm.ppf(0.99) - 0.25 / 0.5)
-    assert C.probability_lower_bound_at(p_lower, 0.5, 0.25) == pytest.approx([p_min, p_min])
-    pv = C.consistency_pvalues(p_lower, 0.5, 0.25, np.array([round(1000 * p_min), 500]), 1000)
+    assert C.probability_lower_bound_at(radius, 0.5, 0.25) == pytest.approx([p_min, p_min])
+    pv = C.consistency_pvalues(radius, 0.5, 0.25, np.array([round(1000 * p_min), 500]), 1000)
     assert pv[0] > 0.3 and pv[1] < 1e-10
     assert pv[1] == pytest.approx(binom.cdf(500, 1000, p_min))
 
