@@ -554,3 +554,141 @@ def test_models_and_data_that_do_not_fit_are_reported_before_any_suite_runs(tmp_
     finally:
         con.close()
     assert not list((tmp_path / "reports").glob("*/artifacts"))
+
+
+# --------------------------------------------------------------------------- user code and user data, real processes
+
+USER_MODULE = '''
+import sys
+import torch
+from torch import nn
+
+if {import_fails!r}:
+    raise ImportError("a dependency of the user's module is missing")
+
+
+class Net(nn.Module):
+    def __init__(self, forward="ok"):
+        super().__init__()
+        self.kind = forward
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x):
+        if self.kind == "raise":
+            raise RuntimeError("forward blew up")
+        if self.kind == "exit":
+            raise SystemExit(5)
+        if self.kind == "interrupt":
+            raise KeyboardInterrupt
+        if self.kind == "shape":
+            return self.lin(x)[:, :1]
+        return self.lin(x)
+
+
+def build(forward="ok", factory="ok"):
+    if factory == "raise":
+        raise ValueError("factory blew up")
+    if factory == "exit0":
+        sys.exit(0)
+    if factory == "exit3":
+        sys.exit(3)
+    if factory == "interrupt":
+        raise KeyboardInterrupt
+    if factory == "recursion":
+        return build(forward, factory)
+    if factory == "not_module":
+        return {{"weights": 1}}
+    return Net(forward)
+'''
+
+GOOD_CSV = "a,b,label\n" + "".join(f"{i % 7},{i % 3},{'xy'[i % 2]}\n" for i in range(30))
+CSV_DEFECTS = {
+    "duplicate_column": GOOD_CSV.replace("a,b,label", "a,a,label").encode(),
+    "latin1_bytes": GOOD_CSV.replace(",x\n", ",caf\xe9\n", 1).encode("latin-1"),
+    "missing_value": GOOD_CSV.replace("\n3,", "\n,", 1).encode(),
+    "single_class": GOOD_CSV.replace(",y\n", ",x\n").encode(),
+    "non_numeric": GOOD_CSV.replace("\n3,", "\nthree,", 1).encode(),
+    "empty_file": b"",
+    "header_only": b"a,b,label\n",
+    "ragged_row": GOOD_CSV.replace("\n3,0,y\n", "\n3,0\n", 1).encode(),
+}
+MODEL_DEFECTS = [("factory", k) for k in ("raise", "exit0", "exit3", "interrupt", "recursion", "not_module")] + \
+    [("forward", k) for k in ("raise", "exit", "interrupt", "shape")] + [("import", "fails"), ("module", "missing")]
+
+
+def _user_plan(folder: Path, model_defect: tuple[str, str] | None, csv_defect: str | None,
+               modname: str = "usermod") -> Path:
+    (folder / "data.csv").write_bytes(CSV_DEFECTS[csv_defect] if csv_defect else GOOD_CSV.encode())
+    kind, what = model_defect or ("none", "")
+    (folder / f"{modname}.py").write_text(USER_MODULE.format(import_fails=kind == "import"))
+    options = {"factory": what} if kind == "factory" else {"forward": what} if kind == "forward" else {}
+    raw = {"run": {"name": "fuzz-user", "device": "cpu", "suites": ["metrics"], "progress": False,
+                   "out": "reports", "store": "store.sqlite"},
+           "datasets": {"d": {"source": "csv", "path": "data.csv", "target": "label"}},
+           "models": [{"name": "mine", "factory": "nowhere:build" if kind == "module" else f"{modname}:build",
+                       "dataset": "d", "untrained": True, "options": options}],
+           "suites": {"metrics": {"n_boot": 10}}}
+    return _write(folder / "plan.toml", raw)
+
+
+@pytest.mark.slow
+@settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(model_defect=st.one_of(st.none(), st.sampled_from(MODEL_DEFECTS)),
+       csv_defect=st.one_of(st.none(), st.sampled_from(sorted(CSV_DEFECTS))))
+def test_fuzzed_user_code_and_data_through_real_processes(tmp_path_factory, model_defect, csv_defect):
+    """Factories that raise, exit or return non-modules, forwards that raise or exit, modules
+    that fail to import, and CSVs with every defect the loader names: through the installed
+    `workbench` command, each ends in exit 2, exactly one `workbench: error:` line, no
+    traceback, and a store with nothing `running` (no row, or one `failed` row with its reason
+    and no results)."""
+    if model_defect is None and csv_defect is None:
+        model_defect = ("factory", "raise")
+    folder = tmp_path_factory.mktemp("user")
+    plan = _user_plan(folder, model_defect, csv_defect)
+    elsewhere = tmp_path_factory.mktemp("cwd")  # paths and imports resolve against the plan's folder
+    exe = Path(sys.executable).parent / "workbench"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([str(exe), "--store", str(folder / "store.sqlite"), "run", str(plan), "--out",
+                        str(folder / "reports")], cwd=elsewhere, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2, (model_defect, csv_defect, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("workbench: error:")]
+    assert len(lines) == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    if csv_defect:
+        assert "data.csv" in lines[0] or "[datasets.d]" in lines[0], lines[0]
+    else:
+        assert "mine" in lines[0] or "nowhere" in lines[0] or "usermod" in lines[0], lines[0]
+    db = folder / "store.sqlite"
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute("SELECT status, reason FROM runs").fetchall()
+            n_results = con.execute("SELECT count(*) FROM results").fetchone()[0]
+        finally:
+            con.close()
+        assert all(status == "failed" and reason for status, reason in rows), rows
+        assert len(rows) <= 1 and n_results == 0
+
+
+@pytest.mark.parametrize("model_defect, csv_defect", [(m, None) for m in MODEL_DEFECTS] +
+                         [(None, c) for c in sorted(CSV_DEFECTS)], ids=lambda v: "-".join(v) if isinstance(v, tuple) else v)
+def test_every_user_code_and_data_defect_in_process(tmp_path, capsys, model_defect, csv_defect):
+    """The whole corpus above, in-process (the real-process test samples it): exit 2, one
+    error line naming the model or file, a failed run with its reason or no run at all."""
+    modname = f"usermod_{abs(hash((model_defect, csv_defect))) % 10**8}"
+    plan = _user_plan(tmp_path, model_defect, csv_defect, modname=modname)
+    try:
+        code, out, err = _cli(capsys, ["--store", str(tmp_path / "store.sqlite"), "run", str(plan),
+                                       "--out", str(tmp_path / "reports")])
+    finally:
+        sys.modules.pop(modname, None)
+    _assert_clear_usage_error(code, err)
+    assert len([ln for ln in err.splitlines() if ln.startswith("workbench: error:")]) == 1, err
+    db = tmp_path / "store.sqlite"
+    if db.exists():
+        con = sqlite3.connect(db)
+        try:
+            rows = con.execute("SELECT status, reason FROM runs").fetchall()
+        finally:
+            con.close()
+        assert all(status == "failed" and reason for status, reason in rows) and len(rows) <= 1, rows
