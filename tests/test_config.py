@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,43 @@ def test_factory_reference_shape():
     raw = {"models": [{"name": "m", "factory": "no_colon", "dataset": "wine"}]}
     with pytest.raises(ConfigError, match="module:function"):
         build_plan(raw)
+
+
+def test_relative_paths_resolve_against_the_plan_folder_and_set_paths_against_cwd(tmp_path, monkeypatch):
+    """Data paths, split files and checkpoints in a plan file are relative to the file;
+    a path given with --set is relative to the current directory (issue 14)."""
+    from workbench.config import load_plan
+
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "p.toml").write_text(
+        '[datasets.d]\nsource = "csv"\npath = "data/x.csv"\ntarget = "y"\n'
+        'split_files = { test = "rows/test.txt" }\n'
+        '[datasets.e]\nsource = "csv"\npath = { train = "tr.csv", test = "/abs/te.csv" }\ntarget = "y"\n'
+        '[[models]]\nname = "m"\nfactory = "mod:build"\ncheckpoint = "w.pt"\ndataset = "d"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    plan = load_plan(plans / "p.toml")
+    assert plan.datasets["d"]["path"] == str(plans / "data" / "x.csv")
+    assert plan.datasets["d"]["split_files"] == {"test": str(plans / "rows" / "test.txt")}
+    assert plan.datasets["e"]["path"] == {"train": str(plans / "tr.csv"), "test": "/abs/te.csv"}
+    assert plan.models[0].checkpoint == str(plans / "w.pt") and plan.base_dir == str(plans)
+    plan = load_plan(plans / "p.toml", ["models.m.checkpoint=other.pt"])
+    assert plan.models[0].checkpoint == str(elsewhere / "other.pt")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('[datasets.d]\nsource = "parquet"\npath = "x"\n[[models]]\nname = "m"\narch = "mlp"\ndataset = "d"\n',
+     "source must be one of csv, text, tensors, images, callable"),
+    ('[[models]]\nname = "m"\nfactory = "a:b"\ndataset = "wine"\n', "untrained = true"),
+    ('[[models]]\nname = "m"\nfactory = "a:b"\ncheckpoint = "w.pt"\nuntrained = true\ndataset = "wine"\n',
+     "contradicts `checkpoint`"),
+])
+def test_sources_and_untrained_models_are_checked(tmp_path, text, fragment):
+    p = tmp_path / "p.toml"
+    p.write_text(text)
+    from workbench.config import load_plan
+
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load_plan(p)
