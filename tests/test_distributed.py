@@ -99,21 +99,38 @@ def test_sharded_confusion_matches_sklearn_without_and_with_a_group(one_process_
 # ----------------------------------------------------------------- the DDP loop
 
 
+class _BatchNormMLP(nn.Module):
+    """TinyMLP's shape with BatchNorm: running statistics that every training step updates."""
+
+    output_kind = "logits"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 4) -> (B, 3)
+        return self.net(x)
+
+
+@pytest.mark.parametrize("model", [TinyMLP, _BatchNormMLP])
 @pytest.mark.parametrize("recipe,params", [("standard", {}), ("fgsm_rs", {"eps": 0.1, "val_samples": 32})])
-def test_ddp_loop_with_one_process_is_bitwise_train_model(one_process_group, recipe, params):
+def test_ddp_loop_with_one_process_is_bitwise_train_model(one_process_group, recipe, params, model):
     """With world size 1 the DDP loop (DDP-wrapped module, all-reduces, sharded
-    validation, broadcast epoch_end) must reproduce train_model exactly: same weights,
-    same history. The model has dropout, so RNG use must match too."""
+    validation, broadcast epoch_end, buffer broadcast) must reproduce train_model exactly:
+    same weights and buffers, same history. The models have dropout, so RNG use must
+    match too."""
     data = blobs(n=180, seed=1)
     cfg = TrainConfig(epochs=3, batch_size=16, lr=0.01, seed=5, recipe=recipe, recipe_params=params)
     seed_everything(cfg.seed)
-    a = train_model(TinyMLP(), data, cfg, device=CPU)
+    a = train_model(model(), data, cfg, device=CPU)
     seed_everything(cfg.seed)
-    b = ddp_train_model(TinyMLP(), data, cfg, device=CPU)
-    assert isinstance(b.module, TinyMLP)  # unwrapped
+    b = ddp_train_model(model(), data, cfg, device=CPU)
+    assert isinstance(b.module, model)  # unwrapped
     assert state_digest(a.module) == state_digest(b.module)
     assert a.history == b.history and a.best_epoch == b.best_epoch
     assert not b.module.training
+    if model is _BatchNormMLP:  # the buffers did move: the comparison covers them
+        assert int(b.module.net[1].num_batches_tracked) > 0
 
 
 class _TokenModel(nn.Module):
