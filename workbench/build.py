@@ -148,6 +148,7 @@ def build_handle(spec: Any, data: Any, *, device: Any, cache_dir: Path | None, r
         s = {**base_spec, "overrides": model_overrides}
         res = train_cached(lambda: make(**model_overrides), s, data, cfg, device=device, cache_dir=cache_dir, log=log)
         res.module.train_seconds = res.seconds  # the original training time, also on a cache hit
+        res.module.train_history = res.history  # per-epoch rows (e.g. the catastrophic-overfitting check)
         return res.module
 
     train_seconds = None

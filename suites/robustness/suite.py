@@ -195,7 +195,8 @@ class RobustnessSuite(Suite):
             secs = getattr(module_v, "train_seconds", None)
             info.update(train_seconds=secs if secs is not None else wall,
                         time_source="trainer" if secs is not None else "wall clock of trainer() (a cache hit is fast)",
-                        trained_with=_describe_recipe(recipe, params, p))
+                        trained_with=_describe_recipe(recipe, params, p),
+                        history=getattr(module_v, "train_history", None))
             variants.append((recipe, module_v, info))
 
         examples_saved = False
@@ -223,6 +224,12 @@ class RobustnessSuite(Suite):
                                             tags={**vtags, "source": info.get("time_source", "trainer")}))
             summary["variants"][variant] = {**out["summary"], "train_seconds": secs,
                                             "trained_with": info.get("trained_with", "standard training")}
+            if variant != "standard":  # catastrophic overfitting, per training epoch
+                from workbench.suites.robustness.training import overfitting_report
+
+                co_records, co_summary = overfitting_report(info.get("history"), variant, info.get("recipe", variant))
+                metrics += co_records
+                summary["variants"][variant]["catastrophic_overfitting"] = co_summary
         if "masking" in summary["variants"].get("standard", {}):
             ctx.save_artifact("masking_flags", {v: s.get("masking", []) for v, s in summary["variants"].items()})
 

@@ -253,6 +253,42 @@ def catastrophic_overfitting(pgd_acc: float, fgsm_acc: float, best_pgd_acc: floa
     return (pgd_acc < best_pgd_acc - drop) or (fgsm_acc - pgd_acc > gap)
 
 
+CO_RULE = "val PGD accuracy more than collapse_drop below its best, or FGSM - PGD accuracy > collapse_gap"
+
+
+def overfitting_report(history: list[dict[str, Any]] | None, variant: str, recipe: str) -> tuple[list[Any], dict[str, Any]]:
+    """The catastrophic-overfitting check of one adversarially trained variant, per epoch,
+    from the trainer's history (it lives in the training cache, so a cache hit has it too).
+
+    Returns (records, summary): one `catastrophic_overfitting` record per epoch (1.0 =
+    flagged, tags variant/epoch, with the validation PGD and FGSM accuracies and their gap
+    in the summary), or one null record with the reason when the recipe does not run the
+    check or no history survived; summary {"epochs": [...], "flagged_epochs": [...], "rule"}.
+    """
+    from workbench.records import MetricRecord
+
+    tags = {"variant": variant, "recipe": recipe}
+    rows = [h for h in (history or []) if "catastrophic_overfitting" in h]
+    if not rows:
+        reason = ("no training history (the model was not trained by the workbench)" if not history else
+                  f"recipe {recipe!r} does not run the check (it applies to single-step training, fgsm_rs)")
+        rec = MetricRecord.unavailable("catastrophic_overfitting", reason, higher_is_better=False, unit="flag",
+                                       tags=tags)
+        return [rec], {"checked": False, "reason": reason}
+    records, epochs = [], []
+    for h in rows:
+        flag = float(h["catastrophic_overfitting"])
+        epoch = int(h.get("epoch", len(epochs)))
+        records.append(MetricRecord(name="catastrophic_overfitting", value=flag, higher_is_better=False,
+                                    unit="flag", tags={**tags, "epoch": epoch}))
+        epochs.append({"epoch": epoch, "flagged": bool(flag),
+                       **{k: float(h[k]) for k in ("val_pgd_accuracy", "val_fgsm_accuracy", "fgsm_pgd_gap",
+                                                   "val_clean_accuracy") if k in h}})
+    summary = {"checked": True, "rule": CO_RULE, "epochs": epochs,
+               "flagged_epochs": [e["epoch"] for e in epochs if e["flagged"]]}
+    return records, summary
+
+
 class TRADESTraining(_AdversarialRecipe):
     """TRADES (Zhang et al. 2019): CE(f(x), y) + beta·KL(softmax f(x) ‖ softmax f(x')), x'
     found by `steps` signed-gradient steps of `alpha` (default 2.5·eps/steps) on that KL,

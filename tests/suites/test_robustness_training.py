@@ -179,3 +179,43 @@ def test_bad_parameters():
         TRADESTraining(norm="l1")
     with pytest.raises(ConfigError, match="bounds"):
         FGSMRandomStartTraining(bounds="whatever")
+
+
+def test_catastrophic_overfitting_is_flagged_per_epoch_with_a_large_eps_and_step(digits):
+    """FGSM-RS at eps = 0.3 with a step of 2.5 eps: FGSM accuracy climbs while PGD stays
+    near 0 (0.02-0.05): the gap passes 0.2 by epoch 5 and the report flags those epochs."""
+    from workbench.suites.robustness.training import overfitting_report
+
+    torch.manual_seed(0)
+    recipe = FGSMRandomStartTraining(eps=0.3, alpha=0.75, bounds=(0.0, 1.0), val_samples=128, collapse_gap=0.2)
+    _, history, _ = train_with_recipe(SmallCNN(), recipe, digits, epochs=6, lr=1e-2)
+    records, summary = overfitting_report(history, "fgsm_rs", "fgsm_rs")
+    assert [r.tags["epoch"] for r in records] == list(range(6))
+    flagged = [r.tags["epoch"] for r in records if r.value == 1.0]
+    assert flagged and flagged == summary["flagged_epochs"] == recipe.collapsed_epochs
+    best = float("-inf")
+    for e in summary["epochs"]:  # each flag follows from the recorded accuracies by the rule
+        gap = e["val_fgsm_accuracy"] - e["val_pgd_accuracy"]
+        assert e["flagged"] == (gap > 0.2 or e["val_pgd_accuracy"] < best - 0.2)
+        assert e["fgsm_pgd_gap"] == pytest.approx(gap)
+        best = max(best, e["val_pgd_accuracy"])
+
+
+def test_catastrophic_overfitting_stays_quiet_on_a_stable_run(digits):
+    from workbench.suites.robustness.training import overfitting_report
+
+    torch.manual_seed(0)
+    recipe = FGSMRandomStartTraining(eps=0.05, bounds=(0.0, 1.0), val_samples=128)
+    _, history, _ = train_with_recipe(SmallCNN(), recipe, digits, epochs=3, lr=3e-3)
+    records, summary = overfitting_report(history, "fgsm_rs", "fgsm_rs")
+    assert [r.value for r in records] == [0.0, 0.0, 0.0] and summary["flagged_epochs"] == []
+    assert max(e["fgsm_pgd_gap"] for e in summary["epochs"]) < 0.1
+
+
+def test_overfitting_report_is_null_with_reason_without_a_check():
+    from workbench.suites.robustness.training import overfitting_report
+
+    (rec,), summary = overfitting_report([{"epoch": 0.0, "val_pgd_accuracy": 0.5}], "pgd_at", "pgd_at")
+    assert rec.value is None and "fgsm_rs" in rec.reason and summary["checked"] is False
+    (rec,), _ = overfitting_report(None, "trades", "trades")
+    assert rec.value is None and "no training history" in rec.reason
