@@ -4,6 +4,13 @@
     python benchmarks/bench_attacks.py                      # digits test split, PGD-20, CPU
     python benchmarks/bench_attacks.py --steps 50 --device cuda --tile 20
 
+Two tables: at --eps (0.1, most points fooled early) and at the eps where about half the
+points are fooled by the plain loop (found by bisection; --half-eps to fix it), where the
+early stop (issue 21: no steps spent on points already fooled) has the most to prove:
+goal ≤ 0.6× the plain loop. "workbench pgd" is the default (early stop, per point the first
+fooling iterate, else the last); "early_stop=False" returns the same points stepping every
+point to the end; "keep=last" is the plain algorithm (the last iterate, max |Δ| = 0).
+
 Every method runs the same attack (L∞, eps, step 2.5·eps/k, no random start) on the same
 trained model in eval mode; the table gives the median wall time over --repeats runs, the
 ratio to the plain loop (goal: workbench ≤ 1.05×) in wall and process-CPU time (runs are
@@ -46,12 +53,22 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     return xa.detach()
 
 
-def methods(eps: float, alpha: float, steps: int, batch: int) -> dict[str, Callable | str]:
+def methods(eps: float, alpha: float, steps: int, batch: int, others: bool = True) -> dict[str, Callable | str]:
     out: dict[str, Callable | str] = {
         "plain loop": lambda m, x, y: plain_loop(m, x, y, eps, alpha, steps),
         "workbench pgd": lambda m, x, y: A.pgd(m, x, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
                                                batch_size=batch),
+        "  early_stop=False": lambda m, x, y: A.pgd(m, x, y, eps=eps, steps=steps, step_size=alpha,
+                                                    random_start=False, batch_size=batch, early_stop=False),
+        "  keep=last": lambda m, x, y: A.pgd(m, x, y, eps=eps, steps=steps, step_size=alpha, random_start=False,
+                                             batch_size=batch, keep="last"),
     }
+    if not others:  # the half-fooled table: APGD-CE's early stop too (same steps; its 2·eps first step fools early)
+        out["workbench apgd_ce"] = lambda m, x, y: A.apgd(m, x, y, eps=eps, steps=steps, batch_size=batch,
+                                                          generator=torch.Generator().manual_seed(0))
+        out["  early_stop=False "] = lambda m, x, y: A.apgd(m, x, y, eps=eps, steps=steps, batch_size=batch,
+                                                            early_stop=False, generator=torch.Generator().manual_seed(0))
+        return out
     try:
         import torchattacks
 
@@ -110,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--eps", type=float, default=0.1)
+    ap.add_argument("--half-eps", type=float, default=None, help="eps of the second table (default: bisection)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--tile", type=int, default=1, help="repeat the test split this many times (bigger workloads)")
@@ -124,11 +142,36 @@ def main(argv: list[str] | None = None) -> None:
     model = trained_digits_cnn(Path(args.cache)).to(device).eval()
     x = data.test.x.repeat(args.tile, 1, 1, 1).to(device)
     y = data.test.y.repeat(args.tile).to(device)
-    alpha = 2.5 * args.eps / args.steps
-    print(f"PGD-{args.steps} L∞ eps={args.eps} on {len(y)} digits test images, batch {args.batch_size}, "
-          f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    half = args.half_eps if args.half_eps is not None else half_fooled_eps(model, x, y, args.steps, args.batch_size)
+    for eps, others in ((args.eps, True), (half, False)):
+        table(model, x, y, eps, args, device, others)
+
+
+def half_fooled_eps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch: int) -> float:
+    """The eps (bisection, 8 halvings in [0, 0.2]) at which the plain loop fools about half
+    of the correctly classified points."""
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    xs, ys = x[ok][:512], y[ok][:512]
+    lo, hi = 0.0, 0.2
+    for _ in range(8):
+        mid = (lo + hi) / 2
+        xa = plain_loop(model, xs, ys, mid, 2.5 * mid / steps, steps)
+        with torch.no_grad():
+            fooled = float((model(xa).argmax(1) != ys).float().mean())
+        lo, hi = (mid, hi) if fooled < 0.5 else (lo, mid)
+    return round((lo + hi) / 2, 4)
+
+
+def table(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, args: argparse.Namespace,
+          device: torch.device, others: bool) -> None:
+    alpha = 2.5 * eps / args.steps
+    with torch.no_grad():
+        clean = float((model(x).argmax(1) == y).float().mean())
+    print(f"\nPGD-{args.steps} L∞ eps={eps} on {len(y)} digits test images (clean accuracy {clean:.3f}), batch "
+          f"{args.batch_size}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     runnable = {}
-    for name, fn in methods(args.eps, alpha, args.steps, args.batch_size).items():
+    for name, fn in methods(eps, alpha, args.steps, args.batch_size, others).items():
         if isinstance(fn, str):
             print(f"  {name}: {fn}")
         else:
@@ -160,6 +203,13 @@ def main(argv: list[str] | None = None) -> None:
         delta = float((outs[name] - ref).abs().max())
         print(f"{name:<22}{w:>9.4f}{w / w0:>6.2f}x{c:>9.4f}{c / c0:>6.2f}x{delta:>17.2e}{acc:>11.3f}  "
               f"{side_effect_free(fn, x, y, device)}")
+    for on, off in (("workbench pgd", "  early_stop=False"), ("workbench apgd_ce", "  early_stop=False ")):
+        if off in outs:
+            same = torch.equal(A.predict_logits(model, outs[on]).argmax(1) != y,
+                               A.predict_logits(model, outs[off]).argmax(1) != y)
+            print(f"{on.split()[1]} early stop vs early_stop=False: identical per-example success: {same}; max |Δ| "
+                  f"{float((outs[on] - outs[off]).abs().max()):.2e}; wall ratio "
+                  f"{statistics.median(wall[on]) / statistics.median(wall[off]):.2f}x")
 
 
 if __name__ == "__main__":
