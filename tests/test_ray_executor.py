@@ -146,7 +146,7 @@ def test_job_functions_in_process_equal_local_executor(local_run, tmp_path):
     assert set(got["files"]) == set(res.artifacts.values())
 
     env = Environment(plan=plan, device=torch.device("cpu"), cache_dir=root / "cache", log=QUIET)
-    assert J.plan_shards(env, "wine_mlp", "robustness", 3) is None  # a suite that does not shard
+    assert J.plan_shards(env, "wine_mlp", "efficiency", 3) is None  # a suite that does not shard
     assert J.plan_shards(env, "wine_mlp", "metrics", 1) is None
     slices = J.plan_shards(env, "wine_mlp", "metrics", 3)
     n_test = len(env.dataset("wine").test)
@@ -223,12 +223,17 @@ def test_ray_run_equals_local_and_runs_elsewhere(ray_cluster, local_run):
 
     ex = ray_out.run.provenance["executor"]
     assert ex["kind"] == "ray" and ex["driver_pid"] == os.getpid()
-    assert set(ex["shards"]) == {f"{m}/{s}" for m in ("wine_mlp", "cancer_mlp") for s in ("metrics", PLUGIN)}
-    for key, ranges in ex["shards"].items():
-        assert len(ranges) == 2 and ranges[0][0] == 0 and ranges[0][1] == ranges[1][0]
+    sharded = ("metrics", "robustness", PLUGIN)
+    assert set(ex["shards"]) == {f"{m}/{s}" for m in ("wine_mlp", "cancer_mlp") for s in sharded}
+    for key, pieces in ex["shards"].items():
+        assert len(pieces) == 2
+        if key.endswith("/robustness"):  # one attack at eps 0.1 per piece
+            assert sorted(p[0][1] for p in pieces) == ["fgsm", "pgd"], pieces
+        else:  # example ranges
+            assert pieces[0][0] == 0 and pieces[0][1] == pieces[1][0]
     pids = {t["pid"] for t in ex["tasks"].values()}
-    n_whole = 2 * (len(SUITES_UNDER_TEST) - 2)  # per model: every suite that does not shard ...
-    assert len(ex["tasks"]) == n_whole + 2 * 2 * 2 and os.getpid() not in pids  # ... + 2 x 2 shards of 2 suites
+    n_whole = 2 * (len(SUITES_UNDER_TEST) - len(sharded))  # per model: every suite that does not shard ...
+    assert len(ex["tasks"]) == n_whole + 2 * 2 * len(sharded) and os.getpid() not in pids  # ... + 2 shards each
 
     # the driver wrote the store and the run directory as a local run does
     assert store.run_info(ray_out.run.run_id)["status"] == "complete"
@@ -251,24 +256,29 @@ def test_ray_failures_are_retried_or_reported_and_the_rest_completes(ray_cluster
     root, plan, out = local_run
     store = Store(root / "store.sqlite")
     faults = {
-        "wine_mlp/robustness": "raise",  # an exception outside any suite: reported
-        "cancer_mlp/robustness": "crash_once",  # the worker dies once: Ray retries it
+        "wine_mlp/efficiency": "raise",  # an exception outside any suite: reported
+        "cancer_mlp/efficiency": "crash_once",  # the worker dies once: Ray retries it
         "cancer_mlp/metrics#1": "crash",  # a shard's worker dies every time: reported
+        "wine_mlp/robustness#0": "raise",  # a shard raises: the job is reported, the rest completes
+        "cancer_mlp/robustness#1": "crash_once",  # a shard's worker dies once: retried, exact result
     }
-    ray_out = run_plan_ray(plan, suites=["metrics", "robustness"], store=store, log=QUIET, shards=2, max_retries=1,
-                           _faults=faults)
+    ray_out = run_plan_ray(plan, suites=["metrics", "robustness", "efficiency"], store=store, log=QUIET, shards=2,
+                           max_retries=1, _faults=faults)
     local = {(r.model, r.suite): _comparable(r) for r in out.run.results}
     got = {(r.model, r.suite): r for r in ray_out.run.results}
-    assert len(got) == 4
+    assert len(got) == 6
 
+    bad = got[("wine_mlp", "efficiency")]
+    assert bad.status == "error" and "injected failure in job wine_mlp/efficiency" in bad.reason
+    assert (ray_out.run_dir / "logs" / "efficiency-wine_mlp.txt").is_file()
     bad = got[("wine_mlp", "robustness")]
-    assert bad.status == "error" and "injected failure in job wine_mlp/robustness" in bad.reason
-    assert (ray_out.run_dir / "logs" / "robustness-wine_mlp.txt").is_file()
+    assert bad.status == "error" and "shard 0" in bad.reason and "injected failure" in bad.reason
     died = got[("cancer_mlp", "metrics")]
     assert died.status == "error" and "shard 1" in died.reason and "died" in died.reason
-    assert _comparable(got[("cancer_mlp", "robustness")]) == local[("cancer_mlp", "robustness")]  # retried
+    assert _comparable(got[("cancer_mlp", "efficiency")]) == local[("cancer_mlp", "efficiency")]  # retried
+    assert _comparable(got[("cancer_mlp", "robustness")]) == local[("cancer_mlp", "robustness")]  # retried shard
     assert _comparable(got[("wine_mlp", "metrics")]) == local[("wine_mlp", "metrics")]
 
     assert store.run_info(ray_out.run.run_id)["status"] == "complete"
     stored = {(r.model, r.suite): r.status for r in store.results(ray_out.run.run_id)}
-    assert sorted(stored.values()) == ["error", "error", "ok", "ok"]
+    assert sorted(stored.values()) == ["error"] * 3 + ["ok"] * 3

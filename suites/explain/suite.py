@@ -109,7 +109,9 @@ class ExplainSuite(Suite):
                 timings[method] = (time.perf_counter() - t0) / setup.n
                 continue
             try:
-                out = explain_method(method, setup, setup.model_view(setup.module), method_seed(ctx.seed, method))
+                replayed = getattr(self, "_method_replay", {}).get(method)  # computed by a shard (sharding.py)
+                out = replayed if replayed is not None else explain_method(
+                    method, setup, setup.model_view(setup.module), method_seed(ctx.seed, method))
             except Exception as exc:  # a method failing on an architecture is a finding, not a crash
                 failed[method] = f"failed: {type(exc).__name__}: {exc}"[:500]
                 ctx.log(f"explain: {method} failed on {ctx.model_name}: {failed[method]}")
@@ -159,6 +161,23 @@ class ExplainSuite(Suite):
                                    "causal": True, "n_examples": n,
                                    "note": "language model: attention maps and rollout only"})
         return ctx.result(metrics, config=self.config())
+
+    # Sharding (Ray): the attribution methods, in groups, each computed by a worker; the
+    # driver replays their outputs and runs the quality checks (see sharding.py).
+    def shards(self, model: ModelHandle, data: "Dataset", ctx: RunContext, n_shards: int) -> list[Any] | None:
+        from .sharding import pieces
+
+        return pieces(self, model, data, ctx, n_shards)
+
+    def run_shard(self, model: ModelHandle, data: "Dataset", ctx: RunContext, shard: Any) -> Any:
+        from .sharding import run_piece
+
+        return run_piece(self, model, data, ctx, shard)
+
+    def combine(self, model: ModelHandle, data: "Dataset", ctx: RunContext, parts: Any) -> SuiteResult:
+        from .sharding import combine
+
+        return combine(self, model, data, ctx, parts)
 
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:

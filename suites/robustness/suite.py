@@ -209,7 +209,8 @@ class RobustnessSuite(Suite):
                 continue
             out = _attack_variant(module_v, data, attacked, p, ctx, variant, seed_of, transfer,
                                   save_examples=not examples_saved and p.n_examples > 0,
-                                  embedding=getattr(model, "embedding", None))
+                                  embedding=getattr(model, "embedding", None),
+                                  attack_fn=getattr(self, "_attack_replay", {}).get(variant))
             metrics += out["metrics"]
             if out.get("examples") is not None:
                 ctx.save_artifact("adversarial_examples", out["examples"])
@@ -267,6 +268,23 @@ class RobustnessSuite(Suite):
 
         return robustness_cost(self.params, model, data, ctx)
 
+    # Sharding (Ray): one piece per group of (eps, attack) units of the standard model; the
+    # driver replays their adversarial points, so the per-example worst case is unchanged.
+    def shards(self, model: ModelHandle, data: Any, ctx: RunContext, n_shards: int) -> list[Any] | None:
+        from workbench.suites.robustness import sharding
+
+        return sharding.pieces(self, model, data, ctx, n_shards)
+
+    def run_shard(self, model: ModelHandle, data: Any, ctx: RunContext, shard: Any) -> Any:
+        from workbench.suites.robustness import sharding
+
+        return sharding.run_piece(self, model, data, ctx, shard)
+
+    def combine(self, model: ModelHandle, data: Any, ctx: RunContext, parts: Any) -> Any:
+        from workbench.suites.robustness import sharding
+
+        return sharding.combine(self, model, data, ctx, parts)
+
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.robustness.figures import robustness_figures
@@ -316,7 +334,8 @@ def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str, embe
 
 
 def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunContext, variant: str, seed_of: Any,
-                    transfer: nn.Module | None, *, save_examples: bool, embedding: str | None = None) -> dict[str, Any]:
+                    transfer: nn.Module | None, *, save_examples: bool, embedding: str | None = None,
+                    attack_fn: Any = None) -> dict[str, Any]:
     from workbench.suites.robustness import functional as A
     from workbench.suites.robustness.masking import gradient_masking_checks
     from workbench.torch_utils import module_device
@@ -357,7 +376,9 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
             gen = torch.Generator().manual_seed(seed_of(variant, eps, attack))
             x_adv = xin.clone()
             if idx.numel() > 0 and eps > 0:
-                x_adv[idx] = _run_attack(attack, A.restrict(model, idx), xin[idx], y[idx], eps_abs, bounds, p, gen, bs)
+                # attack_fn: the adversarial points computed by the shards (see sharding.py)
+                x_adv[idx] = (attack_fn or _run_attack)(attack, A.restrict(model, idx), xin[idx], y[idx], eps_abs,
+                                                        bounds, p, gen, bs)
             c = clean.clone()
             if idx.numel() > 0:
                 c[idx.cpu()] = (A.predict_logits(A.restrict(model, idx), x_adv[idx], batch_size=bs).argmax(1)
