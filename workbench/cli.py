@@ -320,8 +320,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from workbench.distributed import train_command
+    from workbench.usercode import import_dirs
 
-    return train_command(args)
+    plan_dir = Path(args.plan).resolve().parent if args.plan else None
+    with import_dirs([plan_dir, Path.cwd()]):  # user factories import from the plan's folder, as for run
+        return train_command(args)
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "validate": cmd_validate, "report": cmd_report,
