@@ -133,3 +133,34 @@ def test_contract_and_exact_shards(plugin, tmp_path):
     expected = logits[torch.arange(32), y] - others.max(dim=1).values
     per = SUITES.get(NAME).per_example(json.loads(json.dumps(res.to_dict())), tmp_path / "run")
     np.testing.assert_allclose(per["margin"], expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_readme_guide_describes_this_plugin():
+    """README's "Adding a suite" shows the example plug-in: the same entry point as its
+    pyproject.toml, and every hook the guide overrides is overridden by the tested plug-in."""
+    import re
+
+    from example_plugin import PROJECT
+
+    from workbench.suite import Suite
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    guide = readme[readme.index("## Adding a suite"):readme.index("## Reports and CI gating")]
+    declared = (PROJECT / "pyproject.toml").read_text()
+    entry = re.search(r'^example_margin = "([\w.:]+)"', declared, re.M).group(1)
+    assert f'example_margin = "{entry}"' in guide
+    module, _, attr = entry.partition(":")
+    sys.path.insert(0, str(PROJECT))
+    try:
+        import importlib
+
+        cls = getattr(importlib.import_module(module), attr)
+    finally:
+        sys.path.remove(str(PROJECT))
+        for name in [m for m in sys.modules if m.split(".")[0] == "wb_example_suite"]:
+            del sys.modules[name]
+    shown = set(re.findall(r"^    def (\w+)\(", guide, re.M)) | set(re.findall(r"^    (\w+) = ", guide, re.M))
+    hooks = {"headline_metrics", "per_example", "figures", "shards", "run_shard", "combine", "run"}
+    assert hooks <= shown, hooks - shown
+    for hook in hooks:
+        assert getattr(cls, hook) is not getattr(Suite, hook), f"the plug-in does not override {hook}"

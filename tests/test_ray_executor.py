@@ -223,12 +223,14 @@ def test_ray_run_equals_local_and_runs_elsewhere(ray_cluster, local_run):
 
     ex = ray_out.run.provenance["executor"]
     assert ex["kind"] == "ray" and ex["driver_pid"] == os.getpid()
-    sharded = ("metrics", "robustness", PLUGIN)
+    sharded = ("metrics", "robustness", "explain", PLUGIN)
     assert set(ex["shards"]) == {f"{m}/{s}" for m in ("wine_mlp", "cancer_mlp") for s in sharded}
     for key, pieces in ex["shards"].items():
         assert len(pieces) == 2
         if key.endswith("/robustness"):  # one attack at eps 0.1 per piece
             assert sorted(p[0][1] for p in pieces) == ["fgsm", "pgd"], pieces
+        elif key.endswith("/explain"):  # one attribution method per piece
+            assert sorted(pieces) == [["integrated_gradients"], ["saliency"]], pieces
         else:  # example ranges
             assert pieces[0][0] == 0 and pieces[0][1] == pieces[1][0]
     pids = {t["pid"] for t in ex["tasks"].values()}
