@@ -107,7 +107,7 @@ def combine(suite: "RobustnessSuite", model: "ModelHandle", data: Any, ctx: "Run
     def replay(attack: str, model_: Any, x: torch.Tensor, y: torch.Tensor, eps: float, *rest: Any) -> torch.Tensor:
         if (attack, eps) not in adv:
             raise DataError(f"no shard computed attack {attack!r} at eps {eps} for {ctx.model_name}")
-        got = torch.from_numpy(adv[(attack, eps)]).to(device=x.device, dtype=x.dtype)
+        got = torch.from_numpy(np.array(adv[(attack, eps)])).to(device=x.device, dtype=x.dtype)  # a writable copy
         if got.shape != x.shape:
             raise DataError(f"shard's {attack} points have shape {tuple(got.shape)}, expected {tuple(x.shape)}")
         return got

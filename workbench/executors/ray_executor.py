@@ -1,9 +1,9 @@
 """Run a plan's jobs as Ray tasks: `workbench run PLAN --executor ray [--address ...]`.
 
 The plan becomes independent jobs, one per (model, suite), and with `shards > 1` the job
-of every suite that shards (its `Suite.shards` hook: e.g. the metrics suite on
-classification) becomes one task per contiguous example range, combined exactly in the
-driver by the suite's `combine` (see `workbench.executors.jobs`). Each task
+of every suite that shards (its `Suite.shards` hook) becomes one task per piece (an
+example range, or any unit the suite chooses), combined exactly in the driver by the
+suite's `combine` (see `workbench.executors.jobs`). Each task
 declares its CPU/GPU needs (`num_cpus`, `num_gpus`) so Ray places it.
 
 What matches the local executor (`workbench.runner.run_plan`) and why:
