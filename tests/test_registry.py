@@ -39,3 +39,28 @@ def test_entry_point_plugins(monkeypatch):
     import collections
 
     assert reg.get("my_suite") is collections.OrderedDict
+
+
+def test_refresh_rescans_entry_points_and_keeps_api_registrations(monkeypatch):
+    reg: Registry = Registry("suite", entry_point_group="workbench.suites")
+    reg.register("by_api", "collections:Counter")
+    eps = [EntryPoint(name="plug", value="collections:OrderedDict", group="workbench.suites")]
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group=None: list(eps))
+    assert reg.names() == ["by_api", "plug"]
+    eps.clear()  # the plug-in was uninstalled
+    assert "plug" in reg.names()  # scanned once per process ...
+    reg.refresh()
+    assert reg.names() == ["by_api"]  # ... until refreshed
+
+
+def test_suite_class_is_none_for_missing_or_broken_suites():
+    from workbench.registry import suite_class
+
+    class Broken:
+        def get(self, name):
+            raise ImportError("plug-in failed to import")
+
+    assert suite_class(None, "metrics") is SUITES.get("metrics")
+    assert suite_class({"a": int}, "a") is int
+    assert suite_class({}, "a") is None and suite_class(None, "no_such_suite") is None
+    assert suite_class(Broken(), "x") is None and suite_class(None, None) is None
