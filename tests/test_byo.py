@@ -347,3 +347,24 @@ def test_resume_with_another_selection_is_refused_and_deselected_gates_are_not_r
     # with all suites the gate is evaluated (and fails: 0.99 is out of reach)
     code, out, err = _cli(capsys, ["run", str(plan)])
     assert code == 1, (out, err)
+
+
+@pytest.mark.parametrize("body, fragment", [("raise OSError('disk on fire')", "disk on fire"),
+                                            ("sys.exit(7)", "sys.exit(7)"),
+                                            ("raise KeyboardInterrupt", "KeyboardInterrupt")])
+def test_dataset_function_failures_are_one_line_exit_2(tmp_path, capsys, body, fragment):
+    mod = f"byo_data_{abs(hash(body)) % 10**8}"
+    (tmp_path / f"{mod}.py").write_text(f"import sys\n\n\ndef load(seed=0):\n    {body}\n")
+    raw = {"run": {"name": "byo-data", "device": "cpu", "progress": False, "suites": ["metrics"],
+                   "out": str(tmp_path / "reports"), "store": str(tmp_path / "store.sqlite")},
+           "datasets": {"mine": {"source": "callable", "function": f"{mod}:load"}},
+           "models": [{"name": "m", "arch": "mlp", "dataset": "mine", "train": {"epochs": 1}}]}
+    plan = tmp_path / "plan.toml"
+    plan.write_text(tomli_w.dumps(raw))
+    try:
+        for command in ("validate", "run"):
+            _one_error_line(*_cli(capsys, [command, str(plan)])[::2], "[datasets.mine]", f"{mod}:load", fragment)
+    finally:
+        sys.modules.pop(mod, None)
+    ((status, reason),) = _store_rows(tmp_path)
+    assert status == "failed" and fragment in reason
