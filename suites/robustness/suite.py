@@ -338,6 +338,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
                     attack_fn: Any = None) -> dict[str, Any]:
     from workbench.suites.robustness import functional as A
     from workbench.suites.robustness.masking import gradient_masking_checks
+    from workbench.suites.robustness.restarts import RANDOM_START_ATTACKS, attack_restart_records
     from workbench.torch_utils import module_device
 
     device = module_device(module)
@@ -362,6 +363,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
         ctx.log(f"robustness: masking_eps={check_eps} is not in the eps grid; the checks run at it separately")
     eps_list = sorted(set(p.eps) | ({check_eps} if p.masking_checks else set()))
     curves: dict[str, dict[str, list[float]]] = {}
+    restart_rows: list[dict[str, Any]] = []
     masking_out: list[dict[str, Any]] = []
     examples = None
     norm_unit = f"{p.norm} norm, " + ("relative to the embedding scale" if stags else "input units")
@@ -388,6 +390,11 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
             if eps in p.eps:
                 metrics += attack_metrics(c, clean, x_adv - xin, y.cpu(), atags, class_names, p.norm, scale, norm_unit)
                 append_curve(curves, attack, eps, c)
+                if attack in RANDOM_START_ATTACKS:  # spread over random starts beside the sampling CI
+                    r_recs, r_row = attack_restart_records(attack, model, xin, y, idx, clean, eps_abs, bounds, p,
+                                                           seed_of(variant, eps, attack), bs, atags)
+                    metrics += r_recs
+                    restart_rows.append({"attack": attack, "eps": eps, **r_row})
         worst = clean.clone()
         first_fool = torch.full_like(y.cpu(), -1)
         for j, attack in enumerate(p.attacks):
@@ -446,6 +453,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
         summary["embedding_layer"] = space["layer"]
     if p.masking_checks:
         summary["masking"] = masking_out
+    summary["restarts"] = restart_rows
     return {"metrics": metrics, "summary": summary, "examples": examples}
 
 
