@@ -19,6 +19,11 @@ The search, per sequence, greedy, k rounds:
 So every reported flip is a real misclassification of real token ids, never a first-order
 estimate; the search may miss flips (it is greedy), so the flip rate is a lower bound of
 the true worst case at k substitutions.
+
+A substitution can change what the sequence means (its true label): the search knows
+nothing of meaning. Where the data says which positions carry the label
+(`ground_truth["relevant_positions"]`, synthetic tasks), the suite freezes them
+(`frozen_positions`), so a flip is a change of irrelevant tokens only.
 """
 
 from __future__ import annotations
@@ -73,11 +78,13 @@ def hotflip(
     candidates: int = 8,
     vocab_size: int | None = None,
     exclude_tokens: tuple[int, ...] = (),
+    frozen_positions: tuple[int, ...] = (),
     batch_size: int | None = None,
 ) -> HotFlipResult:
     """Greedy HotFlip (module docstring) on ids (B, T) long with true labels y (B,).
     `module(ids)` returns logits (B, K); `layer` is its token embedding layer
-    (`workbench.embedding.find_embedding_layer`). The module comes back as found."""
+    (`workbench.embedding.find_embedding_layer`). `exclude_tokens` are never inserted nor
+    replaced (padding); `frozen_positions` are never changed. The module comes back as found."""
     if not isinstance(ids, torch.Tensor) or ids.dtype != torch.long or ids.dim() != 2:
         raise DataError(f"Expected token ids (B, T) long, got {getattr(ids, 'dtype', type(ids).__name__)} "
                         f"{tuple(getattr(ids, 'shape', ()))}.")
@@ -92,11 +99,16 @@ def hotflip(
             allowed[int(t)] = False
     if not bool(allowed.any()):
         raise ModelError("Expected at least one token allowed as a substitute; all are excluded.")
+    frozen = torch.zeros(ids.shape[1], dtype=torch.bool, device=ids.device)
+    for t in frozen_positions:
+        if -ids.shape[1] <= int(t) < ids.shape[1]:
+            frozen[int(t)] = True
     out_ids, flips, logits = [], [], []
     bs = batch_size or ids.shape[0]
     with attack_mode(module):
         for i in range(0, ids.shape[0], bs):
-            r = _hotflip_chunk(module, layer, ids[i:i + bs], y[i:i + bs], w, allowed, max_substitutions, candidates)
+            r = _hotflip_chunk(module, layer, ids[i:i + bs], y[i:i + bs], w, allowed, frozen, max_substitutions,
+                               candidates)
             out_ids.append(r[0])
             flips.append(r[1])
             logits.append(r[2])
@@ -104,7 +116,7 @@ def hotflip(
 
 
 def _hotflip_chunk(module: nn.Module, layer: nn.Module, ids: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-                   allowed: torch.Tensor, k_max: int, n_cand: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   allowed: torch.Tensor, frozen: torch.Tensor, k_max: int, n_cand: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, t_len = ids.shape
     cur = ids.clone()
     with torch.no_grad():
@@ -112,6 +124,7 @@ def _hotflip_chunk(module: nn.Module, layer: nn.Module, ids: torch.Tensor, y: to
     fooled = z.argmax(1) != y
     flips = torch.where(fooled, 0, -1).to(torch.long)
     used = torch.zeros(b, t_len, dtype=torch.bool, device=ids.device)
+    blocked = frozen[None, :].expand(b, t_len)
     for step in range(1, k_max + 1):
         act = (~fooled).nonzero().squeeze(1)
         if act.numel() == 0:
@@ -122,7 +135,7 @@ def _hotflip_chunk(module: nn.Module, layer: nn.Module, ids: torch.Tensor, y: to
         loss = F.cross_entropy(logits_of(model, e).float(), y[act], reduction="sum")
         (g,) = torch.autograd.grad(loss, e)  # (A, T, C)
         gain = g @ w.float().T - (e.detach() * g).sum(-1, keepdim=True)  # (A, T, V): first-order loss change
-        gain[used[act] | ~allowed[ids_a]] = float("-inf")  # a position once, never an excluded (padding) token
+        gain[used[act] | blocked[act] | ~allowed[ids_a]] = float("-inf")  # once; not frozen; never padding
         gain[:, :, ~allowed] = float("-inf")
         gain.scatter_(2, ids_a[:, :, None], float("-inf"))
         c = min(n_cand, t_len * w.shape[0])

@@ -496,10 +496,15 @@ def _token_substitutions(model: ModelHandle, data: Any, attacked: Any, p: Any, c
         why = f"token model cannot be searched for substitutions: {exc}"
         return [MetricRecord.unavailable("token_flip_rate", why, higher_is_better=False, unit="fraction", tags=tags)]
     pad = (data.ground_truth or {}).get("pad_id")
+    frozen = tuple(int(t) for t in (data.ground_truth or {}).get("relevant_positions", ()))
+    if frozen:  # changing a token the label is defined by changes the true label: not an error of the model
+        tags["positions"] = "irrelevant_only"
     res = hotflip(module, layer, x, y, max_substitutions=max(p.substitutions), candidates=p.hotflip_candidates,
-                  vocab_size=data.vocab_size, exclude_tokens=() if pad is None else (int(pad),), batch_size=ctx.batch_size)
+                  vocab_size=data.vocab_size, exclude_tokens=() if pad is None else (int(pad),),
+                  frozen_positions=frozen, batch_size=ctx.batch_size)
     summary["token_substitutions"] = {
         "budgets": list(p.substitutions), "candidates": p.hotflip_candidates, "excluded_tokens": [] if pad is None else [pad],
+        "frozen_positions": list(frozen),
         "meaning": "fraction of correctly classified sequences misclassified by a real forward pass after at most k "
                    "token substitutions found by a greedy gradient-guided (HotFlip) search: a lower bound"}
     if p.n_examples > 0:

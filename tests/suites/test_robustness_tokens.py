@@ -106,6 +106,11 @@ def test_hotflip_flips_are_real_and_within_the_exhaustive_single_substitution_se
     assert bool((got <= (flippable & clean_ok)).all())  # greedy finds a subset of what exists
     assert int(got.sum()) >= 0.5 * int((flippable & clean_ok).sum())  # and most of it, on this model
     assert int(((res.substituted != ids).sum(1) > 1).sum()) == 0
+    # positions that carry the label can be frozen: never changed, flips still real
+    fr = hotflip(gru, layer, ids, y, max_substitutions=2, candidates=4, frozen_positions=(1,))
+    assert torch.equal(fr.substituted[:, 1], ids[:, 1])
+    with torch.no_grad():
+        assert torch.equal(gru(fr.substituted).argmax(1) != y, fr.flips_at >= 0)
 
 
 @pytest.mark.parametrize("arch", ["transformer", "lstm"])
@@ -171,3 +176,15 @@ def test_explain_uses_the_same_embedding_helper(gru, data):
         assert torch.allclose(explained(e), gru(ids), atol=1e-6)  # the GRU reads the ids only through `emb`
     with pytest.raises(ModelError, match="words, features"):
         find_embedding(TwoEmbeddingClassifier(), ids)
+
+
+def test_suite_freezes_the_positions_that_define_the_label(gru, data, tmp_path):
+    known = type(data)(**{**data.__dict__, "ground_truth": {"relevant_positions": [1]}})
+    suite = RobustnessSuite.from_config({**SMALL, "attacks": ["fgsm"], "masking_checks": False}, profile="quick")
+    res = suite.run(_handle(gru), known, _ctx(tmp_path))
+    r = res.metric("token_flip_rate", substitutions=2)
+    assert r.tags["positions"] == "irrelevant_only"
+    with np.load(tmp_path / res.artifacts["token_substitutions"]) as z:
+        assert not z["changed"][:, 1].any()
+    summary = json.loads((tmp_path / res.artifacts["robustness_summary"]).read_text())
+    assert summary["token_substitutions"]["frozen_positions"] == [1]
