@@ -60,6 +60,21 @@ class ExplainSuite(Suite):
         },
     }
 
+    # The full profile's most expensive settings, scaled down (in this order, never below the
+    # floor, never when the plan sets them) when the estimate says they would not fit the run's
+    # time limit on this device; the result's config says what they were scaled to.
+    budget_parameters: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("shap_budget", 256), ("shap_background", 4), ("n_examples", 8), ("lime_samples", 100))
+
+    def cost(self, model: ModelHandle, data: "Dataset", ctx: RunContext) -> list:
+        from .cost import explain_cost
+
+        if data.task == "lm":  # attention maps and rollout only: one forward per example
+            from workbench.estimate import passes
+
+            return passes("forward", ctx.limit(len(data.test), self.params.n_examples), ctx.batch_size)
+        return explain_cost(self.params, model, data, ctx)
+
     # ------------------------------------------------------------------ run
 
     def applicable(self, model: ModelHandle, data: "Dataset") -> str | None:
