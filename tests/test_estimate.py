@@ -17,6 +17,7 @@ from workbench.estimate import (
     estimate_job,
     fit_budget,
     fit_line,
+    job_limits,
     format_estimate,
     measure_step_times,
     passes,
@@ -119,3 +120,58 @@ def test_measured_step_times_are_real_and_leave_the_model_alone() -> None:
 def test_job_estimate_round_trips() -> None:
     j = JobEstimate("m", "s", 1.5, 10, 2, {"x": 1.5}, "")
     assert j.to_dict()["drivers"] == {"x": 1.5}
+
+
+def test_job_limits_share_what_fixed_jobs_leave() -> None:
+    jobs = [JobEstimate("a", "costly", 900.0), JobEstimate("b", "costly", 300.0), JobEstimate("a", "metrics", 600.0)]
+    suites = {"costly": Costly, "metrics": Suite}
+    assert job_limits(jobs, suites, limit_s=2000.0) == {}  # 1800 s fits
+    limits = job_limits(jobs, suites, limit_s=1200.0)  # metrics keeps 600 s; the rest share 600 s as 3:1
+    assert limits == pytest.approx({("a", "costly"): 450.0, ("b", "costly"): 150.0})
+    assert sum(job_limits(jobs, suites, limit_s=500.0).values()) == pytest.approx(50.0)  # a tenth at least
+
+
+def test_run_start_fits_the_budget_once_for_every_executor(tmp_path: Any) -> None:
+    """A plan that cannot fit its time limit: the run's start scales the explain suite's
+    profile budget (not the values the plan set), logs it, records it in the provenance; the
+    local job and a Ray worker's job context apply the same decision."""
+    import dataclasses
+
+    from workbench.config import build_plan
+    from workbench.estimate import apply_budget
+    from workbench.executors.jobs import JobSpec, job_context, worker_environment
+    from workbench.runsetup import prepare_run
+    from workbench.store import Store
+
+    raw = {"run": {"name": "budget", "seed": 0, "device": "cpu", "profile": "full", "time_limit_minutes": 1,
+                   "suites": ["explain"], "progress": False, "out": str(tmp_path / "out")},
+           "models": [{"name": "m", "arch": "mlp", "dataset": "synthetic_tabular", "train": {"epochs": 1}}],
+           "suites": {"explain": {"methods": ["shapley"], "quality": ["completeness"], "n_examples": 4,
+                                  "shap_budget": 4096, "shap_value_function": "background"}}}
+    plan = build_plan(raw)
+    lines: list[str] = []
+    setup = prepare_run(plan, store=Store(tmp_path / "store.sqlite"), log=lines.append)
+    env = setup.env
+    # make the model look 1000x slower than it is, then fit again (the real one may fit)
+    env.step_times = {"m": StepTimes(1e-2, 1e-2, 1e-2, 1e-2)}
+    from workbench.estimate import fit_budget, suite_for
+    from workbench.estimate import job_context as est_ctx
+
+    suite = suite_for(plan, "explain")
+    handle, data = env.model("m"), env.dataset(plan.model("m").dataset)
+    fitted, notes = fit_budget(suite, handle, data, est_ctx(plan, "m", "explain", data, env.device),
+                               env.step_times["m"], 60.0, explicit=raw["suites"]["explain"])
+    assert fitted.params.shap_budget == 4096  # set by the plan: never touched
+    assert fitted.params.shap_background < suite.params.shap_background  # the profile's 16 went down
+    assert notes and notes[0].startswith("shap_background reduced from 16 to ") and "1 min 00 s on cpu" in notes[0]
+    changed = {"shap_background": fitted.params.shap_background}
+    env.budget_overrides = {("m", "explain"): (changed, notes)}
+    local, local_notes = apply_budget(env, suite, "m")
+    assert local.params.shap_background == fitted.params.shap_background and local_notes == notes
+    spec = JobSpec(plan=setup.provenance["plan"], plan_source="t", run_id="r", device="cpu",
+                   cache_dir=str(env.cache_dir), budgets=env.budget_overrides)
+    worker = worker_environment(spec)
+    remote, *_ = job_context(worker, "m", "explain", "r", tmp_path)
+    assert dataclasses.asdict(remote.params) == dataclasses.asdict(local.params)
+    assert any(line.startswith("estimated cost on cpu") for line in lines)
+    assert "estimate" in setup.provenance

@@ -417,7 +417,8 @@ def estimate_plan(plan: Any, *, suites: Sequence[str] | None = None, models: Seq
 def announce(setup: Any) -> None:
     """At the start of `workbench run` (local or Ray), after the models are built: log the
     estimate of the jobs still to run, keep it in the provenance, and keep each model's step
-    times and each job's share of the time limit for `fit_job_budget`."""
+    times, and fit the budget parameters of the jobs that would not fit the time limit
+    (`budget_overrides`, applied by `apply_budget` in every executor)."""
     plan, env = setup.plan, setup.env
     todo = [(m, s) for m, s in setup.jobs if (m, s) not in setup.done]
     if not todo:
@@ -433,14 +434,45 @@ def announce(setup: Any) -> None:
         env.log(line)
     setup.provenance["estimate"] = est.to_dict()
     env.step_times = est.times
-    env.job_limit_s = limit_s / max(1, len(todo))
+    env.budget_overrides = {}
+    if not plan.run.fit_budget:
+        return
+    for (model, sname), seconds in job_limits(est.jobs, {s: suite_for(plan, s) for s in suites}, limit_s).items():
+        suite, data = suite_for(plan, sname), datasets[model]
+        ctx = job_context(plan, model, sname, data, env.device)
+        fitted, notes = fit_budget(suite, handles[model], data, ctx, est.times.get(model), seconds,
+                                   explicit=plan.suites.get(sname, {}))
+        if notes:
+            import dataclasses
+
+            before = dataclasses.asdict(suite.params)
+            changed = {k: v for k, v in dataclasses.asdict(fitted.params).items() if v != before[k]}
+            env.budget_overrides[(model, sname)] = (changed, notes)
+            for note in notes:
+                env.log(f"  {model}/{sname}: {note}")
+    setup.provenance["budget_reduced"] = {f"{m}/{s}": notes for (m, s), (_, notes) in env.budget_overrides.items()}
 
 
-def fit_job_budget(env: Any, suite: Any, handle: Any, data: Any, ctx: Any, explicit: Iterable[str]) -> tuple[Any, list[str]]:
-    """`fit_budget` with the run's measured step times and each job's share of the plan's
-    time limit; a no-op unless the plan's `fit_budget` is on and the run was announced."""
-    times = getattr(env, "step_times", {}).get(handle.name)
-    limit_s = getattr(env, "job_limit_s", None)
-    if not env.plan.run.fit_budget or limit_s is None:
+def job_limits(jobs: Sequence[JobEstimate], suites: dict[str, Any], limit_s: float) -> dict[tuple[str, str], float]:
+    """The seconds each scalable job may take so that the plan fits `limit_s`: nothing when
+    it fits already; else the jobs whose suite has budget parameters share what the other
+    jobs leave (at least a tenth of the limit), in proportion to their estimates."""
+    scalable = [j for j in jobs if j.seconds is not None and getattr(suites.get(j.suite), "budget_parameters", ())]
+    fixed = sum(j.seconds for j in jobs if j.seconds is not None and j not in scalable)
+    scal = sum(j.seconds for j in scalable)
+    if not scalable or fixed + scal <= limit_s:
+        return {}
+    factor = max(limit_s - fixed, 0.1 * limit_s) / scal
+    return {(j.model, j.suite): j.seconds * factor for j in scalable}
+
+
+def apply_budget(env: Any, suite: Any, model: str) -> tuple[Any, list[str]]:
+    """The suite with the budget the run's start decided for this job (`announce`, in the
+    driver; the Ray executor hands the same decisions to its workers), and the notes saying
+    so; the suite unchanged and no notes otherwise."""
+    import dataclasses
+
+    changed, notes = getattr(env, "budget_overrides", {}).get((model, suite.name), ({}, []))
+    if not changed:
         return suite, []
-    return fit_budget(suite, handle, data, ctx, times, limit_s, explicit)
+    return type(suite)(dataclasses.replace(suite.params, **changed)), list(notes)

@@ -179,11 +179,9 @@ def execute_job(env: Environment, model_name: str, suite_name: str, run_id: str,
     if reason:
         res = ctx.skip(reason)
     else:
-        from workbench.estimate import fit_job_budget
+        from workbench.estimate import apply_budget
 
-        suite, budget_notes = fit_job_budget(env, suite, handle, data, ctx, plan.suites.get(suite_name, {}))
-        for note in budget_notes:
-            env.log(f"  {model_name}/{suite_name}: {note}")
+        suite, budget_notes = apply_budget(env, suite, model_name)
         before = ModuleState.capture(handle.module)
         seed_everything(seed)
         try:

@@ -145,9 +145,13 @@ class JobSpec:
     device: str
     cache_dir: str | None
     faults: dict[str, str] = dataclasses.field(default_factory=dict)
+    # (model, suite) -> (changed parameters, notes): the budgets the driver fitted to the time
+    # limit (`workbench.estimate.announce`), applied in workers exactly as locally
+    budgets: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = dataclasses.field(default_factory=dict)
 
     def env_key(self) -> str:
-        payload = json.dumps([self.plan, self.device, self.cache_dir], sort_keys=True, default=str)
+        payload = json.dumps([self.plan, self.device, self.cache_dir, sorted(map(repr, self.budgets.items()))],
+                             sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -169,6 +173,7 @@ def worker_environment(spec: JobSpec) -> "Environment":
     env = Environment(plan=plan, device=resolve_device(spec.device),
                       cache_dir=Path(spec.cache_dir) if spec.cache_dir else None,
                       log=lambda m: None, progress=False)
+    env.budget_overrides = dict(spec.budgets)
     _ENVS[key] = env
     while len(_ENVS) > _MAX_ENVS:
         _ENVS.popitem(last=False)
@@ -252,6 +257,9 @@ def job_context(env: "Environment", model: str, suite_name: str, run_id: str, ru
                      device=env.device, suite=suite_name, model_name=model, dataset_name=data.name,
                      max_samples=plan.run.max_samples, batch_size=plan.run.batch_size, profile=plan.run.profile,
                      log=env.log)
+    from workbench.estimate import apply_budget
+
+    suite, _ = apply_budget(env, suite, model)  # the budget the driver fitted, as in `execute_job`
     return suite, handle, data, ctx
 
 

@@ -110,6 +110,22 @@ def _describe_failure(exc: BaseException, max_retries: int) -> tuple[str, str]:
     return reason, "".join(traceback.format_exception(exc))
 
 
+def _faults_from_env() -> dict[str, str]:
+    """Fault injection for the executor's own tests: $WORKBENCH_RAY_FAULTS as a JSON object."""
+    import json
+
+    text = os.environ.get("WORKBENCH_RAY_FAULTS", "").strip()
+    if not text:
+        return {}
+    try:
+        faults = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"$WORKBENCH_RAY_FAULTS must be a JSON object, got {text[:80]!r} ({exc}).") from None
+    if not isinstance(faults, dict):
+        raise ConfigError(f"$WORKBENCH_RAY_FAULTS must be a JSON object, got {type(faults).__name__}.")
+    return {str(k): v for k, v in faults.items()}
+
+
 def run_plan_ray(
     plan: Plan,
     *,
@@ -125,7 +141,6 @@ def run_plan_ray(
     num_gpus: float | None = None,
     max_retries: int = 2,
     init_kwargs: dict[str, Any] | None = None,
-    _faults: dict[str, str] | None = None,
 ) -> Any:
     """Run a validated plan on Ray and write results, reports and the store row like
     `workbench.runner.run_plan`; returns its `RunOutcome`.
@@ -137,8 +152,10 @@ def run_plan_ray(
       is cuda, or auto with GPUs in the cluster; else 0).
     max_retries: Ray retries of a task whose worker died (system failures only).
     init_kwargs: extra `ray.init` arguments when this call starts Ray.
-    _faults: {"MODEL/SUITE" or "MODEL/SUITE#SHARD": "raise" | "crash" | "crash_once"},
-      fault injection for tests of the failure handling; never set it in a real run.
+
+    Tests of the failure handling inject faults through $WORKBENCH_RAY_FAULTS, a JSON object
+    {"MODEL/SUITE" or "MODEL/SUITE#SHARD": "raise" | "crash" | "crash_once"} (never set it in
+    a real run), so no test-only argument is part of this signature.
     """
     from workbench.executors import jobs as J
     from workbench.runner import RunOutcome
@@ -147,7 +164,8 @@ def run_plan_ray(
     _check_number("shards", shards, minimum=1, integer=True)
     _check_number("num_cpus", num_cpus, minimum=0)
     _check_number("max_retries", max_retries, minimum=0, integer=True)
-    for key, kind in (_faults or {}).items():
+    _faults = _faults_from_env()
+    for key, kind in _faults.items():
         if kind not in J.FAULT_KINDS:
             raise ConfigError(f"Expected fault kinds in {J.FAULT_KINDS}, got {kind!r} for {key!r}.")
     ray = _import_ray()
@@ -180,7 +198,8 @@ def run_plan_ray(
         gpus = _gpus_per_task(device_name, num_gpus, cluster)
         log(f"  ray: cluster {cluster}, each task {num_cpus:g} CPU / {gpus:g} GPU, up to {max_retries} retries")
         spec = J.JobSpec(plan=raw, plan_source=plan.source, run_id=run_id, device=device_name,
-                         cache_dir=str(cache_dir), faults=dict(_faults or {}))
+                         cache_dir=str(cache_dir), faults=dict(_faults or {}),
+                         budgets=dict(getattr(setup.env, "budget_overrides", {})))
         spec_ref = ray.put(spec)
         task_opts = {"num_cpus": num_cpus, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
         job_task = ray.remote(J.run_job)
