@@ -252,7 +252,7 @@ def test_ray_run_equals_local_and_runs_elsewhere(ray_cluster, local_run):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ray_failures_are_retried_or_reported_and_the_rest_completes(ray_cluster, local_run):
+def test_ray_failures_are_retried_or_reported_and_the_rest_completes(ray_cluster, local_run, monkeypatch):
     from workbench.executors.ray_executor import run_plan_ray
 
     root, plan, out = local_run
@@ -264,8 +264,9 @@ def test_ray_failures_are_retried_or_reported_and_the_rest_completes(ray_cluster
         "wine_mlp/robustness#0": "raise",  # a shard raises: the job is reported, the rest completes
         "cancer_mlp/robustness#1": "crash_once",  # a shard's worker dies once: retried, exact result
     }
+    monkeypatch.setenv("WORKBENCH_RAY_FAULTS", json.dumps(faults))  # fault injection, not a public argument
     ray_out = run_plan_ray(plan, suites=["metrics", "robustness", "efficiency"], store=store, log=QUIET, shards=2,
-                           max_retries=1, _faults=faults)
+                           max_retries=1)
     local = {(r.model, r.suite): _comparable(r) for r in out.run.results}
     got = {(r.model, r.suite): r for r in ray_out.run.results}
     assert len(got) == 6
