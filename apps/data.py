@@ -33,7 +33,7 @@ from workbench.store import Store, default_store_path
 
 REFRESH_S = 10
 RUN_COLUMNS = ["run_id", "created_at", "plan", "status", "gate", "models", "datasets", "suites", "results",
-               "device", "seed", "git_sha", "finished_at"]
+               "device", "seed", "git_sha", "finished_at", "reason"]  # reason: why a run failed / was interrupted
 
 
 def store_path() -> str:
@@ -86,7 +86,7 @@ def runs_frame(path: str) -> pd.DataFrame:
             "status": r["status"], "gate": r.get("gate_status") or "", "models": ix["models"],
             "datasets": ix["datasets"], "suites": ix["suites"], "results": f"{ix['n_ok']}/{ix['n']} ok",
             "device": r.get("device") or "", "seed": r.get("seed"), "git_sha": (r.get("git_sha") or "")[:12],
-            "finished_at": r.get("finished_at") or "",
+            "finished_at": r.get("finished_at") or "", "reason": r.get("reason") or "",
         })
     df = pd.DataFrame(recs, columns=RUN_COLUMNS)
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True, errors="coerce", format="ISO8601")
@@ -204,7 +204,8 @@ def _suite_figures(suite: str, result_json: str, run_dir: str, mtimes: tuple[flo
         return [], f"the {suite} suite could not draw its figures: {type(exc).__name__}: {exc}"
     from workbench.reporting.figures import decimate
 
-    return [(str(t), decimate(f)) for t, f in figs], None
+    # WebGL draws 20k points smoothly; the static report decimates from 2,000 (reporting/figures.py)
+    return [(str(t), decimate(f, 20_000)) for t, f in figs], None
 
 
 def suite_figures(result: Mapping[str, Any], run_dir: str | None) -> tuple[list[tuple[str, Any]], str | None]:

@@ -108,22 +108,44 @@ def _discordant(d: Mapping[str, int] | None) -> str:
     return f"{d['A right, B wrong']} / {d['A wrong, B right']}" if d else "—"
 
 
-def forest_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
-    """Paired difference B − A per model with its bootstrap CI (one marker per model)."""
-    import plotly.graph_objects as go
+# Direction of the paired metrics `paired_comparison` reports.
+PAIRED_HIGHER_IS_BETTER = {"accuracy": True, "mse": False}
 
-    fig = go.Figure()
-    for metric in dict.fromkeys(r["metric"] for r in rows):
+
+def improvement(row: Mapping[str, Any]) -> tuple[float, tuple[float, float]]:
+    """B's improvement over A and its CI, oriented so that > 0 always means B is better
+    (B − A for accuracy, A − B for MSE)."""
+    sign = 1.0 if PAIRED_HIGHER_IS_BETTER.get(str(row["metric"]), True) else -1.0
+    lo, hi = sorted((sign * row["ci"][0], sign * row["ci"][1]))
+    return sign * row["diff"], (lo, hi)
+
+
+def forest_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
+    """B's improvement over A per model with its 95% paired bootstrap CI: one panel per
+    metric (each in its own units), every panel oriented so right of 0 is "B better"."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    fig = make_subplots(rows=len(metrics), cols=1, vertical_spacing=0.25 / max(1, len(metrics)))
+    for k, metric in enumerate(metrics, start=1):
         sel = [r for r in rows if r["metric"] == metric]
+        imp = [improvement(r) for r in sel]
+        hib = PAIRED_HIGHER_IS_BETTER.get(str(metric), True)
         fig.add_trace(go.Scatter(
-            x=[r["diff"] for r in sel], y=[r["model"] for r in sel], mode="markers", name=f"{metric} (B − A)",
-            error_x={"type": "data", "symmetric": False, "array": [r["ci"][1] - r["diff"] for r in sel],
-                     "arrayminus": [r["diff"] - r["ci"][0] for r in sel]},
-            marker={"size": 11},
-        ))
-    fig.add_vline(x=0, line_dash="dash", line_color="grey")
-    fig.update_layout(title="Paired difference B − A per model (95% paired bootstrap CI)",
-                      xaxis_title="difference", yaxis={"type": "category"}, height=160 + 50 * len(rows))
+            x=[v for v, _ in imp], y=[r["model"] for r in sel], mode="markers", name=str(metric),
+            error_x={"type": "data", "symmetric": False, "array": [ci[1] - v for v, ci in imp],
+                     "arrayminus": [v - ci[0] for v, ci in imp]},
+            marker={"size": 11, "color": ["#1a7f37" if ci[0] > 0 else "#cf222e" if ci[1] < 0 else "#59636e"
+                                          for _, ci in imp]},
+            hovertemplate="%{y}: %{x:.4g}<extra></extra>", showlegend=False), k, 1)
+        fig.add_vline(x=0, line_dash="dash", line_color="grey", row=k, col=1)
+        what = "accuracy B − A" if hib else f"{metric} A − B"
+        fig.update_xaxes(title_text=f"{what} (→ B better, ← B worse)", zeroline=False, row=k, col=1)
+        fig.update_yaxes(type="category", row=k, col=1)
+    fig.update_layout(title="B's improvement over A per model (95% paired bootstrap CI; green: B better, "
+                            "red: B worse, grey: no clear difference)",
+                      height=140 + 110 * len(metrics) + 30 * len(rows), margin={"t": 60})
     return fig
 
 
@@ -173,7 +195,7 @@ def render() -> None:
     if rows:
         table = pd.DataFrame([{
             "model": r["model"], "metric": r["metric"], "n": r["n"], "A": r["a"], "B": r["b"],
-            "B − A": r["diff"], "95% CI": common.fmt_ci(r["ci"]), "test": r["test"], "p-value": r["p_value"],
+            "B − A": r["diff"], "95% CI": common.fmt_ci(r["ci"], r["diff"]), "test": r["test"], "p-value": r["p_value"],
             "discordant (A✓B✗ / A✗B✓)": _discordant(r["discordant"]),
         } for r in rows])
         st.dataframe(table, hide_index=True, key="compare:paired")

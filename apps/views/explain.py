@@ -25,18 +25,19 @@ import streamlit as st
 from workbench.apps import data
 from workbench.apps.views import common
 
-DIVERGING = "RdBu_r"  # positive attribution red, negative blue, zero white
+from workbench.reporting.figures import SIGNED_COLORSCALE as DIVERGING  # noqa: E402  red +, blue −, white 0
 MAX_COLS = 4
 
 
 # --------------------------------------------------------------------------- pure helpers
 
 
-def normalise(attr: np.ndarray) -> np.ndarray:
-    """attr / max|attr| (in [-1, 1]); all zeros stay zeros."""
-    a = np.asarray(attr, dtype=np.float64)
-    m = float(np.nanmax(np.abs(a))) if a.size else 0.0
-    return a / m if m > 0 else np.zeros_like(a)
+def normalise(attr: np.ndarray, floor: float = 1e-12) -> np.ndarray:
+    """attr / max|attr| (in [-1, 1]); a map that is zero up to round-off (max |attr| <=
+    `floor`) is all zeros, never stretched to full colour."""
+    from workbench.reporting.figures import scale_to_unit
+
+    return scale_to_unit(attr, floor)
 
 
 def methods_of(ex: Mapping[str, np.ndarray]) -> list[str]:
@@ -172,8 +173,11 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from workbench.reporting.figures import shared_floor
+
     modality = meta.get("modality")
     x = np.asarray(row["input"])
+    floor = shared_floor([row[f"attr_{m}"] for m in methods])  # a method zero up to round-off shows white
     if modality == "image":
         panels = ["input"] + list(methods)
         cols = min(MAX_COLS, len(panels))
@@ -187,7 +191,7 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
             a = np.asarray(row[f"attr_{m}"], dtype=np.float64)
             a = a[0] if a.ndim == 3 else a
             fig.add_trace(go.Heatmap(
-                z=normalise(a), customdata=a, colorscale=DIVERGING, zmid=0, zmin=-1, zmax=1, name=m,
+                z=normalise(a, floor), customdata=a, colorscale=DIVERGING, zmid=0, zmin=-1, zmax=1, name=m,
                 showscale=(k == len(methods)), colorbar={"title": "attr / max|attr|"},
                 hovertemplate="pixel (%{y}, %{x})<br>attribution %{customdata:.3g}<extra>" + m + "</extra>",
             ), k // cols + 1, k % cols + 1)
@@ -202,7 +206,7 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
         return fig
     if modality == "tokens":
         labels = list(tokens) if tokens is not None else [str(int(t)) for t in x]
-        z = np.stack([normalise(row[f"attr_{m}"]) for m in methods]) if methods else np.zeros((0, x.size))
+        z = np.stack([normalise(row[f"attr_{m}"], floor) for m in methods]) if methods else np.zeros((0, x.size))
         raw = np.stack([np.asarray(row[f"attr_{m}"], dtype=np.float64) for m in methods]) if methods else z
         relevant = set(meta.get("relevant") or [])
         ticks = [f"{t}★" if j in relevant else str(t) for j, t in enumerate(labels)]
@@ -221,7 +225,7 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
                         subplot_titles=("input value", "attribution (each row / its max |value|)"))
     fig.add_trace(go.Bar(x=list(range(x.size)), y=x.astype(float), name="input", marker_color="#888"), 1, 1)
     if methods:
-        z = np.stack([normalise(row[f"attr_{m}"]) for m in methods])
+        z = np.stack([normalise(row[f"attr_{m}"], floor) for m in methods])
         raw = np.stack([np.asarray(row[f"attr_{m}"], dtype=np.float64) for m in methods])
         fig.add_trace(go.Heatmap(z=z, customdata=raw, x=list(range(x.size)), y=list(methods), colorscale=DIVERGING,
                                  zmid=0, zmin=-1, zmax=1, colorbar={"title": "attr / max|attr|", "y": 0.35, "len": 0.7},
@@ -272,9 +276,10 @@ def rollout_figure(rollout: np.ndarray, tokens: Sequence[str] | None) -> Any:
     return fig
 
 
-def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str) -> Any | None:
+def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str, unit: str = "probability"
+                  ) -> Any | None:
     """Deletion and insertion curves of example i for one replacement, one line per
-    method (random order dashed)."""
+    method (random order dashed); y is the explained output in `unit`."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -299,7 +304,10 @@ def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str) ->
                                            "color": color[parts[1]]}), 1, col)
     if not any_curve:
         return None
-    fig.update_xaxes(title_text="fraction of features removed / inserted")
+    fig.update_xaxes(title_text="fraction of features removed", row=1, col=1)
+    fig.update_xaxes(title_text="fraction of features inserted", row=1, col=2)
+    fig.update_yaxes(title_text=f"explained output ({unit})", row=1, col=1)
+    fig.update_yaxes(title_text=f"explained output ({unit})", row=1, col=2)
     fig.update_layout(height=340, margin={"t": 40})
     return fig
 
@@ -373,7 +381,7 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
         reps = list(meta.get("replacements") or sorted({k.split("__")[2] for k in curves if k.count("__") == 2}))
         if reps:
             rep = st.selectbox("Removal value for the deletion / insertion curves", reps, key=f"{key}:rep")
-            fig = curves_figure(curves, qi, rep)
+            fig = curves_figure(curves, qi, rep, str(meta.get("curve_unit", "probability")))
             if fig is not None:
                 common.show_figure(fig, key=f"{key}:curves")
     if "attention" in row:

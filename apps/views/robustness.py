@@ -27,21 +27,27 @@ def gallery_example_figure(ex: dict[str, np.ndarray], i: int) -> Any:
     from plotly.subplots import make_subplots
 
     if "clean" in ex and ex["clean"].ndim == 4:
+        from workbench.reporting.figures import signed_scale
+
         clean, pert, adv = ex["clean"][i, 0], ex["perturbation"][i, 0], ex["adversarial"][i, 0]
-        m = float(np.abs(pert).max()) or 1.0
-        fig = make_subplots(rows=1, cols=3, subplot_titles=("clean", "perturbation", "adversarial"))
+        scale, note = signed_scale(pert, reference=clean)
+        fig = make_subplots(rows=1, cols=3, subplot_titles=("clean", "perturbation (red +, blue −)", "adversarial"),
+                            horizontal_spacing=0.04)
         fig.add_trace(go.Heatmap(z=clean, colorscale="gray", showscale=False, name="clean"), 1, 1)
-        fig.add_trace(go.Heatmap(z=pert, colorscale="RdBu", zmid=0, zmin=-m, zmax=m, name="perturbation",
-                                 colorbar={"title": "Δ", "x": 0.64}), 1, 2)
+        # the colour bar goes below the maps, never over the adversarial image
+        fig.add_trace(go.Heatmap(z=pert, name="perturbation", colorbar={"title": "Δ", "orientation": "h", "y": -0.15,
+                                                                         "len": 0.3, "x": 0.5, "thickness": 12},
+                                 **scale), 1, 2)
         fig.add_trace(go.Heatmap(z=adv, colorscale="gray", showscale=False, name="adversarial"), 1, 3)
         fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
         fig.update_xaxes(showticklabels=False)
+        fig.update_layout(margin={"b": 80}, title=note)
         return fig
     if "position_perturbation" in ex:
         z = ex["position_perturbation"][i]
         toks = ex["tokens"][i].astype(str)
         fig = go.Figure(go.Bar(x=np.arange(z.size), y=z, text=toks, name="relative L2 per position"))
-        fig.update_layout(xaxis_title="position (token id shown)", yaxis_title="relative L2 perturbation")
+        fig.update_layout(xaxis_title="position (token id shown)", yaxis_title="relative L2 perturbation (‖δ‖ / ‖x‖)")
         return fig
     pert = ex["perturbation"][i].reshape(-1)
     fig = go.Figure(go.Bar(x=np.arange(pert.size), y=pert, name="perturbation"))

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.reporting.figures import SIGNED_COLORSCALE, scale_to_unit, shared_floor
 from workbench.suite import load_artifact
 
-DIVERGING = "RdBu_r"  # red = supports the explained output, blue = against it
+DIVERGING = SIGNED_COLORSCALE  # red = supports the explained output, blue = against it (one convention)
 MAX_EXAMPLES = 4
 SHORT = {"input_x_gradient": "input×grad", "integrated_gradients": "integ. grad", "smoothgrad": "SmoothGrad",
          "deeplift": "DeepLift", "shapley": "Shapley", "shap_kernel": "shap Kernel", "shap_gradient": "shap Grad",
@@ -37,10 +38,10 @@ QUALITY_COLUMNS = (
 def _load(result: dict[str, Any], run_dir: Path, name: str) -> Any:
     return load_artifact(result, run_dir, name)
 
-def _scaled(a: np.ndarray) -> np.ndarray:
-    """a / max|a| (zeros stay zeros), so every panel spans [-1, 1] around 0."""
-    m = float(np.nanmax(np.abs(a))) if a.size else 0.0
-    return a / m if m > 0 else a
+def _scaled(a: np.ndarray, floor: float = 1e-12) -> np.ndarray:
+    """a / max|a|, so every panel spans [-1, 1] around 0; a map that is zero up to
+    round-off (max |a| <= floor) stays zero instead of being stretched to full colour."""
+    return scale_to_unit(a, floor)
 
 
 def explain_figures(result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
@@ -87,8 +88,9 @@ def attribution_figure(ex: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
             img = img.mean(0) if img.ndim == 3 else img
             fig.add_trace(go.Heatmap(z=img[::-1], colorscale="gray", showscale=False,
                                      hovertemplate="input %{z:.2f}<extra></extra>"), row=i + 1, col=1)
+            floor = shared_floor([ex[f"attr_{m}"][i] for m in methods])
             for j, m in enumerate(methods):
-                a = _scaled(ex[f"attr_{m}"][i])
+                a = _scaled(ex[f"attr_{m}"][i], floor)
                 fig.add_trace(go.Heatmap(z=a[::-1], zmin=-1, zmax=1, zmid=0, colorscale=DIVERGING,
                                          showscale=(i == 0 and j == 0),
                                          hovertemplate=f"{m}<br>%{{z:.2f}} of max |attr|<extra></extra>"),
@@ -106,7 +108,8 @@ def attribution_figure(ex: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
                         subplot_titles=[f"example {i}" + (f" (pred {pred[i]:.3g})" if pred is not None else "")
                                         for i in range(n)])
     for i in range(n):
-        z = np.stack([_scaled(ex[f"attr_{m}"][i].ravel()) for m in methods])  # (methods, units)
+        floor = shared_floor([ex[f"attr_{m}"][i] for m in methods])
+        z = np.stack([_scaled(ex[f"attr_{m}"][i].ravel(), floor) for m in methods])  # (methods, units)
         u = z.shape[1]
         if modality == "tokens" and tokens:
             labels = [f"{k}:{t}" for k, t in enumerate(tokens[i])]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from workbench.reporting.figures import magnitude_scale, signed_scale
 from workbench.suite import load_artifact
 
 _DASH = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
@@ -86,26 +87,32 @@ def gallery_figure(ex: dict[str, np.ndarray], class_names: list[str]) -> Any:
                             horizontal_spacing=0.01, vertical_spacing=0.06)
         for i in range(k):
             clean, pert, adv = ex["clean"][i, 0], ex["perturbation"][i, 0], ex["adversarial"][i, 0]
-            m = float(np.abs(pert).max()) or 1.0
+            scale, _ = signed_scale(pert, reference=clean)  # red adds to the pixel, blue removes
             fig.add_trace(go.Heatmap(z=clean, colorscale="gray", showscale=False, zmin=0, zmax=max(1.0, clean.max())), 1, i + 1)
-            fig.add_trace(go.Heatmap(z=pert, colorscale="RdBu", showscale=False, zmin=-m, zmax=m), 2, i + 1)
+            fig.add_trace(go.Heatmap(z=pert, showscale=False, **scale), 2, i + 1)
             fig.add_trace(go.Heatmap(z=adv, colorscale="gray", showscale=False, zmin=0, zmax=max(1.0, adv.max())), 3, i + 1)
         fig.update_yaxes(autorange="reversed", showticklabels=False)
         fig.update_xaxes(showticklabels=False)
         fig.update_annotations(font_size=9)
-        fig.update_layout(title="Adversarial examples: clean / perturbation / adversarial", height=420)
+        fig.update_layout(title="Adversarial examples: clean / perturbation (red +, blue −) / adversarial", height=420)
         return fig
     if "position_perturbation" in ex:
         z = ex["position_perturbation"]
         text = ex["tokens"].astype(str)
-        fig = go.Figure(go.Heatmap(z=z, text=text, texttemplate="%{text}", colorscale="Reds",
-                                   y=titles, colorbar={"title": "rel. L2"}))
-        fig.update_layout(title="Adversarial examples in embedding space: perturbation per position (token ids shown)",
-                          xaxis_title="position")
+        scale, note = magnitude_scale(z, reference=1.0)  # a relative norm: its scale is 1
+        fig = go.Figure(go.Heatmap(z=z, text=text, texttemplate="%{text}", y=titles,
+                                   colorbar={"title": "relative L2"}, **scale))
+        title = "Adversarial examples in embedding space: perturbation per position (token ids shown)"
+        fig.update_layout(title=title + (f"<br><sub>{note}</sub>" if note else ""), xaxis_title="position",
+                          yaxis_title="example: label, prediction before → after")
         return fig
     pert = ex["perturbation"].reshape(k, -1)
-    fig = go.Figure(go.Heatmap(z=pert, y=titles, colorscale="RdBu", zmid=0, colorbar={"title": "Δ"}))
-    fig.update_layout(title="Adversarial examples: perturbation per feature", xaxis_title="feature")
+    clean = ex["clean"].reshape(k, -1) if "clean" in ex else None
+    scale, note = signed_scale(pert, reference=clean)
+    fig = go.Figure(go.Heatmap(z=pert, y=titles, colorbar={"title": "Δ (adv − clean)"}, **scale))
+    title = "Adversarial examples: perturbation per feature (red +, blue −)"
+    fig.update_layout(title=title + (f"<br><sub>{note}</sub>" if note else ""), xaxis_title="feature index",
+                      yaxis_title="example: label, prediction before → after")
     return fig
 
 

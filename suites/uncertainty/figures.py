@@ -23,33 +23,59 @@ _DASH = {"max_prob": "solid", "entropy": "dash", "mutual_information": "dot",
 def _load(result: dict[str, Any], run_dir: Path, name: str) -> Any:
     return load_artifact(result, run_dir, name)
 
+def bin_interval(accuracy: float | None, count: int) -> tuple[float, float] | None:
+    """The 95% interval of one bin's accuracy: the suite's proportion CI (Clopper-Pearson)
+    of round(accuracy x count) correct out of `count`; None for an empty bin."""
+    from workbench.stats import proportion_ci
+
+    if not count or accuracy is None:
+        return None
+    return proportion_ci(int(round(float(accuracy) * count)), int(count))
+
+
 def reliability_figures(rel: dict[str, Any]) -> list[tuple[str, Any]]:
     """One figure per method: accuracy per equal-width confidence bin before and after
-    temperature scaling, against the diagonal of perfect calibration."""
+    temperature scaling, with each bin's 95% interval (a bin of 3 examples is a wide bar,
+    not a full one) and its example count written on it; below, the examples per bin."""
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     out = []
     temps = rel.get("temperature", {})
     for method, per_cal in rel.get("methods", {}).items():
-        fig = go.Figure()
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.05)
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                                 line={"color": "grey", "dash": "dash"}))
+                                 line={"color": "grey", "dash": "dash"}), 1, 1)
         for cal, color in (("none", "#636efa"), ("temperature", "#ef553b")):
             d = (per_cal.get(cal) or {}).get("uniform")
             if not d:
                 continue
-            centers = [(lo + hi) / 2 for lo, hi in zip(d["lower"], d["upper"])]
+            keep = [i for i, c in enumerate(d["count"]) if c]  # empty bins have no accuracy to draw
+            lo_b = [d["lower"][i] for i in keep]
+            hi_b = [d["upper"][i] for i in keep]
+            centers = [(a + b) / 2 for a, b in zip(lo_b, hi_b)]
+            acc = [d["accuracy"][i] if d["accuracy"][i] is not None else 0.0 for i in keep]
+            counts = [int(d["count"][i]) for i in keep]
+            ci = [bin_interval(a, c) or (a, a) for a, c in zip(acc, counts)]
             label = "before" if cal == "none" else f"after temperature scaling (T={temps.get(method, float('nan')):.3g})"
+            width = [(b - a) * 0.45 for a, b in zip(lo_b, hi_b)]
+            offset = [-w if cal == "none" else 0 for w in width]
+            conf = [d["confidence"][i] if d["confidence"][i] is not None else np.nan for i in keep]
             fig.add_trace(go.Bar(
-                x=centers, y=[a if a is not None else 0 for a in d["accuracy"]], name=label,
-                width=[(hi - lo) * 0.45 for lo, hi in zip(d["lower"], d["upper"])],
-                offset=[-(hi - lo) * 0.45 if cal == "none" else 0 for lo, hi in zip(d["lower"], d["upper"])],
-                marker_color=color, opacity=0.8,
-                customdata=np.stack([d["count"], [c if c is not None else np.nan for c in d["confidence"]]], -1),
-                hovertemplate="accuracy %{y:.3f}<br>n=%{customdata[0]}<br>mean confidence %{customdata[1]:.3f}<extra></extra>",
-            ))
-        fig.update_layout(xaxis_title="confidence (equal-width bins)", yaxis_title="accuracy",
-                          xaxis_range=[0, 1], yaxis_range=[0, 1], barmode="overlay")
+                x=centers, y=acc, name=label, legendgroup=cal, width=width, offset=offset, marker_color=color,
+                opacity=0.8, text=[f"n={c}" for c in counts], textposition="outside", textfont={"size": 9},
+                error_y={"type": "data", "symmetric": False, "array": [h - a for a, (_, h) in zip(acc, ci)],
+                         "arrayminus": [a - lo for a, (lo, _) in zip(acc, ci)], "thickness": 1, "width": 2},
+                customdata=np.stack([counts, conf, [c[0] for c in ci], [c[1] for c in ci]], -1),
+                hovertemplate="accuracy %{y:.3f} [%{customdata[2]:.3f}, %{customdata[3]:.3f}]<br>"
+                              "n=%{customdata[0]}<br>mean confidence %{customdata[1]:.3f}<extra></extra>",
+            ), 1, 1)
+            fig.add_trace(go.Bar(x=centers, y=counts, width=width, offset=offset, marker_color=color, opacity=0.8,
+                                 legendgroup=cal, showlegend=False, hovertemplate="n=%{y}<extra></extra>"), 2, 1)
+        fig.update_layout(barmode="overlay", height=520)
+        fig.update_yaxes(title_text="accuracy (95% CI per bin)", range=[0, 1.1], row=1, col=1)
+        fig.update_yaxes(title_text="examples (log)", type="log", row=2, col=1)
+        fig.update_xaxes(title_text="confidence (equal-width bins)", range=[0, 1], row=2, col=1)
         out.append((f"Reliability diagram ({method}): before / after temperature scaling", fig))
     return out
 

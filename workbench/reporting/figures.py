@@ -148,3 +148,69 @@ def figure_spec(fig: Any) -> tuple[dict[str, Any], bool]:
     if shared:
         layout.pop("template", None)
     return spec, shared
+
+
+# --------------------------------------------------------------------------- colour conventions
+
+# One convention for signed quantities everywhere (dashboard, report, every suite): red is
+# positive (raises the explained output, adds to the input), blue negative, white zero.
+SIGNED_COLORSCALE = "RdBu_r"
+# Unsigned magnitudes (a perturbation's size, a count) use one sequential scale.
+MAGNITUDE_COLORSCALE = "Reds"
+
+
+def noise_floor(reference: Any = None, rel: float = 1e-5, absolute: float = 1e-12) -> float:
+    """Below this, values are float round-off, not a signal: `rel` x the largest |value| of
+    `reference` (the quantity they are measured against, e.g. the input), at least `absolute`.
+    float32 keeps about 7 digits, so differences under 1e-5 of the scale are noise."""
+    scale = 0.0
+    if reference is not None:
+        r = np.abs(np.asarray(reference, dtype=float))
+        r = r[np.isfinite(r)]
+        scale = float(r.max()) if r.size else 0.0
+    return max(absolute, rel * scale)
+
+
+def signed_scale(z: Any, reference: Any = None) -> tuple[dict[str, Any], str | None]:
+    """Heatmap colour settings for a signed map: symmetric around 0 (`zmid=0`) on
+    SIGNED_COLORSCALE, and a note instead of a stretched range when every |value| is under
+    the noise floor (then the range is fixed at ±1, so the map shows as white).
+    Returns (plotly heatmap keyword arguments, note or None)."""
+    a = np.abs(np.asarray(z, dtype=float))
+    a = a[np.isfinite(a)]
+    m = float(a.max()) if a.size else 0.0
+    floor = noise_floor(reference) if reference is not None else 1e-12
+    kw = {"colorscale": SIGNED_COLORSCALE, "zmid": 0.0}
+    if m <= floor:
+        return {**kw, "zmin": -1.0, "zmax": 1.0}, (
+            f"every value is within float round-off of 0 (max |value| {m:.1e}): nothing to show")
+    return {**kw, "zmin": -m, "zmax": m}, None
+
+
+def magnitude_scale(z: Any, reference: Any = None) -> tuple[dict[str, Any], str | None]:
+    """Heatmap colour settings for a non-negative map from 0, refusing to stretch noise
+    (see `signed_scale`)."""
+    a = np.asarray(z, dtype=float)
+    a = a[np.isfinite(a)]
+    m = float(a.max()) if a.size else 0.0
+    floor = noise_floor(reference) if reference is not None else 1e-12
+    kw = {"colorscale": MAGNITUDE_COLORSCALE, "zmin": 0.0}
+    if m <= floor:
+        return {**kw, "zmax": 1.0}, f"every value is within float round-off of 0 (max {m:.1e}): nothing to show"
+    return {**kw, "zmax": m}, None
+
+
+def scale_to_unit(a: Any, floor: float = 1e-12) -> np.ndarray:
+    """a / max|a| in [-1, 1] (for maps compared side by side, each on its own scale); a map
+    whose max |value| is at or under `floor` is round-off and comes back as zeros, never
+    stretched to full colour."""
+    x = np.asarray(a, dtype=np.float64)
+    m = float(np.nanmax(np.abs(x))) if x.size else 0.0
+    return x / m if m > floor else np.zeros_like(x)
+
+
+def shared_floor(maps: Any, rel: float = 1e-6) -> float:
+    """The round-off floor of maps shown together: `rel` x the largest |value| of any of
+    them (at least 1e-12), so a method that is zero up to round-off shows as zero."""
+    m = max((float(np.nanmax(np.abs(np.asarray(a, dtype=float)))) for a in maps if np.asarray(a).size), default=0.0)
+    return max(1e-12, rel * m)
