@@ -41,7 +41,29 @@ def page_list() -> list[tuple[str, str, object]]:
     return fixed[:-1] + generic + fixed[-1:]
 
 
+@st.cache_resource(show_spinner=False)
+def _preload_suites() -> object:
+    """Import every registered suite once per server, off the page's critical path: some
+    suite modules import torch (seconds), which the first visit to their page would
+    otherwise wait for. Pages still import on demand; this only starts earlier."""
+    import threading
+
+    def load() -> None:
+        from workbench.registry import SUITES
+
+        for name in SUITES.names():
+            try:
+                SUITES.get(name)
+            except Exception:  # a broken plug-in is reported on its own page
+                pass
+
+    thread = threading.Thread(target=load, name="workbench-preload-suites", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
+    _preload_suites()
     pages = {name: st.Page(render, title=title, url_path=name, default=(name == "runs"))
              for name, title, render in page_list()}
     common.register_pages(pages)

@@ -2,7 +2,7 @@
 trying the dashboard without running a plan, for its tests and for its benchmark.
 
     python -m apps.demo /tmp/demo-store            # 2 runs, 4 models, every suite
-    python -m apps.demo /tmp/big --examples 10000 --extra-runs 1000
+    python -m workbench.apps.demo /tmp/big --examples 10000 --extra-runs 1000
     WORKBENCH_STORE=/tmp/demo-store/store.sqlite workbench ui
 
 Every number is derived from the generated arrays (accuracy = mean(y_pred == y_true)
