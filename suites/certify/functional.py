@@ -32,6 +32,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -275,12 +276,14 @@ def sample_noise(
     space: NoiseSpace | None = None,
     offset: torch.Tensor | None = None,
     num_classes: int | None = None,
+    progress: Any = None,
 ) -> torch.Tensor:
     """Counts (B, K) long: how often f's top class is each class over `num` noisy copies of
     each example x[i], noise σ·scale·N(0, I) in `space` (default: the input). The B·num
     copies are cut into forward passes of `batch_size` rows, so one example with num = 1,000
     and batch_size 250 costs 4 forwards; several examples share batches. `offset` (B,
-    *space.shape), absolute units, moves every copy of x[i] (an attacked point x + δ)."""
+    *space.shape), absolute units, moves every copy of x[i] (an attacked point x + δ).
+    `progress` (a `workbench.progress.Progress`, optional) counts the noisy copies done."""
     sigma = _check_sigma(sigma)
     check_positive_int("num", num)
     check_positive_int("batch_size", batch_size)
@@ -303,6 +306,8 @@ def sample_noise(
         if counts is None:
             counts = torch.zeros(b, logits.shape[1], dtype=torch.long, device=x.device)
         counts.index_put_((idx, pred), torch.ones_like(pred), accumulate=True)
+        if progress is not None:
+            progress.update(stop - start)
     return counts
 
 
@@ -348,13 +353,16 @@ def certify(
     generator: torch.Generator,
     space: NoiseSpace | None = None,
     num_classes: int | None = None,
+    progress: Any = None,
 ) -> Certificates:
     """CERTIFY (Cohen et al., Algorithm: n0 selection samples choose A; n separate
-    estimation samples bound p_A from below at level 1 − alpha; abstain below 1/2)."""
+    estimation samples bound p_A from below at level 1 − alpha; abstain below 1/2).
+    `progress` (optional) counts the B·(n0 + n) noisy copies."""
     alpha = _check_alpha(alpha)
     check_positive_int("n0", n0)
     check_positive_int("n", n)
-    common = dict(sigma=sigma, batch_size=batch_size, generator=generator, space=space, num_classes=num_classes)
+    common = dict(sigma=sigma, batch_size=batch_size, generator=generator, space=space, num_classes=num_classes,
+                  progress=progress)
     c0 = sample_noise(model, x, num=n0, **common)
     c = sample_noise(model, x, num=n, num_classes=c0.shape[1],
                      **{k: v for k, v in common.items() if k != "num_classes"})

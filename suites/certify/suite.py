@@ -103,6 +103,11 @@ class CertifySuite(Suite):
         "full": {},
     }
 
+    #: scaled down (halved, never below the floor, never when the plan sets them) when the
+    #: estimate says a profile's default would not fit the time limit on this device
+    budget_parameters: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("attack_eval_samples", 1000), ("n", 1000), ("n_samples", 100))
+
     headline_metrics: ClassVar[tuple[str, ...]] = (
         "mean_certified_radius", "smoothed_accuracy", "certification_consistency_flags",
     )
@@ -182,6 +187,11 @@ class CertifySuite(Suite):
         ctx.save_artifact("certify_summary", summary)
         return ctx.result(metrics, config=self.config())
 
+    def cost(self, model: ModelHandle, data: Any, ctx: RunContext) -> list:
+        from workbench.suites.certify.cost import certify_cost
+
+        return certify_cost(self.params, model, data, ctx)
+
     @classmethod
     def is_headline(cls, metric: dict[str, Any]) -> bool:
         return metric.get("name") in cls.headline_metrics
@@ -241,8 +251,9 @@ def _certify_one(C: Any, module: Any, data: Any, x: torch.Tensor, y: torch.Tenso
             space = C.embedding_space(module, ref, path=embedding)
         else:
             space = C.input_space(x)
-        cert = C.certify(module, x, sigma=sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=bs, generator=gen,
-                         space=space, num_classes=data.num_classes)
+        with ctx.progress(len(x) * (p.n0 + p.n), f"{variant} sigma={sigma:g}", unit="noisy copies") as bar:
+            cert = C.certify(module, x, sigma=sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=bs, generator=gen,
+                             space=space, num_classes=data.num_classes, progress=bar)
     n = len(y)
     pred_g = C.predict_from_counts(cert.counts_estimation, p.alpha)
     abstain_cert = int((cert.prediction == C.ABSTAIN).sum())
