@@ -481,14 +481,20 @@ def degenerate_kind(ids: Sequence[int] | torch.Tensor, text: str) -> str | None:
     """Why a generated continuation says nothing about the model's text, or None.
 
     "blank": its text is empty or whitespace only (e.g. greedy decoding stuck on the
-    space token); "one_token": it repeats a single token id (length >= 2). BLEU and
-    ROUGE-L of such continuations are 0 or near it whatever the references hold."""
+    space token); "one_token": one token id makes up at least `ONE_TOKEN_SHARE` (90%) of
+    it (length >= 2), e.g. "e" followed by 32 spaces. BLEU and ROUGE-L of such
+    continuations are 0 or near it whatever the references hold."""
+    from collections import Counter
+
     ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
     if not text.strip():
         return "blank"
-    if len(ids) >= 2 and len(set(int(i) for i in ids)) == 1:
+    if len(ids) >= 2 and Counter(int(i) for i in ids).most_common(1)[0][1] >= ONE_TOKEN_SHARE * len(ids):
         return "one_token"
     return None
+
+
+ONE_TOKEN_SHARE = 0.9
 
 
 def degenerate_generation_reason(kinds: Sequence[str | None], settings: str) -> str | None:

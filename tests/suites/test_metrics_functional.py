@@ -318,3 +318,15 @@ def test_rouge_l_matches_rouge_score_and_hand_lcs():
     # the ROUGE-L CI is our own seeded bootstrap of the per-pair F-measures
     a = bootstrap_mean_ci(got, n_boot=100, seed=4)
     assert a == bootstrap_mean_ci(got, n_boot=100, seed=4) and a[0] <= got.mean() <= a[1]
+
+
+def test_degenerate_generations_are_detected():
+    space, e, t, h = 0, 1, 2, 3
+    assert MF.degenerate_kind([space] * 5, "     ") == "blank"
+    assert MF.degenerate_kind([], "") == "blank"
+    assert MF.degenerate_kind([t] * 4, "tttt") == "one_token"
+    assert MF.degenerate_kind([e] + [space] * 32, "e" + " " * 32) == "one_token"  # 32 of 33 are the space
+    assert MF.degenerate_kind([t, h, e, space] * 3, "the the the ") is None  # repetitive, but text
+    assert MF.degenerate_generation_reason(["blank", None, None], "greedy") is None  # a minority
+    why = MF.degenerate_generation_reason(["blank", "one_token", None], "greedy decoding")
+    assert "2 of 3" in why and "blank (1)" in why and "one token (1)" in why and "greedy decoding" in why
