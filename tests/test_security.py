@@ -335,14 +335,23 @@ def test_user_strings_are_escaped_in_every_report(tmp_path, capsys):
     assert any(m["tags"].get("class") == EVIL_CLASS for m in data["results"][0]["metrics"])
 
 
-def test_dashboard_browser_test_exists_or_is_reported():
-    """The dashboard's own escaping is checked by the dashboard helper's browser test; this
-    records whether it is in the tree (the final report says so)."""
-    candidates = sorted(p.name for p in (ROOT / "tests").rglob("test_*dashboard*.py"))
-    common = ROOT / "apps" / "views" / "common.py"
-    if common.exists():
-        assert "&lt;" in common.read_text()  # apps.views.common.esc turns "<" into an entity
-    print("dashboard tests:", candidates or "none yet")
+def test_dashboard_escapes_run_strings_and_its_browser_tests_feed_them():
+    """The dashboard's escaping helper makes every hostile run string inert inside
+    st.markdown (no tag can open, no Markdown link or directive survives), and the
+    dashboard's browser/app tests exist and exercise hostile strings of their own."""
+    from html import unescape
+
+    from workbench.apps.views.common import esc
+
+    for evil in (EVIL_PLAN, EVIL_CLASS, EVIL_MODEL, "[x](javascript:alert(1))", ":red[x] **b** `c`"):
+        out = esc(evil)
+        assert "<" not in out and ">" not in out, out
+        assert "](" not in out and ":red[" not in out and "**" not in out and "`" not in out.replace("\\`", ""), out
+        assert unescape(out.replace("\\", "")) == evil  # nothing dropped: the text reads the same
+    assert esc(None) == "" and esc("a\nb") == "a b"
+    tests = {p.name: p.read_text() for p in (ROOT / "tests").glob("test_dashboard*.py")}
+    assert "test_dashboard_browser.py" in tests and "test_dashboard_apptest.py" in tests
+    assert any(("<script" in t or "onerror" in t) for t in tests.values())
 
 
 # --------------------------------------------------------------------------- dashboard address
