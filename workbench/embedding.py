@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from workbench.errors import ModelError, did_you_mean
+from workbench.torch_utils import frozen_eval
 
 
 class _Captured(Exception):
@@ -69,8 +70,8 @@ def _fed_the_ids(module: nn.Module, ids: torch.Tensor, candidates: list[str]) ->
 
     for name in candidates:
         handles.append(module.get_submodule(name).register_forward_pre_hook(pre_hook(name)))
-    try:
-        with torch.no_grad():
+    try:  # eval mode, restored after: the probe must not update BatchNorm statistics
+        with frozen_eval(module), torch.no_grad():
             module(ids)
     finally:
         for h in handles:

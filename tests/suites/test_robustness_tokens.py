@@ -188,3 +188,22 @@ def test_suite_freezes_the_positions_that_define_the_label(gru, data, tmp_path):
         assert not z["changed"][:, 1].any()
     summary = json.loads((tmp_path / res.artifacts["robustness_summary"]).read_text())
     assert summary["token_substitutions"]["frozen_positions"] == [1]
+
+
+def test_finding_the_layer_leaves_a_train_mode_model_untouched(data):
+    class WithNorm(nn.Module):  # two tables fed the ids, a BatchNorm after them
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Embedding(12, 4), nn.Embedding(12, 4)
+            self.bn = nn.BatchNorm1d(8)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, idx):
+            return self.head(self.bn(torch.cat([self.a(idx), self.b(idx)], -1).mean(1)))
+
+    m = WithNorm().train()
+    before = ModuleState.capture(m)
+    with pytest.raises(ModelError, match="a, b"):
+        E.find_embedding_layer(m, data.test.x[:8])
+    assert E.find_embedding_layer(m, data.test.x[:8], path="b")[0] == "b"
+    assert before.diff(m) == []
