@@ -8,7 +8,7 @@ import io
 import pytest
 
 from workbench.errors import ConfigError, ParameterTypeError
-from workbench.progress import Progress, format_duration, mode, progress_line
+from workbench.progress import Progress, display_for, format_duration, interval_from_env, mode, progress_line
 
 
 class FakeClock:
@@ -86,3 +86,42 @@ def test_format_duration(seconds: float, text: str) -> None:
 
 def test_progress_line_without_total() -> None:
     assert progress_line("w", 0, 0, 1.0) == "w: 0/0, 1.0 s elapsed"
+
+
+def test_note_and_advance_to() -> None:
+    clock, lines = FakeClock(), []
+    with Progress(6, "explain methods x examples (m)", unit="explanations", log=lines.append, interval_s=1,
+                  display="log", clock=clock) as p:
+        clock.t += 2
+        p.advance_to(3, note="saliency")  # a whole method at once
+        p.advance_to(2)  # never back
+        clock.t += 2
+        p.update(note="shapley")
+    assert p.done == 4
+    assert lines[0] == "explain methods x examples (m): 3/6 explanations (50%), 2.0 s elapsed, ETA 2.0 s [saliency]"
+    assert lines[1].endswith("4/6 explanations (67%), 4.0 s elapsed, ETA 2.0 s [shapley]")
+    # closed before its total (an early stop): no ETA on the last line
+    assert lines[-1] == "explain methods x examples (m): 4/6 explanations (67%), 4.0 s elapsed, stopped [shapley]"
+
+
+def test_display_for_a_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKBENCH_PROGRESS", raising=False)
+    assert display_for(False) == "off"
+    assert display_for(True, io.StringIO()) == "log"  # not a terminal
+    assert display_for("bar") == "bar"
+    with pytest.raises(ConfigError, match="Did you mean 'log'"):
+        display_for("lgo")
+    monkeypatch.setenv("WORKBENCH_PROGRESS", "log")
+    assert display_for(False) == "log"  # the environment variable overrides the plan
+
+
+def test_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORKBENCH_PROGRESS_INTERVAL", raising=False)
+    assert interval_from_env() == 30.0 and Progress(1, "x", display="off").interval_s == 30.0
+    monkeypatch.setenv("WORKBENCH_PROGRESS_INTERVAL", "0.5")
+    assert Progress(1, "x", display="off").interval_s == 0.5
+    assert Progress(1, "x", display="off", interval_s=2).interval_s == 2.0  # an explicit value wins
+    for bad in ("0", "-1", "soon", "inf"):
+        monkeypatch.setenv("WORKBENCH_PROGRESS_INTERVAL", bad)
+        with pytest.raises(ConfigError, match="WORKBENCH_PROGRESS_INTERVAL"):
+            interval_from_env()

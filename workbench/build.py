@@ -123,7 +123,7 @@ def model_factory(spec: Any, data: Any) -> tuple[Callable[..., Any], dict[str, A
 
 
 def build_handle(spec: Any, data: Any, *, device: Any, cache_dir: Path | None, run_seed: int,
-                 log: Callable[[str], None] = print, progress: bool = False) -> Any:
+                 log: Callable[[str], None] = print, progress: bool | str = False) -> Any:
     """Build (and train through the cache, where the plan says so) one model of a plan."""
     from torch import nn
 
@@ -146,7 +146,8 @@ def build_handle(spec: Any, data: Any, *, device: Any, cache_dir: Path | None, r
             epochs=epochs or base_cfg.epochs,
         )
         s = {**base_spec, "overrides": model_overrides}
-        res = train_cached(lambda: make(**model_overrides), s, data, cfg, device=device, cache_dir=cache_dir, log=log)
+        res = train_cached(lambda: make(**model_overrides), s, data, cfg, device=device, cache_dir=cache_dir,
+                           progress=progress, log=log)
         res.module.train_seconds = res.seconds  # the original training time, also on a cache hit
         res.module.train_history = res.history  # per-epoch rows (e.g. the catastrophic-overfitting check)
         return res.module

@@ -8,7 +8,8 @@ Ray worker whose stdout Ray forwards to the driver) one plain line at most every
 
 Suites get one through `RunContext.progress(total, what)`; training, attacks,
 explanations, ensembles and certification report through it. Whether a bar or lines are
-used is decided once per process (`mode()`); `WORKBENCH_PROGRESS=bar|log|off` overrides.
+used is decided once per process (`mode()`); `WORKBENCH_PROGRESS=bar|log|off` overrides, and
+`WORKBENCH_PROGRESS_INTERVAL` (seconds, default 30) sets the log interval.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ DEFAULT_INTERVAL_S = 30.0
 MODES = ("bar", "log", "off")
 
 
-def mode(stream: TextIO | None = None) -> str:
-    """"bar" on a terminal, else "log"; `WORKBENCH_PROGRESS` (bar, log, off) overrides."""
+def _forced() -> str | None:
+    """The display `WORKBENCH_PROGRESS` asks for, or None when it is unset or unrecognised."""
     forced = os.environ.get("WORKBENCH_PROGRESS", "").strip().lower()
     if forced in MODES:
         return forced
@@ -35,11 +36,44 @@ def mode(stream: TextIO | None = None) -> str:
         return "bar"
     if forced in ("0", "false", "no"):
         return "off"
+    return None
+
+
+def mode(stream: TextIO | None = None) -> str:
+    """"bar" on a terminal, else "log"; `WORKBENCH_PROGRESS` (bar, log, off) overrides."""
+    forced = _forced()
+    if forced is not None:
+        return forced
     stream = stream if stream is not None else sys.stderr
     try:
         return "bar" if stream.isatty() else "log"
     except (AttributeError, ValueError):
         return "log"
+
+
+def display_for(progress: bool | str | None, stream: TextIO | None = None) -> str:
+    """The display of a run whose plan says `progress` (`run.progress`): a mode name is
+    taken as given; True/None follow `mode()`; False is "off" unless `WORKBENCH_PROGRESS`
+    asks for a display."""
+    if isinstance(progress, str):
+        return check_choice("progress", progress, MODES)
+    if progress is False:
+        return _forced() or "off"
+    return mode(stream)
+
+
+def interval_from_env() -> float:
+    """Seconds between log lines: `WORKBENCH_PROGRESS_INTERVAL`, default 30."""
+    text = os.environ.get("WORKBENCH_PROGRESS_INTERVAL", "").strip()
+    if not text:
+        return DEFAULT_INTERVAL_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"Expected $WORKBENCH_PROGRESS_INTERVAL to be a number of seconds > 0, got {text!r}.")
+    return value
 
 
 def format_duration(seconds: float) -> str:
@@ -55,24 +89,32 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def progress_line(what: str, done: int, total: int, elapsed: float, unit: str = "") -> str:
+def progress_line(what: str, done: int, total: int, elapsed: float, unit: str = "", note: str = "",
+                  final: bool = False) -> str:
     """One log line: done/total, percent, elapsed and (once something is done) the ETA,
-    extrapolated linearly from the rate so far."""
+    extrapolated linearly from the rate so far; `note` (what the loop is at) last. The
+    `final` line of a loop that ended before its total (early stopping) says "stopped"."""
     unit_s = f" {unit}" if unit else ""
     pct = f" ({100.0 * done / total:.0f}%)" if total > 0 else ""
     line = f"{what}: {done}/{total}{unit_s}{pct}, {format_duration(elapsed)} elapsed"
-    if 0 < done < total:
+    if final and done < total:
+        line += ", stopped"
+    elif 0 < done < total:
         line += f", ETA {format_duration(elapsed / done * (total - done))}"
     elif done >= total > 0:
         line += ", done"
+    if note:
+        line += f" [{note}]"
     return line
 
 
 class Progress:
     """Counts units of work (examples, steps, epochs) of one long loop.
 
-    `total` is how many units the loop will do; `update(n)` adds n done. Use as a context
-    manager so the closing line (log mode) or bar (terminal) is always finished.
+    `total` is how many units the loop will do; `update(n, note=...)` adds n done (`note`
+    says what was just done, e.g. "pgd eps=0.1"); `advance_to(done)` for loops that know
+    their position. `interval_s` None: `WORKBENCH_PROGRESS_INTERVAL` or 30 s. Use as a
+    context manager so the closing line (log mode) or bar (terminal) is always finished.
     """
 
     def __init__(
@@ -82,16 +124,18 @@ class Progress:
         *,
         unit: str = "",
         log: Callable[[str], None] | None = None,
-        interval_s: float = DEFAULT_INTERVAL_S,
+        interval_s: float | None = None,
         display: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_positive_int("total", total, allow_zero=True)
+        interval_s = interval_from_env() if interval_s is None else interval_s
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not interval_s > 0:
             raise ConfigError(f"Expected `interval_s` to be a number of seconds > 0, got {interval_s!r}.")
         display = check_choice("display", display if display is not None else mode(), MODES)
         self.total, self.what, self.unit = total, what, unit
         self.done = 0
+        self.note = ""
         self.display = display
         self.interval_s = float(interval_s)
         self._log = log if log is not None else (lambda m: print(m, file=sys.stderr, flush=True))
@@ -105,15 +149,24 @@ class Progress:
 
             self._bar = tqdm(total=total, desc=what, unit=unit or "it", leave=False)
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, *, note: str | None = None) -> None:
+        before = self.done
         self.done = min(self.total, self.done + int(n)) if self.total else self.done + int(n)
+        if note is not None:
+            self.note = note
         if self._bar is not None:
-            self._bar.update(n)
+            if note is not None:
+                self._bar.set_postfix_str(note, refresh=False)
+            self._bar.update(self.done - before)
         elif self.display == "log":
             now = self._clock()
             if now - self._last_line >= self.interval_s and self.done < self.total:
                 self._last_line = now
-                self._log(progress_line(self.what, self.done, self.total, now - self._start, self.unit))
+                self._log(progress_line(self.what, self.done, self.total, now - self._start, self.unit, self.note))
+
+    def advance_to(self, done: int, *, note: str | None = None) -> None:
+        """Move forward to `done` units (never back): for loops that skip or batch units."""
+        self.update(max(0, int(done) - self.done), note=note)
 
     @property
     def elapsed(self) -> float:
@@ -128,7 +181,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
         elif self.display == "log" and self._last_line != self._start:
-            self._log(progress_line(self.what, self.done, self.total, self.elapsed, self.unit))
+            self._log(progress_line(self.what, self.done, self.total, self.elapsed, self.unit, self.note, final=True))
 
     def __enter__(self) -> "Progress":
         return self

@@ -18,7 +18,6 @@ import os
 import platform
 import secrets
 import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -107,10 +106,16 @@ class Environment:
     device: Any
     cache_dir: Path | None
     log: Callable[[str], None] = print
-    progress: bool = False
+    #: progress display inside jobs ("bar" | "log" | "off"); a bool is the plan's `run.progress`
+    progress: bool | str = False
     datasets: dict[str, Any] = field(default_factory=dict)
     handles: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from workbench.progress import display_for
+
+        self.progress = display_for(self.progress)
 
     def dataset(self, name: str) -> Any:
         if name not in self.datasets:
@@ -173,7 +178,8 @@ def execute_job(env: Environment, model_name: str, suite_name: str, run_id: str,
     data = env.dataset(spec.dataset)
     ctx = RunContext(run_id=run_id, run_dir=run_dir, seed=seed, device=env.device, suite=suite_name,
                      model_name=model_name, dataset_name=data.name, max_samples=plan.run.max_samples,
-                     batch_size=plan.run.batch_size, profile=plan.run.profile, log=env.log)
+                     batch_size=plan.run.batch_size, profile=plan.run.profile, log=env.log,
+                     progress_display=env.progress)
     reason = suite.applicable(handle, data)
     budget_notes: list[str] = []
     if reason:
@@ -236,10 +242,13 @@ def run_plan(
     from workbench.runsetup import complete_run, fail_run, prepare_run
     from workbench.usercode import import_dirs, signals_as_interrupt
 
-    show_progress = (plan.run.progress and sys.stderr.isatty()) or os.environ.get("WORKBENCH_PROGRESS") == "1"
+    from workbench.progress import display_for
+
+    display = display_for(plan.run.progress)  # a bar on a terminal, log lines elsewhere (WORKBENCH_PROGRESS)
+    show_progress = display == "bar"
     with import_dirs([plan.base_dir, Path.cwd()]), signals_as_interrupt():
         setup = prepare_run(plan, suites=suites, models=models, device=device, out=out, store=store, resume=resume,
-                            log=log, progress=show_progress)
+                            log=log, progress=display)
         results: dict[tuple[str, str], SuiteResult] = dict(setup.done)
         bar = None
         try:

@@ -74,6 +74,8 @@ class RunContext:
     batch_size: int = 256
     profile: str = "quick"  # "quick" (CPU budget) | "full"
     log: Callable[[str], None] = print
+    #: "bar" | "log" | "off" for `progress()` (the run's `Environment.progress`); None: by terminal
+    progress_display: str | None = None
     _artifacts: dict[str, str] = field(default_factory=dict)
 
     def generator(self, offset: int = 0) -> "torch.Generator":
@@ -89,10 +91,12 @@ class RunContext:
 
     def progress(self, total: int, what: str, *, unit: str = "") -> "Progress":
         """A progress reporter for one long loop of this suite (a bar on a terminal, a log
-        line at most every 30 s elsewhere); use as a context manager and `update(n)`."""
+        line at most every 30 s elsewhere, `WORKBENCH_PROGRESS_INTERVAL` to change it); use as
+        a context manager and `update(n, note=...)`."""
         from workbench.progress import Progress
 
-        return Progress(total, f"{self.suite} {what} ({self.model_name})", unit=unit, log=self.log)
+        return Progress(total, f"{self.suite} {what} ({self.model_name})", unit=unit, log=self.log,
+                        display=self.progress_display)
 
     def limit(self, n: int, cap: int | None = None) -> int:
         """How many examples to use: min(n, run max_samples, suite cap)."""

@@ -1,6 +1,6 @@
 """Training loop for the reference models: device auto, AMP on CUDA, full seeding,
-early stopping on validation, progress bar, checkpoints, a content-addressed cache,
-and a recipe hook so adversarial training plugs in without touching the loop.
+early stopping on validation, progress (a bar on a terminal, lines in a log), checkpoints, a
+content-addressed cache, and a recipe hook so adversarial training plugs in without touching the loop.
 
 A recipe is any object with
     name: str
@@ -33,6 +33,7 @@ from torch import nn
 
 from workbench.data.base import Dataset
 from workbench.errors import ConfigError, ModelError, check_positive_int
+from workbench.progress import Progress, display_for
 from workbench.registry import Registry
 from workbench.torch_utils import seed_everything
 
@@ -284,7 +285,7 @@ def train_model(
     *,
     device: torch.device,
     recipe: Any = None,
-    progress: bool = False,
+    progress: bool | str = False,
     log: Callable[[str], None] | None = None,
     parallel: Parallel | None = None,
 ) -> TrainResult:
@@ -295,7 +296,11 @@ def train_model(
     every process) and walks it in global batches of `cfg.batch_size` rows; `parallel`
     (default: this process alone) says which rows of a batch this process trains on and
     how numbers are combined across processes (see `Parallel`). Process r seeds its own
-    RNGs (dropout, attack noise) with `cfg.seed + r`."""
+    RNGs (dropout, attack noise) with `cfg.seed + r`.
+
+    progress: per-epoch progress on rank 0 (`workbench.progress`): True a bar on a terminal
+    and a line at most every 30 s in a log (through `log`), or a display name ("bar", "log",
+    "off"); False off."""
     parallel = parallel or Parallel()
     rank, world = parallel.rank, parallel.world
     seed_everything(cfg.seed + rank)
@@ -320,15 +325,10 @@ def train_model(
     best_score, best_state, best_epoch, stale = -float("inf"), None, 0, 0
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    epochs: Any = range(cfg.epochs)
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(epochs, desc=f"train {type(module).__name__}", leave=False, unit="ep")
-        epochs = bar
+    display = display_for(progress) if rank == 0 else "off"
+    bar = Progress(cfg.epochs, f"train {type(module).__name__}", unit="epochs", log=log, display=display)
     on_rank = f" on rank {rank}" if world > 1 else ""
-    for epoch in epochs:
+    for epoch in range(cfg.epochs):
         model.train()
         perm = torch.randperm(n, generator=gen).to(device)
         running, seen = 0.0, 0
@@ -353,8 +353,7 @@ def train_model(
         row = {"epoch": epoch, "train_loss": running / max(seen_f, 1.0), "val_loss": val_loss, "val_score": val_score}
         row.update({k: float(v) for k, v in extra.items() if isinstance(v, (int, float))})
         history.append(row)
-        if bar is not None:
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_score:.3f}")
+        bar.update(note=f"loss {row['train_loss']:.3f}, val {val_score:.3f}")
         if selection > best_score:
             best_score, best_epoch, stale = selection, epoch, 0
             best_state = copy.deepcopy(module.state_dict())
@@ -364,6 +363,7 @@ def train_model(
                 if log and rank == 0:
                     log(f"early stop at epoch {epoch} (best {best_epoch})")
                 break
+    bar.close()
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
@@ -394,7 +394,7 @@ def train_cached(
     *,
     device: torch.device,
     cache_dir: Path | None,
-    progress: bool = False,
+    progress: bool | str = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train through the cache: a second call with the same (spec, data, cfg) loads the

@@ -43,7 +43,10 @@ def library_tag(method: str) -> str:
     return "workbench"
 
 
-def explain_method(method: str, s: Setup, view: View, seed: int) -> MethodOutput | None:
+def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any = None) -> MethodOutput | None:
+    """Attributions of `method` for the setup's N examples; `progress` (a
+    `workbench.progress.Progress`, optional) is told of each example where a method
+    explains them one at a time (Shapley values, Kernel SHAP)."""
     import numpy as np
     import torch
 
@@ -96,6 +99,8 @@ def explain_method(method: str, s: Setup, view: View, seed: int) -> MethodOutput
             # the sampler's own 95% error bound, worst player (0 for exact enumeration)
             se = r.standard_error
             bounds.append(float("nan") if se is None else ERROR_Z * float(np.max(se)))
+            if progress is not None:
+                progress.update(note=method)
         ref_desc = base_desc if p.shap_value_function == "baseline" else f"E over {rep.shape[0]} background inputs"
         tags = {"value_function": p.shap_value_function, "estimator": "/".join(sorted(estimators)),
                 "n_samples": n_coal, "seed": seed, "players": players_desc(s)}

@@ -113,7 +113,9 @@ class ExplainSuite(Suite):
         skipped: dict[str, str] = {}  # not applicable to this model: listed in meta.json only
         failed: dict[str, str] = {}  # raised on this model: a null `method_coverage` with the error
         timings: dict[str, float] = {}
-        for method in p.methods:
+        bar = ctx.progress(len(p.methods) * setup.n, "methods x examples", unit="explanations")
+        for j, method in enumerate(p.methods):
+            bar.advance_to(j * setup.n, note=method)  # a skipped or failed method counts as done
             why = setup.unavailable(method)
             if why:
                 skipped[method] = why
@@ -126,13 +128,15 @@ class ExplainSuite(Suite):
             try:
                 replayed = getattr(self, "_method_replay", {}).get(method)  # computed by a shard (sharding.py)
                 out = replayed if replayed is not None else explain_method(
-                    method, setup, setup.model_view(setup.module), method_seed(ctx.seed, method))
+                    method, setup, setup.model_view(setup.module), method_seed(ctx.seed, method), progress=bar)
             except Exception as exc:  # a method failing on an architecture is a finding, not a crash
                 failed[method] = f"failed: {type(exc).__name__}: {exc}"[:500]
                 ctx.log(f"explain: {method} failed on {ctx.model_name}: {failed[method]}")
                 continue
             outputs[method] = out
             timings[method] = (time.perf_counter() - t0) / setup.n
+        bar.advance_to(bar.total)
+        bar.close()
         quality = run_checks(outputs, setup, ctx, p)
         metrics = build_metrics(outputs, quality, setup, failed, ctx, p)
         save_artifacts(outputs, quality, setup, {**skipped, **failed}, timings, ctx, p)

@@ -85,12 +85,15 @@ def run_piece(suite: "RobustnessSuite", model: "ModelHandle", data: Any, ctx: "R
     if prep is None or prep["idx"].numel() == 0:
         return {"adv": out}  # the driver's run reports why (or attacks nothing)
     space, y, idx = prep["space"], prep["y"], prep["idx"]
+    bar = ctx.progress(len(piece), "attacks (shard)", unit="(eps, attack)")
     for eps, attack in piece:
         eps_abs = eps * space["scale"]
         gen = torch.Generator().manual_seed(derive_seed(ctx.seed, *map(str, (VARIANT, eps, attack))))
         adv = _run_attack(attack, A.restrict(space["model"], idx), space["x"][idx], y[idx], eps_abs, space["bounds"],
                           suite.params, gen, ctx.batch_size)
         out[(attack, eps_abs)] = adv.detach().cpu().numpy()
+        bar.update(note=f"{attack} eps={eps:g}")
+    bar.close()
     return {"adv": out}
 
 

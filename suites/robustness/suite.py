@@ -367,6 +367,8 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
     masking_out: list[dict[str, Any]] = []
     examples = None
     norm_unit = f"{p.norm} norm, " + ("relative to the embedding scale" if stags else "input units")
+    bar = ctx.progress(len(eps_list) * len(p.attacks) + int(p.masking_checks), f"attacks {variant}",
+                       unit="(eps, attack)")
     for eps in eps_list:
         eps_abs = eps * scale
         etags = {**vt, "eps": eps, "norm": p.norm, **stags}
@@ -395,6 +397,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
                                                            seed_of(variant, eps, attack), bs, atags)
                     metrics += r_recs
                     restart_rows.append({"attack": attack, "eps": eps, **r_row})
+            bar.update(note=f"{attack} eps={eps:g}")
         worst = clean.clone()
         first_fool = torch.full_like(y.cpu(), -1)
         for j, attack in enumerate(p.attacks):
@@ -416,6 +419,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
                 tolerance=p.masking_tolerance, dlr_gap=p.dlr_gap, transfer_model=tmodel, generator=gen, batch_size=bs,
             )
             masking_eps_rep = (rep, curve_pts, etags)
+            bar.update(note=f"masking checks eps={eps:g}")
             for extra, c in rep.correct.items():
                 if extra == "pgd_unbounded":
                     continue
@@ -428,6 +432,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
             append_curve(curves, "worst_case", eps, worst)
         if save_examples and eps == check_eps:
             examples = adversarial_examples(model, xin, y, clean, worst, first_fool, advs, p, data, x, scale, bs)
+    bar.close()
     if p.masking_checks:
         from workbench.suites.robustness.masking import check_increasing
 

@@ -33,6 +33,7 @@ import contextlib
 import copy
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,13 +101,15 @@ def mc_dropout_predict(
     device: torch.device | None = None,
     max_rows: int | None = None,
     batched: bool = True,
+    progress: Any = None,
 ) -> torch.Tensor:
     """T = `samples` stochastic forward passes, outputs (T, N, ...) float32 on CPU.
 
     batched=True repeats each chunk of b inputs T times and runs one forward of T*b rows
     (b = max(1, max_rows // T); default `default_max_rows(device)`); batched=False runs T
     separate passes per chunk of `max_rows` (same distribution, different random draws).
-    Raises ModelError when the model has no dropout layer with p > 0."""
+    `progress` (a `workbench.progress.Progress`, optional) counts sampled predictions (T per
+    input). Raises ModelError when the model has no dropout layer with p > 0."""
     check_positive_int("samples", samples)
     device = device or module_device(module)
     max_rows = check_positive_int("max_rows", max_rows) if max_rows is not None else default_max_rows(device)
@@ -125,10 +128,14 @@ def mc_dropout_predict(
                 rep = xb.unsqueeze(0).expand(samples, *xb.shape).reshape(samples * xb.shape[0], *xb.shape[1:])
                 out = _rows(module(rep)).float()
                 outs.append(out.reshape(samples, xb.shape[0], *out.shape[1:]).cpu())
+                if progress is not None:
+                    progress.update(samples * xb.shape[0])
         else:
             for i in range(0, x.shape[0], max_rows):
                 xb = x[i : i + max_rows].to(device)
                 outs.append(torch.stack([_rows(module(xb)).float() for _ in range(samples)]).cpu())
+                if progress is not None:
+                    progress.update(samples * xb.shape[0])
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 

@@ -263,8 +263,10 @@ class _Run:
         self.info["mc_dropout_layers"] = layers
         if not layers:
             return f"{type(module).__name__} has no dropout layer with p > 0, so MC dropout cannot sample"
-        out = mc_dropout_predict(module, self.x_all, samples=self.p.mc_samples, seed=self.ctx.seed, device=self.ctx.device,
-                                 max_rows=self.ctx.batch_size)
+        total = self.p.mc_samples * int(self.x_all.shape[0])
+        with self.ctx.progress(total, "MC dropout", unit="sampled predictions") as bar:
+            out = mc_dropout_predict(module, self.x_all, samples=self.p.mc_samples, seed=self.ctx.seed,
+                                     device=self.ctx.device, max_rows=self.ctx.batch_size, progress=bar)
         if float((out.amax(0) - out.amin(0)).abs().max()) == 0.0:
             return (
                 f"dropout layers {layers} had no effect on the outputs (dropout applied functionally or inside a "
@@ -284,16 +286,19 @@ class _Run:
         seeds: list[int | str] = ["handed"] if use_handed else []
         overrides = {"heteroscedastic": True} if heteroscedastic and self.model.output != "mean_logvar" else {}
         first = base + 1 if use_handed else base
-        for seed in range(first, first + self.p.ensemble_size - len(members)):
-            try:
-                m = trainer(seed=seed, **overrides)
-            except Exception as exc:  # a sibling that cannot be trained must not sink the suite
-                extra = f" {overrides}" if overrides else ""
-                return f"training ensemble member with seed {seed}{extra} failed: {type(exc).__name__}: {exc}"
-            if m is None:
-                return "the model's trainer returned no module, so no deep ensemble"
-            members.append(m)
-            seeds.append(seed)
+        n_train = self.p.ensemble_size - len(members)
+        with self.ctx.progress(n_train, "ensemble", unit="members trained") as bar:
+            for seed in range(first, first + n_train):
+                try:
+                    m = trainer(seed=seed, **overrides)
+                except Exception as exc:  # a sibling that cannot be trained must not sink the suite
+                    extra = f" {overrides}" if overrides else ""
+                    return f"training ensemble member with seed {seed}{extra} failed: {type(exc).__name__}: {exc}"
+                if m is None:
+                    return "the model's trainer returned no module, so no deep ensemble"
+                members.append(m)
+                seeds.append(seed)
+                bar.update(note=f"seed {seed}")
         self.info["ensemble_member_seeds"] = seeds
         if overrides:
             self.info["ensemble_members"] = "heteroscedastic siblings (trainer(heteroscedastic=True))"

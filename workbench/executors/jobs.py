@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections import OrderedDict
@@ -159,6 +160,10 @@ _ENVS: "OrderedDict[str, Environment]" = OrderedDict()
 _MAX_ENVS = 2  # a long-lived worker serving several runs keeps at most this many environments
 
 
+def _worker_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def worker_environment(spec: JobSpec) -> "Environment":
     """This process's Environment for the spec (built on first use, then reused)."""
     from workbench.config import build_plan
@@ -169,10 +174,15 @@ def worker_environment(spec: JobSpec) -> "Environment":
     if key in _ENVS:
         _ENVS.move_to_end(key)
         return _ENVS[key]
+    from workbench.progress import display_for
+
     plan = build_plan(spec.plan, source=spec.plan_source)
+    # A worker's stderr is a file Ray forwards to the driver (ray.init(log_to_driver=True)):
+    # its messages and progress go there as lines, never as a bar.
+    display = display_for(plan.run.progress)
     env = Environment(plan=plan, device=resolve_device(spec.device),
                       cache_dir=Path(spec.cache_dir) if spec.cache_dir else None,
-                      log=lambda m: None, progress=False)
+                      log=_worker_log, progress="log" if display == "bar" else display)
     env.budget_overrides = dict(spec.budgets)
     _ENVS[key] = env
     while len(_ENVS) > _MAX_ENVS:
@@ -256,7 +266,7 @@ def job_context(env: "Environment", model: str, suite_name: str, run_id: str, ru
     ctx = RunContext(run_id=run_id, run_dir=run_dir, seed=derive_seed(plan.run.seed, model, suite_name),
                      device=env.device, suite=suite_name, model_name=model, dataset_name=data.name,
                      max_samples=plan.run.max_samples, batch_size=plan.run.batch_size, profile=plan.run.profile,
-                     log=env.log)
+                     log=env.log, progress_display=env.progress)
     from workbench.estimate import apply_budget
 
     suite, _ = apply_budget(env, suite, model)  # the budget the driver fitted, as in `execute_job`
