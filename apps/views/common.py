@@ -311,21 +311,37 @@ def metrics_table(df: pd.DataFrame, key: str, page_size: int = 100) -> None:
     if df.empty:
         st.caption("No metrics.")
         return
-    page = metric_display(paginate(df, key=f"{key}:page", page_size=page_size))
+    page = blank_missing(metric_display(paginate(df, key=f"{key}:page", page_size=page_size)), METRIC_COLUMNS)
     st.dataframe(page, hide_index=True, key=f"{key}:table", column_order=METRIC_COLUMNS, column_config={
         "shown value": st.column_config.TextColumn("value", help="with its unit"),
-        "n": st.column_config.NumberColumn("n", help="examples (or repeats) behind the value", format="%d"),
+        "n": st.column_config.Column("n", help="examples (or repeats) behind the value"),
         "tags": st.column_config.TextColumn("tags", width="medium"),
     })
 
 
-def show_table(df: pd.DataFrame, key: str, **kwargs: Any) -> None:
-    """st.dataframe with missing values shown as "" (text) rather than "None"."""
+def blank_missing(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A copy where every missing cell (None, NaN, NA) of `columns` (default all) is "" so
+    the table shows an empty cell, not "None". Such a numeric column becomes text formatted
+    for people (4 significant digits, like the report); columns without a missing cell keep
+    their dtype (and sort numerically)."""
     out = df.copy()
-    for c in out.columns:
-        if out[c].dtype == object:
-            out[c] = out[c].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else v)
-    st.dataframe(out, hide_index=True, key=key, **kwargs)
+    for c in (columns if columns is not None else out.columns):
+        if c not in out.columns:
+            continue
+        missing = out[c].isna()
+        if not missing.any():
+            continue
+        if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]):
+            out[c] = ["" if m else fmt(v) for v, m in zip(out[c], missing)]
+        else:
+            out[c] = out[c].astype(object).where(~missing, "")
+    return out
+
+
+def show_table(df: pd.DataFrame, key: str, **kwargs: Any) -> None:
+    """st.dataframe without the index and with missing values as empty cells."""
+    kwargs.setdefault("hide_index", True)
+    st.dataframe(blank_missing(df), key=key, **kwargs)
 
 
 _SI = ((1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -356,10 +372,12 @@ def fmt_quantity(v: Any, unit: Any = None) -> str:
 def fmt(v: Any, digits: int = 4) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
-    if isinstance(v, (int, float)):
+    import numbers
+
+    if isinstance(v, numbers.Real) and not isinstance(v, bool):
         from workbench.reporting.markdown import fmt_value
 
-        return fmt_value(v) if digits == 4 else f"{v:.{digits}g}"
+        return fmt_value(float(v)) if digits == 4 else f"{float(v):.{digits}g}"
     return str(v)
 
 

@@ -198,7 +198,7 @@ def render() -> None:
             "B − A": r["diff"], "95% CI": common.fmt_ci(r["ci"], r["diff"]), "test": r["test"], "p-value": r["p_value"],
             "discordant (A✓B✗ / A✗B✓)": _discordant(r["discordant"]),
         } for r in rows])
-        st.dataframe(table, hide_index=True, key="compare:paired")
+        common.show_table(table, hide_index=True, key="compare:paired")
         common.show_figure(forest_figure(rows), key="compare:forest")
 
     gate_key = f"compare:gate:{other}:{run.run_id}"
@@ -230,7 +230,7 @@ def render() -> None:
                     f"({int((df['kind'] == 'fixed by B').sum())} fixed, {int((df['kind'] == 'broken by B').sum())} "
                     f"broken)")
         if len(df):
-            st.dataframe(common.paginate(df, key=f"compare:flips:{model}:page", page_size=50), hide_index=True,
+            common.show_table(common.paginate(df, key=f"compare:flips:{model}:page", page_size=50), hide_index=True,
                          key=f"compare:flips:{model}")
             first = int(df["example"].iloc[0])
             st.caption("Explore in run B: " + common.esc(common.deep_link(run=other, page="explain", model=model,
@@ -247,5 +247,5 @@ def render() -> None:
         deltas = deltas[deltas["delta (B − A)"].fillna(0) != 0]
     st.caption("Each run's own 95% CI is shown; the CI of the difference needs per-example data and is "
                "given above for the paired tests.")
-    st.dataframe(common.paginate(deltas, key="compare:deltas:page", page_size=100), hide_index=True,
+    common.show_table(common.paginate(deltas, key="compare:deltas:page", page_size=100), hide_index=True,
                  key="compare:deltas")

@@ -157,7 +157,7 @@ def render() -> None:
     table = efficiency_frame(run.results)
     if not table.empty:
         st.subheader("All models")
-        st.dataframe(efficiency_display(table), hide_index=True, key="efficiency:table",
+        common.show_table(efficiency_display(table), hide_index=True, key="efficiency:table",
                      column_order=DISPLAY_COLUMNS)
         st.caption("Latency is the median time per call at the smallest measured batch size, with its 95% CI; "
                    "the task metric comes from the metrics suite. Compressed variants are in each model's "

@@ -364,7 +364,7 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
         with right:
             st.markdown("**Quality scores of this example**")
             if quality:
-                st.dataframe(quality_for_example(quality, qi), hide_index=True, key=f"{key}:quality")
+                common.show_table(quality_for_example(quality, qi), hide_index=True, key=f"{key}:quality")
             else:
                 st.caption("No quality scores stored.")
             if result is not None:
@@ -373,7 +373,7 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
                 if summary.empty:
                     st.caption("The run recorded no quality metrics for these methods.")
                 else:
-                    st.dataframe(summary, hide_index=True, key=f"{key}:quality_summary")
+                    common.show_table(summary, hide_index=True, key=f"{key}:quality_summary")
     skipped = meta.get("skipped") or {}
     if skipped:
         st.caption("Not computed: " + "; ".join(f"{common.esc(m)} ({common.esc(r)})" for m, r in skipped.items()))

@@ -50,7 +50,7 @@ def render() -> None:
     if not pc.empty:
         st.subheader("Per-class scores (with 95% CIs)")
         page = common.paginate(pc, key="metrics:perclass:page", page_size=50)
-        st.dataframe(page, hide_index=True, key="metrics:perclass")
+        common.show_table(page, hide_index=True, key="metrics:perclass")
 
     gens = data.read_artifact(run.run_dir, result, "generations")
     if gens and gens.get("hypotheses"):
@@ -58,5 +58,5 @@ def render() -> None:
         df = pd.DataFrame({"row": gens.get("rows"), "prompt": gens.get("prompts"), "reference": gens.get("references"),
                            "generated": gens.get("hypotheses"), "rouge_l": gens.get("rouge_l")})
         st.caption(f"BLEU signature: {common.esc(gens.get('bleu_signature'))}")
-        st.dataframe(common.paginate(df, key="metrics:gens:page", page_size=20), hide_index=True,
+        common.show_table(common.paginate(df, key="metrics:gens:page", page_size=20), hide_index=True,
                      key="metrics:gens")

@@ -40,7 +40,7 @@ def provenance_rows(info: dict) -> list[tuple[str, str]]:
 def gate_table(outcome: dict, key: str) -> None:
     """One row per rule of a `GateOutcome.to_dict()`."""
     cols = ("rule", "status", "observed", "threshold", "baseline", "p_value", "message")
-    st.dataframe(pd.DataFrame([{k: r.get(k) for k in cols} for r in outcome.get("rules", [])], columns=list(cols)),
+    common.show_table(pd.DataFrame([{k: r.get(k) for k in cols} for r in outcome.get("rules", [])], columns=list(cols)),
                  hide_index=True, key=key)
 
 
@@ -53,14 +53,14 @@ def render() -> None:
     prov = run.info.get("provenance") or {}
 
     st.subheader("Provenance")
-    st.dataframe(pd.DataFrame(provenance_rows(run.info), columns=["field", "value"]), hide_index=True,
+    common.show_table(pd.DataFrame(provenance_rows(run.info), columns=["field", "value"]), hide_index=True,
                  key="overview:provenance")
     c1, c2 = st.columns(2)
     versions = prov.get("versions") or {}
     with c1:
         st.markdown("**Versions**")
         if versions:
-            st.dataframe(pd.DataFrame(sorted(versions.items()), columns=["package", "version"]), hide_index=True,
+            common.show_table(pd.DataFrame(sorted(versions.items()), columns=["package", "version"]), hide_index=True,
                          key="overview:versions")
         else:
             st.caption("not recorded")
@@ -68,7 +68,7 @@ def render() -> None:
         timings = prov.get("timings_s") or {}
         st.markdown("**Timings (s)**")
         if timings:
-            st.dataframe(pd.DataFrame(sorted(timings.items()), columns=["step", "seconds"]), hide_index=True,
+            common.show_table(pd.DataFrame(sorted(timings.items()), columns=["step", "seconds"]), hide_index=True,
                          key="overview:timings")
         else:
             st.caption("not recorded (the run has not finished)")
@@ -113,7 +113,7 @@ def render() -> None:
         "reason": r.get("reason") or "", "metrics": len(r.get("metrics", [])),
         "seconds": r.get("duration_s"), "artifacts": ", ".join(sorted(r.get("artifacts") or {})),
     } for r in run.results])
-    st.dataframe(res, hide_index=True, key="overview:results")
+    common.show_table(res, hide_index=True, key="overview:results")
 
     st.subheader("Metrics")
     mf = data.metrics_frame(run.results)

@@ -87,7 +87,7 @@ def render() -> None:
     variants = summary.get("variants") or {}
     if variants:
         st.subheader("Variants")
-        st.dataframe(pd.DataFrame([{
+        common.show_table(pd.DataFrame([{
             "variant": v, "clean accuracy": s.get("clean_accuracy"), "n": s.get("n"),
             "trained with": s.get("trained_with", ""), "training s": s.get("train_seconds"),
             "error": s.get("error", ""),
@@ -121,5 +121,5 @@ def render() -> None:
         st.subheader("Drift (table)")
         cols = ["shift", "severity", "permutation_pvalue", "max_ks", "threshold", "max_psi",
                 "n_significant_features", "drift", "statistically_significant"]
-        st.dataframe(pd.DataFrame([{c: r.get(c) for c in cols} for r in drift]), hide_index=True,
+        common.show_table(pd.DataFrame([{c: r.get(c) for c in cols} for r in drift]), hide_index=True,
                      key="robustness:drift")

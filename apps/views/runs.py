@@ -91,7 +91,7 @@ def render() -> None:
         models=page["models"].map(", ".join), datasets=page["datasets"].map(", ".join),
         suites=page["suites"].map(", ".join),
     )
-    st.dataframe(table, hide_index=True, key="runs:table", column_config={
+    common.show_table(table, hide_index=True, key="runs:table", column_config={
         "created_at": st.column_config.DatetimeColumn("created (UTC)", format="YYYY-MM-DD HH:mm:ss"),
     })
 
