@@ -262,7 +262,7 @@ def _certify_one(C: Any, module: Any, data: Any, x: torch.Tensor, y: torch.Tenso
     curve: dict[str, list[float]] = {"radius": [], "accuracy": [], "ci_low": [], "ci_high": []}
     counts = C.certified_counts(cert, y, p.radii)
     for r, k in zip(p.radii, counts):
-        rec = _fraction("certified_accuracy", k, n, {**tags, "radius": r})
+        rec = _fraction("certified_accuracy", k, n, {**tags, "radius": r, "radius_units": units.split(" (")[0]})
         metrics.append(rec)
         curve["radius"].append(r)
         curve["accuracy"].append(k / n)

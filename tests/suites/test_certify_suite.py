@@ -270,3 +270,38 @@ def test_skips_what_it_cannot_certify():
     assert "logits" in CertifySuite().applicable(reg, data)
     tokens = _tokens()
     assert "embedding" in CertifySuite().applicable(_handle(nn.Sequential(nn.Flatten())), tokens)
+
+
+class _Recorder(nn.Module):
+    """Wraps a module and records the number of rows of every forward."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(int(x.shape[0]))
+        return self.module(x)
+
+
+def test_never_calls_the_model_on_more_than_the_run_batch_size(tmp_path):
+    data = _linear_tabular()
+    model = _Recorder(FixedLinear())
+    suite = CertifySuite.from_config({"sigmas": [0.5], "n0": 10, "n": 50, "radii": [0.0, 0.5],
+                                      "noise_training": False, "attack_samples": 5, "attack_eval_samples": 30,
+                                      "attack_steps": 2, "attack_noise_samples": 16})
+    ctx = RunContext(run_id="t", run_dir=tmp_path, seed=0, device=CPU, suite="certify", model_name="m",
+                     dataset_name="d", max_samples=16, batch_size=8, log=lambda m: None)
+    res = suite.run(_handle(model), data, ctx)
+    assert res.status == "ok" and model.seen and max(model.seen) <= 8
+    assert all(m.n is None or m.n <= 16 for m in res.metrics)
+    attacked = _metrics(res, "smoothed_adversarial_accuracy")
+    assert attacked and all(m.tags["noise_samples"] == 8 for m in attacked)  # 16 draws do not fit 8 rows: the tag says so
+
+
+def test_predict_samples_and_abstains_at_the_boundary():
+    model = FixedLinear()
+    x = torch.tensor([[2.0, 1.0], [-2.0, -1.0], [1.0, -1.0]])  # far positive, far negative, on the boundary
+    out = C.predict(model, x, sigma=0.5, n=1000, alpha=0.001, batch_size=256, generator=torch.Generator().manual_seed(0))
+    assert out.tolist() == [1, 0, C.ABSTAIN]
