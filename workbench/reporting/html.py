@@ -180,7 +180,11 @@ def collect_figures(result: Mapping[str, Any], run_dir: str | Path, suites: Any 
 def _plain_table(header: list[str], rows: list[list[str]]) -> str:
     """A suite's table figure as an HTML table (every row; numbers right-aligned)."""
     def cell(v: str) -> str:
-        num = v[:1].isdigit() or (v[:1] in "-−" and v[1:2].isdigit())
+        try:
+            float(v.replace(",", "").replace("−", "-"))
+            num = True
+        except ValueError:
+            num = False
         return f'<td class="num">{_e(v)}</td>' if num else f"<td>{_e(v)}</td>"
 
     return ("<table><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr></thead><tbody>"
