@@ -328,7 +328,9 @@ def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str, embe
         except ModelError as exc:
             return {"error": f"token model cannot be attacked in embedding space: {exc}"}
         scale = E.embedding_eps_scale(e, norm)
-        return {"model": space, "x": e, "bounds": None, "scale": scale, "tags": {"space": "embedding"}, "layer": name}
+        relative_to = "rms_embedding_coordinate" if norm == "linf" else "mean_sequence_embedding_norm"
+        return {"model": space, "x": e, "bounds": None, "scale": scale, "layer": name,
+                "tags": {"space": "embedding", "eps_relative_to": relative_to}}
     bounds = tuple(data.bounds) if data.bounds else None
     return {"model": module, "x": x, "bounds": bounds, "scale": 1.0, "tags": {}}
 

@@ -61,6 +61,7 @@ def test_user_token_model_without_special_methods_through_the_suite(gru, data, t
     assert res.status == "ok", res.reason
     worst = res.metric("robust_accuracy", attack="worst_case", eps=0.5)
     assert worst.value is not None and worst.tags["space"] == "embedding" and worst.tags["eps_absolute"] > 0
+    assert worst.tags["eps_relative_to"] == "rms_embedding_coordinate"
     assert worst.value <= res.metric("clean_accuracy", variant="standard").value
     summary = json.loads((tmp_path / res.artifacts["robustness_summary"]).read_text())
     assert summary["embedding_layer"] == "emb" and "root-mean-square" in summary["eps_meaning"]
