@@ -305,3 +305,20 @@ def test_predict_samples_and_abstains_at_the_boundary():
     x = torch.tensor([[2.0, 1.0], [-2.0, -1.0], [1.0, -1.0]])  # far positive, far negative, on the boundary
     out = C.predict(model, x, sigma=0.5, n=1000, alpha=0.001, batch_size=256, generator=torch.Generator().manual_seed(0))
     assert out.tolist() == [1, 0, C.ABSTAIN]
+
+
+def test_cost_estimate_is_exact_for_certification_and_an_upper_end_for_the_check(tmp_path):
+    data = _linear_tabular()
+    suite = CertifySuite.from_config({"n_samples": 50, "sigmas": [0.25, 0.5], "n0": 10, "n": 100,
+                                      "radii": [0.0, 0.5, 1.0], "check_radii": [0.5], "attack_samples": 20,
+                                      "attack_steps": 3, "attack_noise_samples": 4, "attack_eval_samples": 30})
+    model = _Recorder(FixedLinear())
+    ctx = RunContext(run_id="t", run_dir=tmp_path, seed=0, device=CPU, suite="certify", model_name="m",
+                     dataset_name="d", max_samples=None, batch_size=64, log=lambda m: None)
+    works = suite.cost(_handle(model), data, ctx)  # no trainer: the standard model at two sigmas
+    fwd = sum(w.examples for w in works if w.kind == "forward")
+    bwd = sum(w.examples for w in works if w.kind == "backward")
+    assert fwd == 2 * 50 * 110 + 2 * 20 * 30 and bwd == 2 * 20 * 3 * 4
+    suite.run(_handle(model), data, ctx)
+    rows = sum(model.seen)
+    assert 2 * 50 * 110 <= rows <= fwd + bwd
