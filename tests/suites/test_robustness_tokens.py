@@ -208,3 +208,27 @@ def test_finding_the_layer_leaves_a_train_mode_model_untouched(data):
         E.find_embedding_layer(m, data.test.x[:8])
     assert E.find_embedding_layer(m, data.test.x[:8], path="b")[0] == "b"
     assert before.diff(m) == []
+
+
+def test_adversarial_training_of_a_user_token_model_through_the_hook(data):
+    import copy
+
+    import torch.nn.functional as F
+
+    from workbench.suites.robustness.training import PGDAdversarialTraining, TRADESTraining
+
+    torch.manual_seed(0)
+    m = GRUTokenClassifier().train()
+    ids, y = data.train.x[:16], data.train.y[:16]
+    for recipe in (PGDAdversarialTraining(eps=0.2, steps=2), TRADESTraining(eps=0.2, steps=2, beta=1.0)):
+        m.zero_grad()
+        loss = recipe.batch_loss(m, ids, y, F.cross_entropy)
+        loss.backward()
+        assert float(m.emb.weight.grad.abs().sum()) > 0  # the gradient reaches the embedding weights
+        assert m.training  # the attack phase restored train mode
+    # a vanishing eps gives the clean loss: the hook adds the perturbation to the layer's real output
+    tiny = PGDAdversarialTraining(eps=1e-9, steps=1)
+    ref = copy.deepcopy(m)
+    with torch.no_grad():
+        clean = F.cross_entropy(ref(ids), y)
+    assert float(tiny.batch_loss(m, ids, y, F.cross_entropy)) == pytest.approx(float(clean), abs=1e-5)
