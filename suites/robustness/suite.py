@@ -185,6 +185,8 @@ class RobustnessSuite(Suite):
                 variants.append((recipe, None, {**info, "error": "the model has no trainer (a user model that cannot be retrained)"}))
                 continue
             params = {"eps": train_eps, "norm": p.norm, "bounds": list(data.bounds) if data.bounds else None}
+            if getattr(model, "embedding", None):  # the recipe hooks the layer the plan names
+                params["embedding"] = model.embedding
             t0 = time.perf_counter()
             try:
                 module_v = model.trainer(recipe=recipe, recipe_params=params, epochs=p.training_epochs)
