@@ -13,6 +13,7 @@ import numpy as np
 from workbench.suite import load_artifact
 
 _DASH = {"standard": "dash", "gaussian_noise": "solid"}
+_SYMBOL = {"standard": "circle-open", "gaussian_noise": "diamond-open"}
 _COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -45,15 +46,20 @@ def certified_accuracy_figure(summary: dict[str, Any]) -> Any:
                 ))
             e = row.get("empirical") or {}
             if e.get("radius"):
+                n_att = summary.get("n_attacked")
+                hover = [f"accuracy of g under PGD on g: {a:.3f}<br>certified on the same examples: {c:.3f}"
+                         for a, c in zip(e["accuracy"], e.get("certified") or [float("nan")] * len(e["accuracy"]))]
                 fig.add_trace(go.Scatter(
-                    x=e["radius"], y=e["accuracy"], mode="markers", name=f"{variant}, σ={s:g}: under PGD on g",
-                    marker={"symbol": "circle-open", "size": 10, "color": colour},
+                    x=e["radius"], y=e["accuracy"], mode="markers", hovertext=hover, hoverinfo="text+name",
+                    name=f"{variant}, σ={s:g}: under PGD on g" + (f" ({n_att} attacked)" if n_att else ""),
+                    marker={"symbol": _SYMBOL.get(variant, "square-open"), "size": 10, "color": colour},
                 ))
     for s in sigmas:
         r_max = next((row.get("max_certifiable_radius") for per in (summary.get("variants") or {}).values()
                       for k, row in per.items() if float(k) == s), None)
         if r_max is not None:
-            fig.add_vline(x=r_max, line={"dash": "dot", "color": _sigma_colour(sigmas, s), "width": 1})
+            fig.add_vline(x=r_max, line={"dash": "dot", "color": _sigma_colour(sigmas, s), "width": 1},
+                          annotation_text=f"R_max σ={s:g}", annotation_position="top")
     units = summary.get("radius_units", "")
     fig.update_layout(
         title=f"Certified accuracy vs L2 radius (n={summary.get('n')}, α={summary.get('alpha')}, "

@@ -147,6 +147,7 @@ class CertifySuite(Suite):
         summary: dict[str, Any] = {
             "modality": data.modality, "norm": "l2", "space": "embedding" if data.modality == "tokens" else "input",
             "radius_units": units, "alpha": p.alpha, "n0": p.n0, "n": p.n, "n_examples": n, "radii": list(p.radii),
+            "n_attacked": min(p.attack_samples, n) if p.consistency_check else 0,
             "sigmas": list(p.sigmas), "variants": {}, "notes": [],
         }
         variants: list[tuple[str, Any, tuple[float, ...], dict[str, Any]]] = [
