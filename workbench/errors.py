@@ -98,3 +98,76 @@ class ProblemsError(ConfigError):
         n = len(self.problems)
         head = self.problems[0] if n == 1 else f"{n} {what}s:\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(head)
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    """' > 0', ' >= 0', ' <= 1', ' in (0, 0.5)': the bounds as a reader expects them."""
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, integer: bool = False) -> float:
+    """Validate a finite real number (bools rejected; `integer`: an int) within the optional
+    bounds [low, high], either end open; returns it as a float (an int when `integer`).
+
+    check_number("sigma", s, low=0, low_open=True) -> "Expected `sigma` to be a finite
+    number > 0, got -1."."""
+    kind = "an int" if integer else "a finite number"
+    bounds = _range_text(low, high, low_open, high_open)
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ParameterTypeError(f"Expected `{name}` to be {kind}{bounds}, got {type(value).__name__} {value!r}.")
+    v = float(value)  # type: ignore[arg-type]
+    bad = v != v or v in (float("inf"), float("-inf"))
+    if low is not None:
+        bad = bad or (v <= low if low_open else v < low)
+    if high is not None:
+        bad = bad or (v >= high if high_open else v > high)
+    if bad:
+        raise ConfigError(f"Expected `{name}` to be {kind}{bounds}, got {value!r}.")
+    return int(value) if integer else v  # type: ignore[arg-type, return-value]
+
+
+def _as_list(name: str, value: object, what: str, allow_empty: bool) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ParameterTypeError(f"Expected `{name}` to be a list of {what}, got {type(value).__name__} {value!r}.")
+    if not value and not allow_empty:
+        raise ConfigError(f"Expected `{name}` to be a non-empty list of {what}, got {list(value)!r}.")
+    return tuple(value)
+
+
+def check_name_list(name: str, value: object, choices: Iterable[str] | None = None, *,
+                    allow_empty: bool = True) -> tuple[str, ...]:
+    """Validate a list (or tuple) of names, each one of `choices` when given (with a
+    did-you-mean hint); a bare string is refused (it is not a list of one name)."""
+    choices = list(choices) if choices is not None else None
+    what = f"names from {choices}" if choices is not None else "names (str)"
+    out = _as_list(name, value, what, allow_empty)
+    for v in out:
+        if not isinstance(v, str):
+            raise ParameterTypeError(f"Expected every entry of `{name}` to be a name (str), got "
+                                     f"{type(v).__name__} {v!r} in {list(out)!r}.")
+        if choices is not None and v not in choices:
+            raise ConfigError(f"Unknown entry {v!r} in `{name}`.{did_you_mean(v, choices)} "
+                              f"Valid: {', '.join(choices)}.")
+    return out
+
+
+def check_number_list(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                      low_open: bool = False, high_open: bool = False, integer: bool = False,
+                      allow_empty: bool = False) -> tuple:
+    """Validate a list (or tuple) of numbers, each as `check_number` with the same bounds;
+    returns them as a tuple of floats (ints when `integer`), in the given order."""
+    kind = "ints" if integer else "finite numbers"
+    out = _as_list(name, value, kind + _range_text(low, high, low_open, high_open), allow_empty)
+    try:
+        return tuple(check_number(f"{name}[{i}]", v, low=low, high=high, low_open=low_open, high_open=high_open,
+                                  integer=integer) for i, v in enumerate(out))
+    except (ConfigError, ParameterTypeError) as exc:
+        raise type(exc)(f"{exc} (in `{name}` = {list(out)!r})") from None

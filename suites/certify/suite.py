@@ -9,7 +9,6 @@ and artifacts.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,19 +16,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from workbench.errors import ConfigError, ModelError, check_positive_int
+from workbench.errors import ConfigError, ModelError, check_number, check_number_list, check_positive_int
 from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite
 
 
-def _floats(name: str, value: Any, *, positive: bool) -> tuple[float, ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"Expected `{name}` to be a non-empty list of floats, got {value!r}.")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
-            raise ConfigError(f"Expected every element of `{name}` to be a finite float {'> 0' if positive else '>= 0'}, "
-                              f"got {v!r}.")
-    return tuple(sorted({float(v) for v in value}))
+def _sorted_set(values: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(sorted(set(values)))
 
 
 class CertifySuite(Suite):
@@ -79,14 +72,13 @@ class CertifySuite(Suite):
                 check_positive_int(k, getattr(self, k))
             if self.training_epochs is not None:
                 check_positive_int("training_epochs", self.training_epochs)
-            set_("sigmas", _floats("sigmas", self.sigmas, positive=True))
-            set_("radii", _floats("radii", self.radii, positive=False))
+            set_("sigmas", _sorted_set(check_number_list("sigmas", self.sigmas, low=0, low_open=True)))
+            set_("radii", _sorted_set(check_number_list("radii", self.radii, low=0)))
             if self.check_radii is not None:
-                set_("check_radii", _floats("check_radii", self.check_radii, positive=True))
+                set_("check_radii", _sorted_set(check_number_list("check_radii", self.check_radii, low=0,
+                                                                        low_open=True)))
             for k in ("alpha", "check_alpha"):
-                v = getattr(self, k)
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.5:
-                    raise ConfigError(f"Expected `{k}` in (0, 0.5), got {v!r}.")
+                check_number(k, getattr(self, k), low=0, high=0.5, low_open=True, high_open=True)
             for k in ("noise_training", "consistency_check"):
                 if not isinstance(getattr(self, k), bool):
                     raise ConfigError(f"Expected `{k}` to be a bool, got {getattr(self, k)!r}.")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from workbench.errors import ConfigError, check_positive_int, check_probability, did_you_mean
+from workbench.errors import ConfigError, check_name_list, check_positive_int, check_probability, did_you_mean
 from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite, load_artifact
 
@@ -48,7 +48,7 @@ class CorruptionsSuite(Suite):
 
             check_positive_int("n_samples", self.n_samples)
             check_probability("decay_threshold", self.decay_threshold, open_low=True, open_high=True)
-            corr = _str_tuple("corruptions", self.corruptions)
+            corr = check_name_list("corruptions", self.corruptions)
             for c in corr:
                 if c not in CORRUPTIONS:
                     raise ConfigError(f"Unknown corruption {c!r}.{did_you_mean(c, CORRUPTIONS)} "
@@ -195,12 +195,6 @@ def _context(data: Any) -> dict[str, Any]:
         return {"fill": data.train.x.float().mean(dim=0)}
     return {"vocab_size": data.vocab_size,
             "pad_id": int(data.ground_truth.get("pad_id", 0)) if data.ground_truth else 0}
-
-
-def _str_tuple(name: str, value: Any) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) for v in value):
-        raise ConfigError(f"Expected `{name}` to be a list of names, got {value!r}.")
-    return tuple(value)
 
 
 def _wilson(k: int, n: int) -> tuple[float, float] | None:

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from workbench.errors import ConfigError, check_positive_int
+from workbench.errors import ConfigError, check_number_list, check_positive_int
 from workbench.records import MetricRecord, SuiteResult
 from workbench.suite import ModelHandle, RunContext, Suite
 
@@ -24,27 +24,6 @@ STUDENT_OVERRIDES: dict[str, dict[str, Any]] = {
     "transformer": {"n_layer": 1, "d_model": 32, "d_ff": 64},
     "gpt": {"n_layer": 1, "d_model": 32, "d_ff": 64},
 }
-
-
-def _check_int_tuple(name: str, value: Any) -> tuple[int, ...]:
-    if isinstance(value, list):
-        value = tuple(value)
-    if not isinstance(value, tuple) or not value:
-        raise ConfigError(f"Expected `{name}` to be a non-empty list of ints > 0, got {value!r}.")
-    for v in value:
-        check_positive_int(name, v)
-    return value
-
-
-def _check_sparsities(value: Any) -> tuple[float, ...]:
-    if isinstance(value, list):
-        value = tuple(value)
-    if not isinstance(value, tuple):
-        raise ConfigError(f"Expected `sparsities` to be a list of floats in (0, 1), got {value!r}.")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < float(v) < 1.0:
-            raise ConfigError(f"Expected every entry of `sparsities` in (0, 1), got {v!r} in {value!r}.")
-    return tuple(float(v) for v in value)
 
 
 class EfficiencySuite(Suite):
@@ -86,8 +65,10 @@ class EfficiencySuite(Suite):
         n_boot: int = 1000
 
         def __post_init__(self) -> None:
-            object.__setattr__(self, "batch_sizes", _check_int_tuple("batch_sizes", self.batch_sizes))
-            object.__setattr__(self, "sparsities", _check_sparsities(self.sparsities))
+            set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+            set_("batch_sizes", check_number_list("batch_sizes", self.batch_sizes, low=1, integer=True))
+            set_("sparsities", check_number_list("sparsities", self.sparsities, low=0, high=1, low_open=True,
+                                                 high_open=True, allow_empty=True))
             for name in ("repeats", "blocks", "flops_batch_size", "gen_batch_size", "gen_prompt_len", "gen_tokens",
                          "gen_repeats", "kd_epochs", "compression_batch_size", "compression_repeats",
                          "eval_samples", "n_boot"):

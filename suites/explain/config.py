@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
-from workbench.errors import ConfigError, check_positive_int, check_probability, did_you_mean
+from workbench.errors import ConfigError, check_name_list, check_positive_int, check_probability
 
 GRADIENT = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "deeplift", "occlusion")
 SAMPLING = ("lime", "shapley", "shap_kernel", "shap_gradient", "shap_deep")
@@ -26,16 +25,6 @@ RANDOMISED = ("smoothgrad", "lime", "shapley", "shap_kernel", "shap_gradient")
 KNOWN_NONLINEAR = ("GELU", "SiLU", "Mish", "Hardswish", "LayerNorm", "GroupNorm", "LSTM", "GRU", "RNN",
                    "MultiheadAttention", "Softsign", "Hardtanh", "PReLU", "ReLU6", "SELU", "CELU", "ELU",
                    "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "MaxPool1d", "MaxPool2d", "MaxPool3d")
-
-
-def _check_tuple(name: str, value: Any, choices: tuple[str, ...]) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ConfigError(f"Expected `{name}` to be a list of names from {list(choices)}, got {value!r}.")
-    for v in value:
-        if v not in choices:
-            hint = did_you_mean(v, choices) if isinstance(v, str) else ""
-            raise ConfigError(f"Unknown entry {v!r} in `{name}`.{hint} Valid: {', '.join(choices)}.")
-    return tuple(value)
 
 
 def method_seed(seed: int, method: str) -> int:
@@ -89,9 +78,9 @@ class ExplainParams:
     rollout_pooling: str = "mean"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", _check_tuple("methods", self.methods, METHODS))
-        object.__setattr__(self, "quality", _check_tuple("quality", self.quality, QUALITY_CHECKS))
-        object.__setattr__(self, "replacements", _check_tuple("replacements", self.replacements, REPLACEMENTS))
+        object.__setattr__(self, "methods", check_name_list("methods", self.methods, METHODS))
+        object.__setattr__(self, "quality", check_name_list("quality", self.quality, QUALITY_CHECKS))
+        object.__setattr__(self, "replacements", check_name_list("replacements", self.replacements, REPLACEMENTS))
         if not self.methods:
             raise ConfigError("Expected at least one entry in `methods`, got none.")
         for key in ("n_examples", "ig_steps", "smoothgrad_samples", "shap_budget", "shap_background",

@@ -11,7 +11,6 @@ only wires them to the Suite protocol. See README.md (the suite card).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,29 +19,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from workbench.errors import ConfigError, ModelError, check_positive_int
+from workbench.errors import (ConfigError, ModelError, check_name_list, check_number, check_number_list,
+                             check_positive_int)
 from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite
 from workbench.suites.robustness.report import adversarial_examples, append_curve, attack_metrics, attack_tags, fraction
 
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "apgd_t", "random_search")
 RECIPES: tuple[str, ...] = ("pgd_at", "fgsm_rs", "trades")
-
-
-def _tuple(name: str, value: Any, kind: type | tuple[type, ...]) -> tuple:
-    if isinstance(value, (list, tuple)):
-        out = tuple(value)
-    else:
-        raise ConfigError(f"Expected `{name}` to be a list, got {type(value).__name__} {value!r}.")
-    for v in out:
-        if isinstance(v, bool) or not isinstance(v, kind):
-            raise ConfigError(f"Expected every element of `{name}` to be {kind}, got {v!r}.")
-    return out
-
-
-def _prob(name: str, v: Any, *, open_low: bool = True) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not ((0 < v if open_low else 0 <= v) and v < 1):
-        raise ConfigError(f"Expected `{name}` in {'(' if open_low else '['}0, 1), got {v!r}.")
 
 
 class RobustnessSuite(Suite):
@@ -90,13 +74,10 @@ class RobustnessSuite(Suite):
 
             set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
             check_positive_int("n_samples", self.n_samples)
-            eps = _tuple("eps", self.eps, (int, float))
-            if not eps or any(not (math.isfinite(e) and e >= 0) for e in eps):
-                raise ConfigError(f"Expected `eps` to be a non-empty list of finite floats >= 0, got {list(eps)}.")
-            set_("eps", tuple(sorted(float(e) for e in eps)))
+            set_("eps", tuple(sorted(check_number_list("eps", self.eps, low=0))))
             if self.norm not in ("linf", "l2"):
                 raise ConfigError(f"Expected `norm` to be one of ['linf', 'l2'], got {self.norm!r}.")
-            attacks = _tuple("attacks", self.attacks, str)
+            attacks = check_name_list("attacks", self.attacks)
             for a in attacks:
                 if a not in ATTACKS:
                     raise ConfigError(f"Unknown attack {a!r}.{did_you_mean(a, ATTACKS)} Valid attacks: {', '.join(ATTACKS)}.")
@@ -109,13 +90,11 @@ class RobustnessSuite(Suite):
             check_positive_int("n_examples", self.n_examples, allow_zero=True)
             if self.masking_eps is not None and not (isinstance(self.masking_eps, (int, float)) and self.masking_eps > 0):
                 raise ConfigError(f"Expected `masking_eps` to be a float > 0 or absent, got {self.masking_eps!r}.")
-            _prob("masking_tolerance", self.masking_tolerance, open_low=False)
-            _prob("dlr_gap", self.dlr_gap)
-            subs = _tuple("substitutions", self.substitutions, int)
-            if any(k < 1 for k in subs):
-                raise ConfigError(f"Expected `substitutions` to be token budgets >= 1, got {list(subs)}.")
+            check_number("masking_tolerance", self.masking_tolerance, low=0, high=1, high_open=True)
+            check_number("dlr_gap", self.dlr_gap, low=0, high=1, low_open=True, high_open=True)
+            subs = check_number_list("substitutions", self.substitutions, low=1, integer=True, allow_empty=True)
             set_("substitutions", tuple(sorted(set(subs))))
-            at = _tuple("adversarial_training", self.adversarial_training, str)
+            at = check_name_list("adversarial_training", self.adversarial_training)
             for r in at:
                 if r not in RECIPES:
                     raise ConfigError(f"Unknown adversarial training recipe {r!r}.{did_you_mean(r, RECIPES)} "

@@ -18,7 +18,8 @@ import torch
 from workbench.suites.uncertainty import functional as F
 from workbench.suites.uncertainty.ensemble import DeepEnsemble, mc_dropout_layers, mc_dropout_predict
 from workbench.data.base import Dataset, Split
-from workbench.errors import ConfigError, ModelError, ParameterTypeError, check_positive_int, did_you_mean
+from workbench.errors import (ConfigError, ModelError, check_name_list, check_number, check_positive_int,
+                             did_you_mean)
 from workbench.records import MetricRecord, SuiteResult
 from workbench.stats import PROPORTION_METHOD, bootstrap_mean_ci, proportion_ci
 from workbench.suite import ModelHandle, RunContext, Suite
@@ -37,12 +38,6 @@ SCALED_FEATURES_FACTOR = 5.0
 GAUSSIAN_NOISE_STD = 0.5  # as a fraction of the input range
 COVERAGE_LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (0.99,)
 _SEP = "__"  # artifact keys are "{method}__{quantity}"
-
-
-def _tuple_of_str(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ParameterTypeError(f"Expected `{name}` to be a list of str, got {type(value).__name__} {value!r}.")
-    return tuple(value)
 
 
 class UncertaintySuite(Suite):
@@ -84,11 +79,9 @@ class UncertaintySuite(Suite):
             check_positive_int("n_calibrated_sims", self.n_calibrated_sims)
             if self.max_test is not None:
                 check_positive_int("max_test", self.max_test)
-            lvl = self.interval_level
-            if isinstance(lvl, bool) or not isinstance(lvl, (int, float)) or not 0 < lvl < 1:
-                raise ConfigError(f"Expected `interval_level` in (0, 1), got {lvl!r}.")
+            check_number("interval_level", self.interval_level, low=0, high=1, low_open=True, high_open=True)
             for key, valid in (("ood", tuple(OOD_SETS)), ("methods", METHODS)):
-                values = _tuple_of_str(key, getattr(self, key))
+                values = check_name_list(key, getattr(self, key))
                 for v in values:
                     if v not in valid:
                         raise ConfigError(
