@@ -205,7 +205,7 @@ def load_hf_text(
     check_choice("task", task, TASKS)
     tok, tok_dir = load_tokenizer(tokenizer)
     common = {"tokenizer_dir": str(tok_dir), "tokenizer_fingerprint": tokenizer_fingerprint(tok_dir),
-              "tokenizer_class": type(tok).__name__}
+              "tokenizer_class": type(tok).__name__, "special_token_ids": sorted(int(i) for i in tok.all_special_ids)}
     source = f"tokenised with {type(tok).__name__} from {tok_dir}"
     if task == "classification":
         if corpus == "stdlib_docstrings":
@@ -278,10 +278,16 @@ def tokenise_classification(
     gt = {**ground_truth, "pad_id": int(tok.pad_token_id), "max_length": max_length,
           "n_truncated": int((lengths > max_length).sum()), "median_tokens": float(np.median(lengths)),
           "class_counts": {c: int((y_all == k).sum()) for k, c in enumerate(class_names)}}
+    pct = "/".join(f"{round(100 * f):d}" for f in fractions)
+    prov = {"split": f"made by the workbench: seeded random {pct} train/val/test split (seed {seed}, stratified by class)",
+            "transforms": [f"tokenised with {type(tok).__name__} from {ground_truth['tokenizer_dir']} (special tokens "
+                           f"added), truncated to {max_length} tokens ({gt['n_truncated']} texts truncated), right-padded "
+                           f"with pad id {gt['pad_id']}"],
+            "label_mapping": {c: k for k, c in enumerate(class_names)}, "user_split": False}
     return Dataset(
         name=name, modality="tokens", task="classification", train=splits[0], val=splits[1], test=splits[2],
         num_classes=len(class_names), class_names=tuple(class_names), vocab_size=len(tok), vocab=_vocab(tok),
-        ground_truth=gt, seed=seed, source=source,
+        ground_truth=gt, seed=seed, source=source, provenance=prov,
         description=f"{len(texts)} texts, {len(class_names)} classes, {type(tok).__name__} ids padded to {max_length} "
                     f"({gt['n_truncated']} truncated).",
     )
@@ -321,8 +327,13 @@ def tokenise_lm(
           "bytes_per_token_note": "UTF-8 bytes of the decoded test target windows / number of test targets"}
     if tok.pad_token_id is not None:
         gt["pad_id"] = int(tok.pad_token_id)
+    prov = {"split": f"made by the workbench: documents assigned to train/val/test by token share (seed {seed})",
+            "transforms": [f"tokenised with {type(tok).__name__} from {ground_truth['tokenizer_dir']} (no special "
+                           f"tokens), documents joined with token {sep}, cut into non-overlapping windows of "
+                           f"{block_size} + 1 tokens" + ("" if max_windows is None else f", at most {max_windows} windows")],
+            "user_split": False}
     return Dataset(
         name=name, modality="lm", task="lm", train=splits[0], val=splits[1], test=splits[2], vocab_size=len(tok),
-        vocab=_vocab(tok), ground_truth=gt, seed=seed, source=source,
+        vocab=_vocab(tok), ground_truth=gt, seed=seed, source=source, provenance=prov,
         description=f"Next-token windows of {block_size} {type(tok).__name__} tokens from {len(docs)} documents.",
     )
