@@ -48,10 +48,12 @@ def _preload_suites() -> object:
     otherwise wait for. Pages still import on demand; this only starts earlier."""
     import threading
 
-    def load() -> None:
-        from workbench.registry import SUITES
+    from workbench.registry import SUITES
 
-        for name in SUITES.names():
+    names = SUITES.names()  # the entry-point scan itself stays on this thread (the registry has no lock)
+
+    def load() -> None:
+        for name in names:
             try:
                 SUITES.get(name)
             except Exception:  # a broken plug-in is reported on its own page

@@ -167,3 +167,49 @@ def test_unknown_and_ambiguous_run_links_name_the_candidates(quickstart_run, env
         stop(proc)
     assert "matches no run in this store" in text and run_id in text
     assert "Headline" not in text  # another run is not shown silently
+
+
+def test_a_plugin_suite_gets_a_dashboard_page(tmp_path):
+    """The example plug-in (tests/plugins), installed by entry point only, runs in a plan and
+    gets its own page: its metrics and its `figures()`, with no dashboard code for it."""
+    sync_playwright = sync_playwright_or_skip()
+    sys.path.insert(0, str(ROOT / "tests" / "plugins"))
+    from example_plugin import NAME, installed
+
+    from workbench.apps.views import suite_page
+    from workbench.config import build_plan
+    from workbench.runner import run_plan
+    from workbench.store import Store
+
+    plan = {"run": {"name": "plugin-page", "seed": 0, "device": "cpu", "out": str(tmp_path / "reports"),
+                    "progress": False, "cache": str(tmp_path / "cache"), "store": str(tmp_path / "store.sqlite"),
+                    "suites": [NAME]},
+            "models": [{"name": "digits_mlp", "arch": "mlp", "dataset": "digits", "train": {"epochs": 2}}],
+            "suites": {NAME: {"n_samples": 120, "n_boot": 50}}}
+    with installed(tmp_path / "plugin") as env:
+        assert NAME in suite_page.generic_suites()
+        run_plan(build_plan(plan), store=Store(tmp_path / "store.sqlite"), log=lambda m: None)
+        port = free_port()
+        env = {**env, "WORKBENCH_STORE": str(tmp_path / "store.sqlite")}
+        proc = start_streamlit([sys.executable, "-m", "streamlit", "run", "apps/dashboard.py",
+                                "--server.port", str(port)], env, port, str(tmp_path / "st.log"), cwd=str(ROOT))
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 900})
+                    page.goto(f"http://127.0.0.1:{port}/?page={suite_page.url_path(NAME)}", wait_until="load")
+                    settle(page)
+                    heading = page.locator("h1").first.inner_text()
+                    n_plots = page.locator(".js-plotly-plot").count()
+                    n_tables = page.locator("[data-testid=stDataFrame]").count()
+                    problems = page_problems(page, "[data-testid=stMain]")
+                    nav = page.locator("[data-testid=stSidebarNavLink]").all_inner_texts()
+                    text = page.inner_text("[data-testid=stMain]")
+                finally:
+                    browser.close()
+        finally:
+            stop(proc)
+    assert heading == suite_page.title(NAME) and suite_page.title(NAME) in [t.strip() for t in nav], (heading, " / ".join(nav))
+    assert n_plots >= 1 and n_tables >= 1, (n_plots, n_tables, text)  # its figures() and its metrics
+    assert not problems, problems
