@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from workbench.errors import ConfigError, DataError
+from workbench.errors import ConfigError, DataError, check_number, check_positive_int
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_LEVEL = 0.95
@@ -50,10 +50,8 @@ NAN_CI = (float("nan"), float("nan"))
 
 
 def _check(n_boot: int, level: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ConfigError(f"Expected `n_boot` to be an int > 0, got {n_boot!r}.")
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ConfigError(f"Expected `level` to be a float in (0, 1), got {level!r}.")
+    check_positive_int("n_boot", n_boot)
+    check_number("level", level, low=0, high=1, low_open=True, high_open=True)
 
 
 def bootstrap_index_chunks(

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench.errors import ConfigError, DataError, ModelError, ParameterTypeError, check_positive_int
+from workbench.errors import (ConfigError, DataError, ModelError, ParameterTypeError, check_number,
+                             check_positive_int)
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 ABSTAIN = -1
@@ -49,15 +50,11 @@ _TINY = 1e-12
 
 
 def _check_sigma(sigma: object) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
-        raise ConfigError(f"Expected `sigma` to be a finite float > 0, got {sigma!r}.")
-    return float(sigma)
+    return check_number("sigma", sigma, low=0, low_open=True)
 
 
 def _check_alpha(alpha: object, name: str = "alpha") -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 0.5:
-        raise ConfigError(f"Expected `{name}` in (0, 0.5), got {alpha!r}.")
-    return float(alpha)
+    return check_number(name, alpha, low=0, high=0.5, low_open=True, high_open=True)
 
 
 def _check_generator(generator: object) -> torch.Generator:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
-from workbench.errors import ConfigError, ParameterTypeError, check_positive_int
+from workbench.errors import ConfigError, check_number, check_positive_int
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -74,11 +74,7 @@ def prunable_weights(module: nn.Module, *, structured: bool) -> list[tuple[nn.Mo
 
 
 def _check_sparsity(sparsity: object) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise ParameterTypeError(f"Expected `sparsity` to be a float in [0, 1), got {type(sparsity).__name__} {sparsity!r}.")
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ConfigError(f"Expected `sparsity` in [0, 1), got {sparsity}.")
-    return float(sparsity)
+    return check_number("sparsity", sparsity, low=0, high=1, high_open=True)
 
 
 def prune_magnitude(module: nn.Module, sparsity: float, *, structured: bool) -> nn.Module:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from workbench.errors import ConfigError, DataError
+from workbench.errors import ConfigError, DataError, check_number, check_positive_int
 from workbench.stats import (
     BOOTSTRAP,
     DEFAULT_LEVEL,
@@ -98,10 +98,8 @@ def _check_pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndar
 
 
 def _check_boot(n_boot: int, level: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ConfigError(f"Expected `n_boot` to be an int > 0, got {n_boot!r}.")
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ConfigError(f"Expected `level` to be a float in (0, 1), got {level!r}.")
+    check_positive_int("n_boot", n_boot)
+    check_number("level", level, low=0, high=1, low_open=True, high_open=True)
 
 
 def _ci_pair(ci: np.ndarray) -> tuple[float, float]:

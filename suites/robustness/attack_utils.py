@@ -11,7 +11,6 @@ whenever an attack works on a subset of the rows.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.embedding import restrict
-from workbench.errors import ConfigError, DataError, ParameterTypeError, check_positive_int
+from workbench.errors import ConfigError, DataError, ParameterTypeError, check_number, check_positive_int
 from workbench.torch_utils import frozen_eval
 
 
@@ -43,11 +42,7 @@ def _check_norm(norm: object) -> str:
 
 
 def _check_eps(eps: object) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise ParameterTypeError(f"Expected `eps` to be a float >= 0, got {type(eps).__name__} {eps!r}.")
-    if not math.isfinite(float(eps)) or eps < 0:
-        raise ConfigError(f"Expected `eps` to be a finite float >= 0, got {eps!r}.")
-    return float(eps)
+    return check_number("eps", eps, low=0)
 
 
 def _check_bounds(bounds: object) -> Bounds:
@@ -86,9 +81,7 @@ def _check_target(target: object, y: torch.Tensor, targeted: bool) -> torch.Tens
 
 
 def _check_positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"Expected `{name}` to be a float > 0, got {value!r}.")
-    return float(value)
+    return check_number(name, value, low=0, low_open=True)
 
 
 # ----------------------------------------------------------------------------- helpers

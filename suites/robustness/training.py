@@ -49,7 +49,7 @@ from torch import nn
 
 from workbench import embedding as E
 from workbench.suites.robustness import functional as A
-from workbench.errors import ConfigError, check_positive_int
+from workbench.errors import ConfigError, check_number, check_positive_int
 from workbench.torch_utils import frozen_eval, module_device
 
 
@@ -68,14 +68,6 @@ class _MethodsModel(nn.Module):
         return _first(self.module.forward_from_embeddings(e))
 
 
-def _check_float(name: str, value: object, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"Expected `{name}` to be a float, got {type(value).__name__} {value!r}.")
-    if positive and not value > 0:
-        raise ConfigError(f"Expected `{name}` to be a float > 0, got {value!r}.")
-    return float(value)
-
-
 class _AdversarialRecipe:
     """Shared parts: parameters, bounds, embedding space, validation at epoch end."""
 
@@ -92,7 +84,7 @@ class _AdversarialRecipe:
         seed: int = 0,
         embedding: str | None = None,
     ) -> None:
-        self.eps = _check_float("eps", eps)
+        self.eps = check_number("eps", eps, low=0, low_open=True)
         self.embedding = embedding
         self._layers: dict[int, nn.Module] = {}
         self.norm = A._check_norm(norm)
@@ -197,7 +189,7 @@ class PGDAdversarialTraining(_AdversarialRecipe):
         super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed,
                          embedding=embedding)
         self.steps = check_positive_int("steps", steps)
-        self.alpha = None if alpha is None else _check_float("alpha", alpha)
+        self.alpha = None if alpha is None else check_number("alpha", alpha, low=0, low_open=True)
 
     @property
     def train_steps(self) -> int:
@@ -220,9 +212,9 @@ class FGSMRandomStartTraining(_AdversarialRecipe):
                  val_steps: int | None = None, seed: int = 0, embedding: str | None = None) -> None:
         super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed,
                          embedding=embedding)
-        self.alpha = 1.25 * self.eps if alpha is None else _check_float("alpha", alpha)
-        self.collapse_drop = _check_float("collapse_drop", collapse_drop)
-        self.collapse_gap = _check_float("collapse_gap", collapse_gap)
+        self.alpha = 1.25 * self.eps if alpha is None else check_number("alpha", alpha, low=0, low_open=True)
+        self.collapse_drop = check_number("collapse_drop", collapse_drop, low=0, low_open=True)
+        self.collapse_gap = check_number("collapse_gap", collapse_gap, low=0, low_open=True)
         self.best_pgd = float("-inf")
         self.collapsed_epochs: list[int] = []
 
@@ -301,9 +293,9 @@ class TRADESTraining(_AdversarialRecipe):
                  seed: int = 0, embedding: str | None = None) -> None:
         super().__init__(eps=eps, norm=norm, bounds=bounds, val_samples=val_samples, val_steps=val_steps, seed=seed,
                          embedding=embedding)
-        self.beta = _check_float("beta", beta, positive=False)
+        self.beta = check_number("beta", beta)
         self.steps = check_positive_int("steps", steps)
-        self.alpha = None if alpha is None else _check_float("alpha", alpha)
+        self.alpha = None if alpha is None else check_number("alpha", alpha, low=0, low_open=True)
 
     @property
     def train_steps(self) -> int:

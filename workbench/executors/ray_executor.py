@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import Plan
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.errors import ConfigError, WorkbenchError, check_number
 from workbench.records import SuiteResult
 from workbench.store import Store
 
@@ -55,16 +55,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def _check_number(name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or value < minimum:
-        kind = "an int" if integer else "a number"
-        raise ConfigError(f"Expected `{name}` to be {kind} >= {minimum}, got {value!r}.")
-
-
 def _gpus_per_task(device: str, num_gpus: float | None, cluster: dict[str, float]) -> float:
     if num_gpus is not None:
-        _check_number("num_gpus", num_gpus, minimum=0)
+        check_number("num_gpus", num_gpus, low=0)
         return float(num_gpus)
     if device == "cpu":
         return 0.0
@@ -161,9 +154,9 @@ def run_plan_ray(
     from workbench.runner import RunOutcome
     from workbench.runsetup import complete_run, fail_run, prepare_run
 
-    _check_number("shards", shards, minimum=1, integer=True)
-    _check_number("num_cpus", num_cpus, minimum=0)
-    _check_number("max_retries", max_retries, minimum=0, integer=True)
+    check_number("shards", shards, low=1, integer=True)
+    check_number("num_cpus", num_cpus, low=0)
+    check_number("max_retries", max_retries, low=0, integer=True)
     _faults = _faults_from_env()
     for key, kind in _faults.items():
         if kind not in J.FAULT_KINDS:
