@@ -478,3 +478,27 @@ def test_real_metrics_suite_figures_render_from_artifacts(tmp_path):
     html = render_html(run, tmp_path, plotlyjs="/*plotly*/")
     assert expected >= 1 and html.count('class="wb-fig"') == expected
     assert "class=\"note\"" not in html
+
+
+def test_step_summary_is_the_same_short_form_as_summary_md(tmp_path):
+    """`workbench gate` on GitHub Actions appends to $GITHUB_STEP_SUMMARY exactly the
+    pull-request-sized summary.md it writes (not a longer listing)."""
+    import io
+
+    from workbench.gates import gate_main
+
+    metrics = tuple(MetricRecord(name="f1", value=i / 3000, higher_is_better=True, n=10, tags={"class": f"c{i}"})
+                    for i in range(3000))
+    run = RunRecord(run_id="ci", created_at="now", provenance={}, results=(
+        SuiteResult(suite="metrics", model="m", dataset="d", status="ok",
+                    metrics=(MetricRecord(name="accuracy", value=0.9, higher_is_better=True, n=100), *metrics)),))
+    write_reports(run, tmp_path / "run", formats="json")
+    rules = tmp_path / "rules.toml"
+    rules.write_text('rules = ["accuracy{model=m} >= 0.5"]\n')
+    step = tmp_path / "step.md"
+    code = gate_main(tmp_path / "run" / "results.json", rules_file=rules, out_dir=tmp_path / "out", formats=("md",),
+                     env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(step)}, stdout=io.StringIO())
+    assert code == 0
+    summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+    assert step.read_text(encoding="utf-8").rstrip("\n") == summary.rstrip("\n")
+    assert len(summary) <= 65_536 and "Every metric (3001)" in summary and "c2999" not in summary
