@@ -133,25 +133,35 @@ def _pgd_single(
 ) -> torch.Tensor:
     """One PGD run: per sample the first iterate that fools it (checked on iterates
     0..steps-1 from the logits of each gradient step), else the last iterate; with
-    `keep_first_success=False` the last iterate of every sample (the plain algorithm)."""
+    `keep_first_success=False` the last iterate of every sample (the plain algorithm).
+    With early stop the working set (rows, their inputs, labels, iterates) is compacted
+    only when samples drop out, so a step costs no extra copies."""
     if random_start:
         x_adv = clip_to_bounds(x + random_in_ball(x, eps, norm, gen), bounds)
     else:
         x_adv = x.clone()
-    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     out = x_adv.clone()
+    rows = torch.arange(x.shape[0], device=x.device)  # original row of each working-set entry
+    m, xa, x0, ya, ta = model, x_adv, x, y, target
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for _ in range(steps):
-        r = _rows(fooled, early_stop)
-        if r.numel() == 0:
-            break
-        t = None if target is None else target[r]
-        logits, _, g = _loss_and_grad(restrict(model, r), x_adv[r], y[r], t, loss_fn)
+        logits, _, g = _loss_and_grad(m, xa, ya, ta, loss_fn)
         if keep_first_success:
-            new = _success(logits, y[r], t) & ~fooled[r]
-            out[r[new]] = x_adv[r[new]]
-            fooled[r[new]] = True
-        x_adv[r] = project(x_adv[r] + alpha * _ascent(g, norm), x[r], eps, norm, bounds)
-    out[~fooled] = x_adv[~fooled]
+            new = _success(logits, ya, ta) & ~fooled[rows]
+            if bool(new.any()):
+                out[rows[new]] = xa[new]
+                fooled[rows[new]] = True
+        xa = project(xa + alpha * _ascent(g, norm), x0, eps, norm, bounds)
+        if early_stop and keep_first_success and bool(new.any()):
+            keep = ~new
+            if not bool(keep.any()):
+                return out
+            xa, x0, ya, g = xa[keep], x0[keep], ya[keep], None
+            ta = None if ta is None else ta[keep]
+            rows = rows[keep]
+            m = restrict(model, rows)
+    still = ~fooled[rows]
+    out[rows[still]] = xa[still]
     return out
 
 

@@ -328,7 +328,7 @@ def test_embedding_space_attack_on_a_token_model_through_the_hook():
     tok.train()
     before = ModuleState.capture(tok)
     scale = E.embedding_eps_scale(e, "linf")
-    assert scale == pytest.approx(float(tok.token_embedding(idx).pow(2).mean().sqrt()))
+    assert scale == pytest.approx(float(tok.token_embedding(idx).detach().pow(2).mean().sqrt()))
     assert E.embedding_eps_scale(e, "l2") == pytest.approx(float(e.reshape(10, -1).norm(dim=1).mean()))
     for attack in (A.pgd, A.apgd, A.apgd_targeted):
         ea = attack(space, e, y, eps=0.5 * scale, steps=5, bounds=None, batch_size=4)  # chunks restrict the ids
