@@ -141,9 +141,12 @@ class EfficiencySuite(Suite):
         if backend is not None:  # the inference path that latency and memory measure below
             base_tags["attention_backend"] = backend
         score = self._task_score(module, data, model, device, ctx, seq_len)
+        from workbench.stats import BOOTSTRAP, PROPORTION_METHOD
+
         metrics.append(MetricRecord(name=score.name, value=score.value, higher_is_better=score.higher_is_better,
                                     unit=score.unit, n=score.n, ci=score.ci,
-                                    tags={"variant": "base", "device": str(device)}))
+                                    tags={"variant": "base", "device": str(device),
+                                          "ci_method": PROPORTION_METHOD if score.name == "accuracy" else BOOTSTRAP}))
         metrics += self._latency_metrics(module, batch, fwd_per_example, base_tags, device, score, ctx, summary)
         if p.memory:
             metrics += self._memory_metrics(module, batch(max(p.batch_sizes)), base_tags, device, summary)
