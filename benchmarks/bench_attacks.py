@@ -97,6 +97,18 @@ def methods(eps: float, alpha: float, steps: int, batch: int, others: bool = Tru
     return out
 
 
+def forward_rows(fn: Callable, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> int:
+    """How many input rows `fn` sends through the model (forward passes x their batch size)."""
+    seen = [0]
+    h = model.register_forward_pre_hook(lambda _m, args: seen.__setitem__(0, seen[0] + args[0].shape[0]))
+    try:
+        for i in range(0, len(y), batch):
+            fn(model, x[i : i + batch], y[i : i + batch])
+    finally:
+        h.remove()
+    return seen[0]
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -203,6 +215,10 @@ def table(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
         delta = float((outs[name] - ref).abs().max())
         print(f"{name:<22}{w:>9.4f}{w / w0:>6.2f}x{c:>9.4f}{c / c0:>6.2f}x{delta:>17.2e}{acc:>11.3f}  "
               f"{side_effect_free(fn, x, y, device)}")
+    rows = {name: forward_rows(fn, model, x, y, args.batch_size) for name, fn in runnable.items()
+            if name in ("plain loop", "workbench pgd", "workbench apgd_ce", "  early_stop=False ")}
+    print("rows through the model (load-independent work): " + ", ".join(
+        f"{n.strip()} {r:,} ({r / rows['plain loop']:.2f}x)" for n, r in rows.items()))
     for on, off in (("workbench pgd", "  early_stop=False"), ("workbench apgd_ce", "  early_stop=False ")):
         if off in outs:
             same = torch.equal(A.predict_logits(model, outs[on]).argmax(1) != y,
