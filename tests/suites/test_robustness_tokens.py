@@ -232,3 +232,31 @@ def test_adversarial_training_of_a_user_token_model_through_the_hook(data):
     with torch.no_grad():
         clean = F.cross_entropy(ref(ids), y)
     assert float(tiny.batch_loss(m, ids, y, F.cross_entropy)) == pytest.approx(float(clean), abs=1e-5)
+
+
+def make_token_data(seed: int = 0):
+    return token_dataset(seed=seed)
+
+
+def test_plan_embedding_key_reaches_the_suite(tmp_path, shared_cache):
+    """A plan's `embedding = "words"` on a factory model travels config -> ModelHandle -> suite."""
+    from workbench.config import build_plan
+    from workbench.runner import run_plan
+
+    def raw(embedding):
+        model = {"name": "two", "factory": "workbench.suites.robustness.testing:TwoEmbeddingClassifier",
+                 "dataset": "toks", "train": {"epochs": 2}}
+        if embedding:
+            model["embedding"] = embedding
+        return {"run": {"name": "emb", "seed": 0, "device": "cpu", "out": str(tmp_path), "suites": ["robustness"],
+                        "progress": False, "cache": str(shared_cache)},
+                "datasets": {"toks": {"source": "callable", "function": f"{__name__}:make_token_data"}},
+                "models": [model],
+                "suites": {"robustness": {**SMALL, "attacks": ["fgsm"], "masking_checks": False}}}
+
+    (res,) = run_plan(build_plan(raw("words")), log=lambda m: None).run.results
+    assert res.status == "ok", res.reason
+    assert res.metric("robust_accuracy", attack="worst_case", eps=0.5).value is not None
+    (res2,) = run_plan(build_plan(raw(None)), log=lambda m: None).run.results
+    assert res2.metric("robust_accuracy", attack="worst_case").value is None
+    assert 'embedding = "words"' in res2.metric("robust_accuracy", attack="worst_case").reason
