@@ -502,3 +502,44 @@ def test_step_summary_is_the_same_short_form_as_summary_md(tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert step.read_text(encoding="utf-8").rstrip("\n") == summary.rstrip("\n")
     assert len(summary) <= 65_536 and "Every metric (3001)" in summary and "c2999" not in summary
+
+
+def _unlabelled_axes(fig) -> list[str]:
+    """Axes that carry a trace and show tick labels but have no title."""
+    used = set()
+    for t in fig.data:
+        if t.type in ("table", "pie", "indicator"):
+            continue
+        used.add("xaxis" + (getattr(t, "xaxis", None) or "x")[1:])
+        used.add("yaxis" + (getattr(t, "yaxis", None) or "y")[1:])
+    out = []
+    for name in sorted(used):
+        ax = fig.layout[name]
+        if ax.visible is False or ax.showticklabels is False:
+            continue
+        if not (ax.title and ax.title.text):
+            out.append(name)
+    return out
+
+
+@pytest.mark.slow
+def test_every_figure_of_a_real_run_labels_its_axes_and_never_hides_a_table(quickstart_run):
+    """Every registered suite's figures on the real quickstart run: each axis with tick
+    labels has a title, and a figure that is only a table becomes an HTML table."""
+    from workbench.registry import SUITES as REGISTRY
+    from workbench.reporting.html import collect_figures
+
+    d = json.loads((quickstart_run["run_dir"] / "results.json").read_text())
+    missing, n = [], 0
+    for r in d["results"]:
+        if r["status"] != "ok":
+            continue
+        for title, fig in REGISTRY.get(r["suite"]).figures(r, quickstart_run["run_dir"]):
+            n += 1
+            missing += [f"{r['suite']} / {r['model']} / {title}: {ax}" for ax in _unlabelled_axes(fig)]
+        items, notes = collect_figures(r, quickstart_run["run_dir"])
+        assert not notes, notes
+        for item in items:
+            if item["kind"] == "figure":
+                assert '"type":"table"' not in item["spec"], (r["suite"], item["title"])
+    assert n > 20 and not missing, "\n".join(missing)

@@ -213,7 +213,9 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
         fig = go.Figure(go.Heatmap(
             z=z, customdata=raw, x=list(range(len(labels))), y=list(methods), colorscale=DIVERGING, zmid=0,
             zmin=-1, zmax=1, text=[labels] * len(methods), texttemplate="%{text}",
-            colorbar={"title": "attr / max|attr|"},
+            # readable at 900 px: the cell text shrinks with the number of positions (hover has it all)
+            textfont={"size": max(7, min(12, int(640 / max(1, len(labels)))))},
+            colorbar={"title": "attr / max|attr|", "thickness": 12},
             hovertemplate="position %{x} (%{text})<br>attribution %{customdata:.3g}<extra>%{y}</extra>",
         ))
         fig.update_xaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=ticks, title="token")

@@ -99,7 +99,7 @@ def module_flops_chart(flops: dict[str, Any], top: int = 25) -> Any:
     fig.add_trace(go.Bar(y=names, x=[fwd[k] for k in names], orientation="h", name="forward"))
     if fb:
         fig.add_trace(go.Bar(y=names, x=[fb.get(k, 0) for k in names], orientation="h", name="forward+backward"))
-    fig.update_layout(barmode="group", xaxis={"title": "FLOPs (2·MAC)"}, yaxis={"autorange": "reversed"},
+    fig.update_layout(barmode="group", xaxis={"title": "FLOPs (2·MAC)"}, yaxis={"autorange": "reversed", "title": "module"},
                       height=max(300, 28 * len(names) + 120))
     return fig
 

@@ -121,6 +121,8 @@ def attribution_figure(ex: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
                                  text=text, texttemplate="%{text}" if text else None, showscale=(i == 0),
                                  hovertemplate="%{y} %{x}: %{z:.2f} of max |attr|<extra></extra>"),
                       row=i + 1, col=1)
+    fig.update_xaxes(title_text="token position" if modality == "tokens" else "feature")
+    fig.update_yaxes(title_text="method")
     fig.update_layout(height=(60 + 22 * len(methods)) * n + 80,
                       title="Attributions (each row scaled by its max |value|; red supports the prediction)")
     return fig

@@ -87,7 +87,8 @@ def perplexity_figure(records: list[dict[str, Any]], floor: float | None) -> Any
                            error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}))
     if floor is not None:
         fig.add_hline(y=floor, line_dash="dash", annotation_text=f"floor {floor:.3g} (exact)")
-    fig.update_layout(title="Perplexity (95% document bootstrap CI)", yaxis_title="perplexity", yaxis_rangemode="tozero")
+    fig.update_layout(title="Perplexity (95% document bootstrap CI)", yaxis_title="perplexity (per token)",
+                      xaxis_title="evaluated split", yaxis_rangemode="tozero")
     return fig
 
 

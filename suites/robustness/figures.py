@@ -133,7 +133,7 @@ def token_substitution_figure(ex: dict[str, np.ndarray], class_names: list[str])
                                colorscale=[[0, "#f7f7f7"], [1, "#f4a582"]], showscale=False))
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title="Token substitutions (HotFlip search, checked by a real forward): changed tokens highlighted",
-                      xaxis_title="position", height=120 + 40 * len(rows))
+                      xaxis_title="position", yaxis_title="example", height=120 + 40 * len(rows))
     return fig
 
 

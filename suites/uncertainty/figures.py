@@ -99,7 +99,8 @@ def decomposition_figure(per_example: dict[str, np.ndarray], unit: str) -> tuple
         for method, v in values.items():
             fig.add_trace(go.Histogram(x=v, name=method, legendgroup=method, showlegend=col == 1, xbins=bins,
                                        marker_color=_COLORS.get(method), opacity=0.6), row=1, col=col)
-    fig.update_layout(barmode="overlay", yaxis_title="examples")
+    fig.update_layout(barmode="overlay")
+    fig.update_yaxes(title_text="examples")
     fig.update_xaxes(title_text=unit)
     return "Aleatoric and epistemic uncertainty per test example", fig
 
