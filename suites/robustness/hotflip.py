@@ -104,7 +104,10 @@ def hotflip(
         if -ids.shape[1] <= int(t) < ids.shape[1]:
             frozen[int(t)] = True
     out_ids, flips, logits = [], [], []
-    bs = batch_size or ids.shape[0]
+    # the (rows, T, V) first-order gain table is the big tensor: at most ~2^25 entries per chunk
+    # (a 30k-token vocabulary at T = 128 takes 8 sequences at a time)
+    cap = max(1, (1 << 25) // max(1, ids.shape[1] * w.shape[0]))
+    bs = min(batch_size or ids.shape[0], cap)
     with attack_mode(module):
         for i in range(0, ids.shape[0], bs):
             r = _hotflip_chunk(module, layer, ids[i:i + bs], y[i:i + bs], w, allowed, frozen, max_substitutions,
