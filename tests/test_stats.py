@@ -129,3 +129,12 @@ def test_bad_parameters_raise():
         stats.bootstrap_mean_ci(np.ones(3), level=1.5)
     with pytest.raises(DataError, match="at least one row"):
         list(stats.bootstrap_index_chunks(0, 10, 0))
+
+
+def test_two_sample_mean_difference_matches_a_loop():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(1.0, 1.0, 40), rng.normal(0.0, 2.0, 25)
+    ia, ib = stats.bootstrap_indices(40, 300, 9), stats.bootstrap_indices(25, 300, 10)
+    diffs = [sum(a[i] for i in ra) / 40 - sum(b[i] for i in rb) / 25 for ra, rb in zip(ia, ib)]
+    want = tuple(np.quantile(diffs, [0.025, 0.975]))
+    assert stats.bootstrap_mean_diff_ci(a, b, n_boot=300, seed=9) == pytest.approx(want, abs=1e-12)

@@ -167,6 +167,21 @@ def bootstrap_ratio_ci(
     return _pair(percentile_interval(bootstrap_replicates(ratio, num.size, n_boot=n_boot, seed=seed), level))
 
 
+def bootstrap_mean_diff_ci(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, level: float = DEFAULT_LEVEL, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile CI of mean(a) - mean(b) for two INDEPENDENT samples (e.g. test and train
+    losses), each resampled on its own stream (`seed` for a, `seed + 1` for b)."""
+    _check(n_boot, level)
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size == 0 or b.size == 0:
+        return NAN_CI
+    ra = bootstrap_replicates(lambda idx: a[idx].mean(axis=1), a.size, n_boot=n_boot, seed=seed)
+    rb = bootstrap_replicates(lambda idx: b[idx].mean(axis=1), b.size, n_boot=n_boot, seed=seed + 1)
+    return _pair(percentile_interval(ra - rb, level))
+
+
 def bootstrap_stat_ci(
     statistic: Callable[[np.ndarray], float],
     n: int,

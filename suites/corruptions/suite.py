@@ -266,10 +266,7 @@ def _mean_over_sets(per_set: list[np.ndarray], classification: bool, names: list
 
 def _gap_ci(test_loss: np.ndarray, train_loss: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, float]:
     """Percentile bootstrap CI of mean(test_loss) - mean(train_loss), resampling both
-    (independent) samples."""
-    from workbench.stats import bootstrap_indices
+    (independent) samples, through the one memory-bounded bootstrap of workbench.stats."""
+    from workbench.stats import bootstrap_mean_diff_ci
 
-    a = test_loss[bootstrap_indices(len(test_loss), n_boot, seed)].mean(axis=1)
-    b = train_loss[bootstrap_indices(len(train_loss), n_boot, seed + 1)].mean(axis=1)
-    lo, hi = np.quantile(a - b, [0.025, 0.975])
-    return float(lo), float(hi)
+    return bootstrap_mean_diff_ci(test_loss, train_loss, n_boot=n_boot, seed=seed)
