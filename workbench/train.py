@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.data.base import Dataset
-from workbench.errors import ConfigError, ModelError, check_positive_int
+from workbench.errors import ConfigError, ModelError, check_choice, check_positive_int
 from workbench.progress import Progress, display_for
 from workbench.registry import Registry
 from workbench.torch_utils import seed_everything
@@ -48,10 +48,14 @@ for _name, _path in {
     RECIPES.register(_name, _path)
 
 
+LR_SCHEDULES = ("one_cycle", "constant")
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How to train. `patience` epochs without a better validation selection score stop
-    training early (None: never); the best epoch's weights are kept."""
+    training early (None: never); the best epoch's weights are kept. `lr_schedule`:
+    "one_cycle" (warm-up to `lr` over 15% of the steps, then annealing) or "constant"."""
 
     epochs: int = 10
     batch_size: int = 64
@@ -63,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     recipe: str = "standard"
     recipe_params: dict[str, Any] = field(default_factory=dict)
+    lr_schedule: str = "one_cycle"
 
     def __post_init__(self) -> None:
         check_positive_int("epochs", self.epochs)
@@ -83,6 +88,7 @@ class TrainConfig:
             raise ConfigError(f"Expected `recipe` to be a str, got {self.recipe!r}.")
         if not isinstance(self.recipe_params, dict):
             raise ConfigError(f"Expected `recipe_params` to be a table, got {self.recipe_params!r}.")
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TrainConfig":
@@ -316,9 +322,12 @@ def train_model(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = xtr.shape[0]
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
-    )
+    if cfg.lr_schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.15
+        )
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported()) if use_amp else None
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -378,8 +387,11 @@ def non_finite_tensors(module: nn.Module) -> list[str]:
 
 def cache_key(spec: dict[str, Any], data: Dataset, cfg: TrainConfig) -> str:
     """Hash of (model spec, data, training config, seed, torch version)."""
+    train = dataclasses.asdict(cfg)
+    if train["lr_schedule"] == "one_cycle":  # the default: keys written before the field existed stay valid
+        del train["lr_schedule"]
     payload = json.dumps(
-        {"spec": spec, "data": data.fingerprint(), "train": dataclasses.asdict(cfg), "torch": torch.__version__},
+        {"spec": spec, "data": data.fingerprint(), "train": train, "torch": torch.__version__},
         sort_keys=True,
         default=str,
     )

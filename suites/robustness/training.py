@@ -334,37 +334,30 @@ def train_with_recipe(
     batch_size: int = 64,
     seed: int = 0,
 ) -> tuple[nn.Module, list[dict[str, float]], int]:
-    """A minimal stand-alone loop (Adam, fixed lr) honouring the recipe protocol, keeping
-    the epoch with the best "selection_score" — for scripts and tests; plans use
-    `workbench.train.train_model`. Returns (module in eval mode, history, best epoch)."""
-    import copy
+    """`workbench.train.train_model` with a recipe object, for scripts and tests: the one
+    training loop with Adam's update (AdamW without weight decay) at a constant `lr`, no
+    clipping, no AMP, no early stop, keeping the epoch with the best "selection_score".
+    A recipe that reports none keeps the FIRST epoch (score -epoch), as this helper always
+    did when it had a loop of its own. Returns (module in eval mode, history, best epoch)."""
+    from workbench.train import TrainConfig, train_model
 
-    check_positive_int("epochs", epochs)
-    torch.manual_seed(seed)
-    device = module_device(module)
-    if hasattr(recipe, "prepare"):
-        recipe.prepare(data)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    xtr, ytr = data.train.x, data.train.y
-    best, best_state, best_epoch, history = float("-inf"), None, 0, []
-    for epoch in range(epochs):
-        module.train()
-        perm = torch.randperm(len(ytr), generator=gen)
-        for i in range(0, len(ytr), batch_size):
-            b = perm[i : i + batch_size]
-            loss = recipe.batch_loss(module, xtr[b].to(device), ytr[b].to(device),
-                                     lambda out, yy: F.cross_entropy(out.float(), yy))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        module.eval()
-        row = dict(recipe.epoch_end(module, data, epoch, device) or {})
-        history.append({"epoch": float(epoch), **row})
-        score = float(row.get("selection_score", -epoch))
-        if score > best:
-            best, best_epoch, best_state = score, epoch, copy.deepcopy(module.state_dict())
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.eval()
-    return module, history, best_epoch
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=0.0, patience=None, amp=False,
+                      grad_clip=None, seed=seed, lr_schedule="constant")
+    res = train_model(module, data, cfg, device=module_device(module), recipe=_ScoredRecipe(recipe))
+    return res.module, res.history, res.best_epoch
+
+
+class _ScoredRecipe:
+    """A recipe whose epoch-end numbers always carry a "selection_score" (its own, else
+    -epoch); everything else is the recipe's."""
+
+    def __init__(self, recipe: Any) -> None:
+        self._recipe = recipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._recipe, name)
+
+    def epoch_end(self, module: nn.Module, data: Any, epoch: int, device: torch.device) -> dict[str, Any]:
+        row = dict(self._recipe.epoch_end(module, data, epoch, device) or {})
+        row.setdefault("selection_score", -float(epoch))
+        return row
