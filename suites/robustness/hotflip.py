@@ -111,7 +111,7 @@ def hotflip(
     with attack_mode(module):
         for i in range(0, ids.shape[0], bs):
             r = _hotflip_chunk(module, layer, ids[i:i + bs], y[i:i + bs], w, allowed, frozen, max_substitutions,
-                               candidates)
+                               candidates, batch_size or ids.shape[0])
             out_ids.append(r[0])
             flips.append(r[1])
             logits.append(r[2])
@@ -119,7 +119,7 @@ def hotflip(
 
 
 def _hotflip_chunk(module: nn.Module, layer: nn.Module, ids: torch.Tensor, y: torch.Tensor, w: torch.Tensor,
-                   allowed: torch.Tensor, frozen: torch.Tensor, k_max: int, n_cand: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   allowed: torch.Tensor, frozen: torch.Tensor, k_max: int, n_cand: int, fwd_rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, t_len = ids.shape
     cur = ids.clone()
     with torch.no_grad():
@@ -147,8 +147,9 @@ def _hotflip_chunk(module: nn.Module, layer: nn.Module, ids: torch.Tensor, y: to
         pos, tok = top.indices // w.shape[0], top.indices % w.shape[0]
         cand = ids_a[:, None, :].repeat(1, c, 1)  # (A, c, T)
         cand.scatter_(2, pos[:, :, None], tok[:, :, None])
-        with torch.no_grad():
-            zc = logits_of(module, cand.reshape(-1, t_len)).float()  # the real forward on substituted ids
+        flat = cand.reshape(-1, t_len)
+        with torch.no_grad():  # the real forward on the substituted ids, at most fwd_rows at a time
+            zc = torch.cat([logits_of(module, flat[j:j + fwd_rows]).float() for j in range(0, len(flat), fwd_rows)])
         margin = margin_loss(zc, y[act].repeat_interleave(c)).reshape(-1, c)
         margin[~valid] = float("-inf")
         best = margin.argmax(1)  # (A,)
