@@ -49,4 +49,5 @@ def test_list_suites_shows_metrics(capsys):
 def test_validate_shipped_plans(capsys):
     root = Path(__file__).resolve().parent.parent
     for plan in sorted((root / "plans").glob("*.toml")):
-        assert main(["validate", str(plan)]) == 0, capsys.readouterr().err
+        # validate loads every dataset and builds every model (issue 14); the cost estimate has its own tests
+        assert main(["validate", str(plan), "--no-estimate"]) == 0, capsys.readouterr().err
