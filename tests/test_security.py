@@ -309,10 +309,13 @@ def test_user_strings_are_escaped_in_every_report(tmp_path, capsys):
     assert n_figs >= 1  # the confusion matrix carries the class names as axis labels
     for needle in ("<script>alert", "<img src=x", "onerror=alert(1)>"):
         assert needle not in page, needle
-    # The only script elements are the report's own: plotly.js, one JSON spec per figure, the loader.
+    # The only script elements are the report's own: packed plotly.js (data, not code), the
+    # shared template, one JSON spec per figure, the loader.
     tags = re.findall(r"<script[^>]*>", page)
     own = [t for t in tags if not t.startswith('<script type="application/json" class="wb-fig" data-target="fig-')]
-    assert len(tags) == n_figs + 2 and set(own) == {"<script>", '<script type="text/javascript">'}, tags
+    assert len(tags) == n_figs + 3 and set(own) == {
+        "<script>", '<script type="application/octet-stream" id="wb-plotly" data-encoding="gzip+base64">',
+        '<script type="application/json" id="wb-template">'}, tags
     # Shown as text: plan name, model name, class name in the per-class metric tags.
     for text in (EVIL_PLAN, EVIL_MODEL, EVIL_CLASS):
         escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
@@ -321,9 +324,16 @@ def test_user_strings_are_escaped_in_every_report(tmp_path, capsys):
     labels = [t.get("x") for s in specs for t in json.loads(s)["data"]]
     assert any(EVIL_CLASS in (x or []) for x in labels)  # axis labels: the text itself, drawn by plotly as text
 
+    from workbench.reporting.markdown import summary_markdown
+
     md = (run_dir / "summary.md").read_text()
     assert "<script" not in md and "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
-    assert "class=&lt;script&gt;alert(&quot;class&quot;)&lt;/script&gt;" in md and "class=c\\|d" in md
+    # The per-class rows live in report.html (summary.md fits a pull-request comment): the model
+    # name, which summary.md does carry, is escaped there; the class names in the full listing.
+    assert EVIL_MODEL not in md and "&lt;" in md
+    full = summary_markdown(json.loads((run_dir / "results.json").read_text()), include_all_metrics=True,
+                            max_bytes=1_000_000)
+    assert "class=&lt;script&gt;alert(&quot;class&quot;)&lt;/script&gt;" in full and "class=c\\|d" in full
 
     xml_text = (run_dir / "junit.xml").read_text()
     assert "<script" not in xml_text and "<img" not in xml_text
