@@ -368,3 +368,23 @@ def test_dataset_function_failures_are_one_line_exit_2(tmp_path, capsys, body, f
         sys.modules.pop(mod, None)
     ((status, reason),) = _store_rows(tmp_path)
     assert status == "failed" and fragment in reason
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_executor_imports_the_users_module_from_the_plan_folder(byo, tmp_path):
+    """`--executor ray` from another directory: the local cluster's workers import mymodel.py
+    from the plan's folder too, and score exactly as plain PyTorch."""
+    pytest.importorskip("ray")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = subprocess.run([str(VENV_BIN / "workbench"), "--store", str(tmp_path / "s.sqlite"), "run",
+                        str(byo / "plan.toml"), "--suite", "metrics", "--executor", "ray", "--out", str(tmp_path / "r")],
+                       cwd=elsewhere, capture_output=True, text=True, timeout=600, env=_env())
+    assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
+    (results,) = (tmp_path / "r").glob("*/results.json")
+    run = json.loads(results.read_text())
+    (res,) = run["results"]
+    assert res["status"] == "ok", res["reason"]
+    acc = next(m for m in res["metrics"] if m["name"] == "accuracy" and m["tags"].get("split") == "test")
+    assert acc["value"] == pytest.approx(_plain_pytorch_accuracy(byo)[0], abs=1e-12)

@@ -162,7 +162,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError("--resume works with the local executor only; drop --executor ray to resume.")
         if args.shards < 1:
             raise ConfigError(f"Expected --shards >= 1, got {args.shards}.")
-        with import_dirs([plan.base_dir, Path.cwd()]):
+        dirs = [str(Path(d).resolve()) for d in (plan.base_dir, Path.cwd()) if d]
+        # a local cluster's workers inherit the environment: they import user modules from the same folders
+        os.environ["PYTHONPATH"] = os.pathsep.join([*dirs, *filter(None, [os.environ.get("PYTHONPATH")])])
+        with import_dirs(dirs):
             outcome = run_plan_ray(plan, suites=args.suite or None, models=args.model or None, device=args.device,
                                    out=args.out, store=store, address=args.address, log=log, shards=args.shards)
     else:
