@@ -107,6 +107,7 @@ def test_readme_example_runs_verbatim_and_scores_as_plain_pytorch(byo):
     assert run["provenance"]["warnings"] == []
     summary = (results.parent / "summary.md").read_text()
     assert "split column" in summary and "approved" in summary
+    assert "split column" in (results.parent / "report.html").read_text()  # the HTML provenance shows the notes
 
 
 def test_standardising_is_only_done_when_asked_and_is_recorded(byo, tmp_path, capsys):
