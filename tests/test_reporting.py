@@ -291,7 +291,18 @@ def test_numbers_are_formatted_for_people():
     assert fmt_ci([1.2e-7, 3.1e-7], 2e-7) == "[1.200e-07, 3.100e-07]"  # a genuinely small quantity stays
     assert fmt_value(0.97312) == "0.9731" and fmt_value(123456.7) == "123,457"
     assert fmt_value(float("nan")) == "n/a" and fmt_value(float("inf")) == "∞" and fmt_value(None) == "n/a"
-    assert fmt_value(0.25, "s") == "0.25 s" and fmt_value(0.25, "fraction") == "0.25"
+    assert fmt_value(0.25, "s") == "250 ms" and fmt_value(9.237e-05, "s") == "92.37 µs"  # durations
+    assert fmt_value(12.5, "s") == "12.5 s" and fmt_value(0.25, "fraction") == "0.25"
+    assert fmt_ci([8.877e-05, 9.378e-05], 9.237e-05, "s") == "[88.77, 93.78] µs"
+
+
+def test_headline_tags_show_what_tells_rows_apart():
+    from workbench.reporting.markdown import distinguishing_tags
+
+    rows = [{"model": "m", "metric": "latency", "tags": {"batch_size": 1, "torch": "2.13", "threads": 1}},
+            {"model": "m", "metric": "latency", "tags": {"batch_size": 32, "torch": "2.13", "threads": 1}},
+            {"model": "m", "metric": "parameters", "tags": {"kind": "total", "variant": "base"}}]
+    assert distinguishing_tags(rows) == [{"batch_size": 1}, {"batch_size": 32}, {"kind": "total", "variant": "base"}]
 
 
 # --------------------------------------------------------------------------- JUnit

@@ -28,6 +28,7 @@ from typing import Any
 from workbench.records import RunRecord
 from workbench.reporting.markdown import (
     arrow,
+    distinguishing_tags,
     fmt_ci,
     fmt_p,
     fmt_value,
@@ -194,12 +195,12 @@ def _plain_table(header: list[str], rows: list[list[str]]) -> str:
 def _metric_table(metrics: list[Mapping[str, Any]], fold: bool = True) -> str:
     rows = []
     for m in metrics:
-        value = (f'<td class="num">{_e(fmt_value(m.get("value")))}</td>' if m.get("value") is not None
+        value = (f'<td class="num">{_e(fmt_value(m.get("value"), m.get("unit")))}</td>' if m.get("value") is not None
                  else '<td class="num">n/a</td>')
         hib = m.get("higher_is_better")
         title = {True: "higher is better", False: "lower is better"}.get(hib, "no preferred direction")
         rows.append(
-            f"<tr><td>{_e(m.get('name'))}</td>{value}<td class=\"num\">{_e(fmt_ci(m.get('ci'), m.get('value')))}</td>"
+            f"<tr><td>{_e(m.get('name'))}</td>{value}<td class=\"num\">{_e(fmt_ci(m.get('ci'), m.get('value'), m.get('unit')))}</td>"
             f"<td class=\"num\">{_e(m.get('n') if m.get('n') is not None else '')}</td>"
             f"<td title=\"{title}\">{arrow(hib)}</td><td>{_e(m.get('unit') or '')}</td>"
             f"<td>{_e(tags_text(m.get('tags')))}</td><td>{_e(m.get('reason') or '')}</td></tr>"
@@ -271,11 +272,11 @@ def render_html(
         rows = "".join(
             f"<tr><td>{_e(r['model'])}</td><td>{_e(r['metric'])}</td>"
             f"<td class=\"num\">{_e(fmt_value(r['value'], r['unit']) if r['value'] is not None else 'n/a')}</td>"
-            f"<td class=\"num\">{_e(fmt_ci(r['ci'], r['value']))}</td>"
+            f"<td class=\"num\">{_e(fmt_ci(r['ci'], r['value'], r['unit']))}</td>"
             f"<td class=\"num\">{_e(r['n'] if r['n'] is not None else '')}</td>"
             f"<td>{arrow(r['higher_is_better'])}</td><td>{_e(r['dataset'])}</td>"
-            f"<td>{_e('; '.join(x for x in (tags_text(r['tags']), r['note'], r['reason'] or '') if x))}</td></tr>"
-            for r in hl)
+            f"<td>{_e('; '.join(x for x in (tags_text(t), r['note'], r['reason'] or '') if x))}</td></tr>"
+            for r, t in zip(hl, distinguishing_tags(hl)))
         body.append('<section id="headline"><h2>Headline metrics</h2><table><thead><tr><th>model</th><th>metric</th>'
                     "<th>value</th><th>95% CI</th><th>n</th><th>dir</th><th>dataset</th><th>tags / notes</th></tr>"
                     f"</thead><tbody>{rows}</tbody></table></section>")

@@ -79,6 +79,9 @@ def fmt_value(v: float | None, unit: str | None = None, *, scale: float | None =
         return {"inf": "∞", "-inf": "−∞"}.get(str(v), "n/a")
     if abs(v) < ZERO_BELOW or (scale is not None and math.isfinite(scale) and abs(v) < 1e-9 * abs(scale)):
         v = 0.0
+    if unit == "s" and v != 0 and abs(v) < 1:  # durations: 92.37 µs, not 9.237e-05 s
+        factor, prefix = time_prefix(v)
+        return f"{v / factor:.4g} {prefix}s"
     if v != 0 and (abs(v) < 1e-3):
         s = f"{v:.3e}"
     elif abs(v) >= 1e4:
@@ -88,13 +91,23 @@ def fmt_value(v: float | None, unit: str | None = None, *, scale: float | None =
     return f"{s} {unit}" if unit and unit not in QUIET_UNITS else s
 
 
-def fmt_ci(ci: Sequence[float] | None, value: float | None = None) -> str:
+def time_prefix(v: float) -> tuple[float, str]:
+    """(factor, SI prefix) that puts a duration under 1 s in ms, µs or ns."""
+    a = abs(v)
+    return (1e-3, "m") if a >= 1e-3 else (1e-6, "µ") if a >= 1e-6 else (1e-9, "n")
+
+
+def fmt_ci(ci: Sequence[float] | None, value: float | None = None, unit: str | None = None) -> str:
     """"[low, high]", each bound formatted on the scale of the interval and its value (so
-    a bound of 3.5e-18 beside 0.97 prints as 0); "" without an interval."""
+    a bound of 3.5e-18 beside 0.97 prints as 0); durations in the value's unit prefix
+    ("[88.77, 93.78] µs"); "" without an interval."""
     if not ci or ci[0] is None or ci[1] is None:
         return ""
     mags = [abs(float(x)) for x in (*ci, value) if x is not None and math.isfinite(float(x))]
     scale = max(mags) if mags else None
+    if unit == "s" and scale and scale < 1:
+        factor, prefix = time_prefix(float(value) if value else scale)
+        return f"[{float(ci[0]) / factor:.4g}, {float(ci[1]) / factor:.4g}] {prefix}s"
     return f"[{fmt_value(ci[0], scale=scale)}, {fmt_value(ci[1], scale=scale)}]"
 
 
@@ -106,6 +119,25 @@ def fmt_p(p: float | None) -> str:
 
 def arrow(higher_is_better: bool | None) -> str:
     return {True: "↑", False: "↓"}.get(higher_is_better, "·")
+
+
+def distinguishing_tags(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each headline row's tags, cut to what tells it apart: within a (model, metric) group
+    of several rows only the tag keys whose values differ (latency at batch_size=1 and 32
+    shows `batch_size`, not the torch version they share); a row alone keeps all its tags.
+    Every tag stays in results.json and the full tables."""
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r.get("model"), r.get("metric")), []).append(i)
+    out: list[dict[str, Any]] = [dict(r.get("tags") or {}) for r in rows]
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        keys = set().union(*(out[i].keys() for i in members))
+        varying = {k for k in keys if len({str(out[i].get(k)) for i in members}) > 1}
+        for i in members:
+            out[i] = {k: v for k, v in out[i].items() if k in varying}
+    return out
 
 
 def tags_text(tags: Mapping[str, Any] | None, skip: Sequence[str] = ()) -> str:
@@ -346,15 +378,16 @@ def summary_markdown(
     doc.add("### Headline metrics")
     doc.add("")
     rows = headline_rows(d, suites)
+    shown = distinguishing_tags(rows)
     if rows:
         doc.table(
             ["model", "metric", "value", "95% CI", "n", "", "dataset", "tags"],
             [[md_escape(r["model"]), md_escape(r["metric"]),
               (md_escape(fmt_value(r["value"], r["unit"])) if r["value"] is not None
                else "n/a: " + md_escape(r["reason"])),
-              md_escape(fmt_ci(r["ci"], r["value"])), "" if r["n"] is None else str(r["n"]),
+              md_escape(fmt_ci(r["ci"], r["value"], r["unit"])), "" if r["n"] is None else str(r["n"]),
               arrow(r["higher_is_better"]), md_escape(r["dataset"]),
-              md_escape("; ".join(x for x in (tags_text(r["tags"]), r["note"]) if x))] for r in rows],
+              md_escape("; ".join(x for x in (tags_text(t), r["note"]) if x))] for r, t in zip(rows, shown)],
             "Headline table",
         )
     else:
@@ -376,7 +409,8 @@ def summary_markdown(
         all_rows = ([md_escape(r.get("suite")), md_escape(r.get("model")), md_escape(m.get("name")),
                      md_escape(fmt_value(m.get("value"), m.get("unit"))) if m.get("value") is not None
                      else "n/a: " + md_escape(m.get("reason")),
-                     md_escape(fmt_ci(m.get("ci"), m.get("value"))), "" if m.get("n") is None else str(m.get("n")),
+                     md_escape(fmt_ci(m.get("ci"), m.get("value"), m.get("unit"))),
+                     "" if m.get("n") is None else str(m.get("n")),
                      arrow(m.get("higher_is_better")), md_escape(tags_text(m.get("tags")))]
                     for r in d.get("results", []) for m in r.get("metrics", []))
         if total and doc.add(f"<details><summary>All {total} metrics</summary>"):
