@@ -55,15 +55,20 @@ def run_piece(suite: "ExplainSuite", model: "ModelHandle", data: "Dataset", ctx:
     out: dict[str, Any] = {}
     with untouched(model.module):
         setup = Setup.build(model, data, ctx, suite.params)
-        for method in piece:
+        bar = ctx.progress(len(piece) * setup.n, "methods x examples (shard)", unit="explanations")
+        for j, method in enumerate(piece):
+            bar.advance_to(j * setup.n, note=method)
             if setup.unavailable(method):
                 continue
             try:
-                res = explain_method(method, setup, setup.model_view(setup.module), method_seed(ctx.seed, method))
+                res = explain_method(method, setup, setup.model_view(setup.module), method_seed(ctx.seed, method),
+                                     progress=bar)
             except Exception:  # noqa: BLE001 - the driver reruns it and records the failure as the run does
                 continue
             if res is not None:
                 out[method] = res
+        bar.advance_to(bar.total)
+        bar.close()
     return {"outputs": out}
 
 
