@@ -838,3 +838,19 @@ def test_image_folders_through_pillow(tmp_path):
     (root / "cat" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="Cannot read image .*broken.png"):
         load_image_folder(root, mode="RGB")
+
+
+def test_image_folders_one_root_per_split(tmp_path):
+    from workbench.data.loaders import load_image_folder
+
+    for split, n in (("train", 5), ("test", 2)):
+        for k in range(n):
+            _png(tmp_path / split / "a" / f"{k}.png", (3, 3), (k, 0, 0))
+            _png(tmp_path / split / "b" / f"{k}.png", (3, 3), (0, k, 0))
+    ds = load_image_folder({"train": str(tmp_path / "train"), "test": str(tmp_path / "test")})
+    assert len(ds.test) == 4 and len(ds.train) + len(ds.val) == 10 and ds.provenance["user_split"]
+    assert sorted(ds.test.x[:, :2].amax(dim=(2, 3)).sum(1).mul(255).round().tolist()) == [0, 0, 1, 1]
+    (tmp_path / "test" / "c").mkdir()
+    _png(tmp_path / "test" / "c" / "0.png", (3, 3), (0, 0, 0))
+    with pytest.raises(DataError, match=r"class folder\(s\) \['c'\] not in `classes`"):
+        load_image_folder({"train": str(tmp_path / "train"), "test": str(tmp_path / "test")})

@@ -139,19 +139,15 @@ def load_csv(
         files = [(k, table[k]) for k in FILE_KEYS if k in table]
     else:
         files = [("all", path)]
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    sizes: list[int] = []
-    first: Path | None = None
-    for split, f in files:
+    first, header, rows = read_csv_rows(files[0][1], encoding=encoding, delimiter=delimiter)
+    sizes = [len(rows)]
+    for split, f in files[1:]:
         p, h, r = read_csv_rows(f, encoding=encoding, delimiter=delimiter)
-        if header is not None and h != header:
+        if h != header:
             raise DataError(f"CSV {str(p)!r} ({split}) has columns {h}, but {str(first)!r} has {header}; "
                             "split files need the same header.")
-        header, first = h, first or p
         rows += r
         sizes.append(len(r))
-    assert header is not None and first is not None
     where = repr(str(first))
     if target not in header:
         raise ConfigError(f"Target column {target!r} not in {where}.{did_you_mean(target, header)} Columns: {', '.join(header)}.")

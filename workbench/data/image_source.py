@@ -151,22 +151,17 @@ def load_image_folder(
     if isinstance(path, Mapping):
         table = check_split_table("path", path, need_train=True)
         roots = [(k, _root(table[k])) for k in FILE_KEYS if k in table]
-        names: list[str] | None = list(classes) if classes is not None else None
-        files: list[tuple[Path, int]] = []
-        sizes = []
-        for k, r in roots:
-            got, f = list_images(r, names)
-            if names is not None and got != names:
-                raise DataError(f"Image folder {str(r)!r} ({k}) has classes {got}, but {str(roots[0][1])!r} has {names}.")
-            names = got
+        root = roots[0][1]
+        names, files = list_images(root, classes)
+        sizes = [len(files)]
+        for k, r in roots[1:]:
+            _, f = list_images(r, names)  # the first root's classes, in its order
             files += f
             sizes.append(len(f))
-        root = roots[0][1]
     else:
         root = _root(path)
         names, files = list_images(root, classes)
         sizes = None
-    assert names is not None
     pixels = read_images(files, mode=mode, resize=size)  # (N, C, H, W) uint8
     y = np.array([k for _, k in files], dtype=np.int64)
     transforms = []
