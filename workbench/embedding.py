@@ -199,8 +199,11 @@ class TokenEmbeddingModel(nn.Module):
     def rows(self, index: slice | torch.Tensor) -> "TokenEmbeddingModel":
         return TokenEmbeddingModel(self.module, self._layer, self.ids[index], self.layer_name)
 
-    def clean(self) -> torch.Tensor:
-        return embeddings(self.module, self._layer, self.ids)
+    def clean(self, batch_size: int | None = None) -> torch.Tensor:
+        """The clean embeddings (B, T, C) of the bound ids, `batch_size` rows per forward pass."""
+        n = self.ids.shape[0]
+        step = batch_size or max(n, 1)
+        return torch.cat([embeddings(self.module, self._layer, self.ids[i:i + step]) for i in range(0, n, step)])
 
     def forward(self, e: torch.Tensor) -> Any:
         if e.shape[0] != self.ids.shape[0]:

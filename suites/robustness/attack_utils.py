@@ -251,18 +251,23 @@ def _loss_and_grad(
     return logits.detach(), loss.detach(), grad.detach()
 
 
-def input_gradient(model: Model, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce") -> torch.Tensor:
-    """Gradient of the per-sample loss w.r.t. the input (B, ...), detached; model untouched."""
+def input_gradient(model: Model, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce",
+                   batch_size: int | None = None) -> torch.Tensor:
+    """Gradient of the per-sample loss w.r.t. the input (B, ...), detached; model untouched.
+    `batch_size` rows per pass (per-sample losses: the chunking does not change the result)."""
     _check_xy(x, y)
+    fn = _loss_fn(loss, False)
     with attack_mode(model):
-        _, _, g = _loss_and_grad(model, x, y, None, _loss_fn(loss, False))
+        g = torch.cat([_loss_and_grad(restrict(model, s), x[s], y[s], None, fn)[2]
+                       for s in _chunks(x.shape[0], batch_size)])
     return g.to(x.dtype)
 
 
-def zero_gradient_fraction(model: Model, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce") -> float:
+def zero_gradient_fraction(model: Model, x: torch.Tensor, y: torch.Tensor, *, loss: str = "ce",
+                           batch_size: int | None = None) -> float:
     """Fraction of inputs whose loss gradient w.r.t. the input is exactly zero everywhere
     (a symptom of gradient masking: saturated softmax, quantisation, non-differentiable ops)."""
-    g = input_gradient(model, x, y, loss=loss)
+    g = input_gradient(model, x, y, loss=loss, batch_size=batch_size)
     return float((g.reshape(g.shape[0], -1) == 0).all(dim=1).float().mean())
 
 

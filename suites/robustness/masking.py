@@ -201,7 +201,7 @@ def gradient_masking_checks(
     acc["white_box_worst_case"] = _acc(white_worst)
 
     checks: list[MaskingCheck] = []
-    zg = A.zero_gradient_fraction(model, x, y)
+    zg = A.zero_gradient_fraction(model, x, y, batch_size=batch_size)
     checks.append(_pass_or_flag(
         "zero_gradient", zg > tol,
         f"{zg:.1%} of inputs have an exactly zero loss gradient (> {tol:.1%})",

@@ -294,7 +294,8 @@ EPS_MEANING = {
 }
 
 
-def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str, embedding: str | None) -> dict[str, Any]:
+def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str, embedding: str | None,
+                  batch_size: int | None = None) -> dict[str, Any]:
     """What the attacks see: the input itself, or the token embeddings through a hook on the
     model's embedding layer (`workbench.embedding`), for any nn.Module."""
     from workbench import embedding as E
@@ -305,7 +306,7 @@ def _attack_input(module: nn.Module, data: Any, x: torch.Tensor, norm: str, embe
             name, layer = E.find_embedding_layer(module, x[:8], path=embedding)
             space = E.TokenEmbeddingModel(module, layer, x, name)
             with frozen_eval(module):
-                e = space.clean()
+                e = space.clean(batch_size)
         except ModelError as exc:
             return {"error": f"token model cannot be attacked in embedding space: {exc}"}
         scale = E.embedding_eps_scale(e, norm)
@@ -328,7 +329,7 @@ def _attack_variant(module: nn.Module, data: Any, test: Any, p: Any, ctx: RunCon
     x, y = test.x.to(device), test.y.to(device)
     vt = {"variant": variant}
     metrics: list[MetricRecord] = []
-    space = _attack_input(module, data, x, p.norm, embedding)
+    space = _attack_input(module, data, x, p.norm, embedding, ctx.batch_size)
     if "error" in space:
         metrics.append(MetricRecord.unavailable("robust_accuracy", space["error"], higher_is_better=True,
                                                 unit="fraction", tags={**vt, "attack": "worst_case"}))

@@ -260,3 +260,13 @@ def test_plan_embedding_key_reaches_the_suite(tmp_path, shared_cache):
     (res2,) = run_plan(build_plan(raw(None)), log=lambda m: None).run.results
     assert res2.metric("robust_accuracy", attack="worst_case").value is None
     assert 'embedding = "words"' in res2.metric("robust_accuracy", attack="worst_case").reason
+
+
+def test_token_attacks_respect_the_batch_size(gru, data, tmp_path):
+    seen: list[int] = []
+    h = gru.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[0])))
+    try:
+        res = RobustnessSuite.from_config(SMALL, profile="quick").run(_handle(gru), data, _ctx(tmp_path))
+    finally:
+        h.remove()
+    assert res.status == "ok" and seen and max(seen) <= 16, sorted(set(seen))  # ctx.batch_size = 16
