@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from workbench.errors import (ConfigError, ParameterTypeError, check_choice, check_name_list, check_number,
+from workbench.errors import (ConfigError, ParameterTypeError, check_bool, check_choice, check_name_list, check_number,
                               check_number_list, check_positive_int, check_probability)
 
 
@@ -70,3 +70,10 @@ def test_the_older_checks_keep_their_wording() -> None:
         check_probability("level", 1, open_low=True, open_high=True)
     with pytest.raises(ConfigError, match="Did you mean 'log'"):
         check_choice("display", "lgo", ("bar", "log", "off"))
+
+
+def test_check_bool() -> None:
+    assert check_bool("memory", False) is False
+    for bad in (0, 1, "true", None):
+        with pytest.raises(ParameterTypeError, match=r"Expected `memory` to be true or false, got "):
+            check_bool("memory", bad)

@@ -171,3 +171,10 @@ def check_number_list(name: str, value: object, *, low: float | None = None, hig
                                   integer=integer) for i, v in enumerate(out))
     except (ConfigError, ParameterTypeError) as exc:
         raise type(exc)(f"{exc} (in `{name}` = {list(out)!r})") from None
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Validate a bool (true/false in a plan; 0/1 and strings are refused)."""
+    if not isinstance(value, bool):
+        raise ParameterTypeError(f"Expected `{name}` to be true or false, got {type(value).__name__} {value!r}.")
+    return value

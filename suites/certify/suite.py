@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from workbench.errors import ConfigError, ModelError, check_number, check_number_list, check_positive_int
+from workbench.errors import ModelError, check_bool, check_number, check_number_list, check_positive_int
 from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite
 
@@ -80,8 +80,7 @@ class CertifySuite(Suite):
             for k in ("alpha", "check_alpha"):
                 check_number(k, getattr(self, k), low=0, high=0.5, low_open=True, high_open=True)
             for k in ("noise_training", "consistency_check"):
-                if not isinstance(getattr(self, k), bool):
-                    raise ConfigError(f"Expected `{k}` to be a bool, got {getattr(self, k)!r}.")
+                check_bool(k, getattr(self, k))
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU quickstart: 100 examples, one sigma (one noise-trained sibling), n0 = 32 and

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from workbench.errors import ConfigError, check_number_list, check_positive_int
+from workbench.errors import check_bool, check_number, check_number_list, check_positive_int
 from workbench.records import MetricRecord, SuiteResult
 from workbench.suite import ModelHandle, RunContext, Suite
 
@@ -77,12 +77,9 @@ class EfficiencySuite(Suite):
             if self.seq_len is not None:
                 check_positive_int("seq_len", self.seq_len)
             for name in ("memory", "energy", "generation", "compression", "quantize", "structured", "distill"):
-                if not isinstance(getattr(self, name), bool):
-                    raise ConfigError(f"Expected `{name}` to be true or false, got {getattr(self, name)!r}.")
-            if not self.kd_temperature > 0:
-                raise ConfigError(f"Expected `kd_temperature` > 0, got {self.kd_temperature}.")
-            if not 0.0 <= self.kd_alpha <= 1.0:
-                raise ConfigError(f"Expected `kd_alpha` in [0, 1], got {self.kd_alpha}.")
+                check_bool(name, getattr(self, name))
+            check_number("kd_temperature", self.kd_temperature, low=0, low_open=True)
+            check_number("kd_alpha", self.kd_alpha, low=0, high=1)
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU quickstart: a few seconds per tiny model on 2 cores

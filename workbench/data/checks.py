@@ -6,14 +6,14 @@ expected and what was got, in the wording of `workbench.errors`."""
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.errors import ConfigError, DataError, ParameterTypeError, check_positive_int, did_you_mean
+from workbench.errors import (ConfigError, DataError, ParameterTypeError, check_bool, check_number,
+                             check_positive_int, did_you_mean)
 
 __all__ = ["reject_unknown_options", "check_seed", "check_fractions", "check_optional_positive_int", "check_float",
            "check_bool", "check_int_list", "check_positive_int", "existing_file"]
@@ -65,23 +65,9 @@ def check_optional_positive_int(name: str, value: object) -> int | None:
 
 def check_float(name: str, value: object, *, low: float | None = None, high: float | None = None,
                 open_low: bool = False) -> float:
-    """A finite real number, optionally bounded (low open when `open_low`)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParameterTypeError(f"Expected `{name}` to be a number, got {type(value).__name__} {value!r}.")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(f"Expected `{name}` to be a finite number, got {value}.")
-    if (low is not None and (v < low or (open_low and v == low))) or (high is not None and v > high):
-        lo = "" if low is None else (f"> {low}" if open_low else f">= {low}")
-        hi = "" if high is None else f"<= {high}"
-        raise ConfigError(f"Expected `{name}` to be a number {' and '.join(s for s in (lo, hi) if s)}, got {value}.")
-    return v
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ParameterTypeError(f"Expected `{name}` to be true or false, got {type(value).__name__} {value!r}.")
-    return value
+    """A finite real number, optionally bounded (low open when `open_low`):
+    `workbench.errors.check_number`."""
+    return check_number(name, value, low=low, high=high, low_open=open_low)
 
 
 def check_int_list(name: str, value: object, *, low: int, high: int) -> tuple[int, ...]:
