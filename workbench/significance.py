@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from workbench.errors import ConfigError, DataError
+from workbench.errors import DataError, check_number, check_positive_int
 
 EXACT_BELOW = 25  # discordant count below which McNemar uses the exact binomial test
 
@@ -126,10 +126,8 @@ def paired_bootstrap_diff_ci(
     `b`. A zero-width interval is kept here: identical per-example differences make the
     paired difference certain, which the gate needs to know.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ConfigError(f"Expected `n_boot` to be an int > 0, got {n_boot!r}.")
-    if not (isinstance(level, (int, float)) and 0 < level < 1):
-        raise ConfigError(f"Expected `level` in (0, 1), got {level!r}.")
+    check_positive_int("n_boot", n_boot)
+    check_number("level", level, low=0, high=1, low_open=True, high_open=True)
     x = _as_1d("a", a)
     y = _as_1d("b", b)
     _check_paired(x, y, ("a", "b"))

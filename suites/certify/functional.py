@@ -96,8 +96,7 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     scipy's binomtest. (nan, nan) when n = 0."""
     from scipy.stats import binomtest
 
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ConfigError(f"Expected `level` in (0, 1), got {level!r}.")
+    check_number("level", level, low=0, high=1, low_open=True, high_open=True)
     if n == 0:
         return (float("nan"), float("nan"))
     _counts_array(k, n)

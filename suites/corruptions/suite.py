@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from workbench.errors import ConfigError, check_name_list, check_positive_int, check_probability, did_you_mean
+from workbench.errors import (ConfigError, check_name_list, check_number_list, check_positive_int, check_probability,
+                             did_you_mean)
 from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite, load_artifact
 
@@ -54,10 +55,8 @@ class CorruptionsSuite(Suite):
                     raise ConfigError(f"Unknown corruption {c!r}.{did_you_mean(c, CORRUPTIONS)} "
                                       f"Valid corruptions: {', '.join(CORRUPTIONS)}.")
             object.__setattr__(self, "corruptions", corr)
-            if not isinstance(self.severities, (list, tuple)) or not self.severities or any(
-                    isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 5 for s in self.severities):
-                raise ConfigError(f"Expected `severities` to be a non-empty list of ints in 1..5, got {self.severities!r}.")
-            object.__setattr__(self, "severities", tuple(sorted(set(self.severities))))
+            severities = check_number_list("severities", self.severities, low=1, high=5, integer=True)
+            object.__setattr__(self, "severities", tuple(sorted(set(severities))))
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"n_samples": 200, "severities": (1, 3, 5)},

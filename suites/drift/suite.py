@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from workbench.errors import ConfigError, check_positive_int, check_probability, did_you_mean
+from workbench.errors import (ConfigError, check_number, check_number_list, check_positive_int, check_probability,
+                             did_you_mean)
 from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite
 
@@ -51,18 +52,15 @@ class DriftSuite(Suite):
             check_positive_int("permutations", self.permutations)
             check_positive_int("psi_bins", self.psi_bins)
             check_probability("alpha", self.alpha, open_low=True, open_high=True)
-            if isinstance(self.psi_floor, bool) or not isinstance(self.psi_floor, (int, float)) or self.psi_floor < 0:
-                raise ConfigError(f"Expected `psi_floor` to be a float >= 0, got {self.psi_floor!r}.")
+            check_number("psi_floor", self.psi_floor, low=0)
             if not isinstance(self.shifts, (list, tuple)) or any(s not in CORRUPTIONS for s in self.shifts):
                 bad = next((s for s in self.shifts if s not in CORRUPTIONS), self.shifts) \
                     if isinstance(self.shifts, (list, tuple)) else self.shifts
                 raise ConfigError(f"Unknown shift {bad!r}.{did_you_mean(str(bad), CORRUPTIONS)} "
                                   f"Valid shifts (corruption names): {', '.join(CORRUPTIONS)}.")
             object.__setattr__(self, "shifts", tuple(self.shifts))
-            if not isinstance(self.severities, (list, tuple)) or any(
-                    isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= 5 for s in self.severities):
-                raise ConfigError(f"Expected `severities` to be ints in 1..5, got {self.severities!r}.")
-            object.__setattr__(self, "severities", tuple(sorted(set(self.severities))))
+            severities = check_number_list("severities", self.severities, low=1, high=5, integer=True, allow_empty=True)
+            object.__setattr__(self, "severities", tuple(sorted(set(severities))))
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"n_samples": 200, "severities": (1, 3, 5), "permutations": 200},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from workbench.errors import ConfigError, check_name_list, check_positive_int, check_probability
+from workbench.errors import ConfigError, check_name_list, check_number, check_positive_int, check_probability
 
 GRADIENT = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "deeplift", "occlusion")
 SAMPLING = ("lime", "shapley", "shap_kernel", "shap_gradient", "shap_deep")
@@ -98,6 +98,4 @@ class ExplainParams:
             raise ConfigError(f"Expected `rollout_pooling` in ('mean', 'cls', 'last'), got {self.rollout_pooling!r}.")
         for key in ("smoothgrad_noise", "lime_min_r2", "sanity_threshold"):
             check_probability(key, getattr(self, key))
-        if isinstance(self.completeness_tolerance, bool) or not isinstance(self.completeness_tolerance, (int, float)) \
-                or self.completeness_tolerance <= 0:
-            raise ConfigError(f"Expected `completeness_tolerance` to be a float > 0, got {self.completeness_tolerance!r}.")
+        check_number("completeness_tolerance", self.completeness_tolerance, low=0, low_open=True)

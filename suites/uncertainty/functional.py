@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from workbench.errors import ConfigError, DataError, ParameterTypeError, check_choice, check_positive_int
+from workbench.errors import ConfigError, DataError, ParameterTypeError, check_choice, check_number, check_positive_int
 
 Binning = Literal["uniform", "equal_mass"]
 BINNINGS: tuple[str, ...] = ("uniform", "equal_mass")
@@ -173,8 +173,7 @@ def gaussian_nll(mean: torch.Tensor, variance: torch.Tensor, y: torch.Tensor) ->
 def interval_hits(mean: torch.Tensor, variance: torch.Tensor, y: torch.Tensor, level: float = 0.9) -> torch.Tensor:
     """Whether y lies in the central `level` interval of N(mean, variance): |y - mean| <= z sigma,
     z = Phi^-1((1 + level) / 2). (N,) each -> (N,) bool. Empirical coverage is its mean."""
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ConfigError(f"Expected `level` in (0, 1), got {level!r}.")
+    check_number("level", level, low=0, high=1, low_open=True, high_open=True)
     mean = _check_tensor("mean", mean, ndim=1).to(_F64)
     variance = _check_tensor("variance", variance, ndim=1).to(_F64)
     y = _check_tensor("y", y, ndim=1).to(_F64)
@@ -384,8 +383,7 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, *, bounds: tupl
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """log_softmax(logits / T) in float64, (N, K) -> (N, K)."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ConfigError(f"Expected `temperature` to be a float > 0, got {temperature!r}.")
+    check_number("temperature", temperature, low=0, low_open=True)
     logits = _check_tensor("logits", logits, ndim=2).to(_F64)
     return torch.log_softmax(logits / float(temperature), dim=-1)
 
