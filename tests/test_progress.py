@@ -96,10 +96,12 @@ def test_note_and_advance_to() -> None:
         p.advance_to(3, note="saliency")  # a whole method at once
         p.advance_to(2)  # never back
         clock.t += 2
+        p.advance_to(3)  # nothing done since: no line
+        assert len(lines) == 1
         p.update(note="shapley")
     assert p.done == 4
     assert lines[0] == "explain methods x examples (m): 3/6 explanations (50%), 2.0 s elapsed, ETA 2.0 s [saliency]"
-    assert lines[1].endswith("4/6 explanations (67%), 4.0 s elapsed, ETA 2.0 s [shapley]")
+    assert lines[1].endswith("4/6 explanations (67%), 4.0 s elapsed, ETA 2.0 s [shapley]") and len(lines) == 3
     # closed before its total (an early stop): no ETA on the last line
     assert lines[-1] == "explain methods x examples (m): 4/6 explanations (67%), 4.0 s elapsed, stopped [shapley]"
 

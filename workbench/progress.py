@@ -160,7 +160,7 @@ class Progress:
             self._bar.update(self.done - before)
         elif self.display == "log":
             now = self._clock()
-            if now - self._last_line >= self.interval_s and self.done < self.total:
+            if self.done > before and now - self._last_line >= self.interval_s and self.done < self.total:
                 self._last_line = now
                 self._log(progress_line(self.what, self.done, self.total, now - self._start, self.unit, self.note))
 
