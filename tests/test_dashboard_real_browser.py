@@ -50,7 +50,7 @@ def _pages() -> list[tuple[str, str]]:
 def _pick_model(page, model: str) -> bool:  # type: ignore[no-untyped-def]
     """Choose `model` in the page's Model combo box (a rerun, not a reload); False when the
     page offers no such model (its suite has no result for it)."""
-    box = page.locator("[data-testid=stMain] input[role=combobox][aria-label=Model]")
+    box = page.locator("[data-testid=stMain] [data-testid=stSelectbox] input[role=combobox][aria-label=Model]")
     if not box.count():
         return False
     if box.input_value() == model:
@@ -106,7 +106,7 @@ def _browse(url: str, run: dict, pages: list[tuple[str, str]], models: list[str]
                     settle(page)
                 assert f"page={name}" in page.url and page.locator("h1").first.inner_text().startswith(title), \
                     (name, page.url)
-                has_picker = bool(page.locator("[data-testid=stMain] input[role=combobox][aria-label=Model]").count())
+                has_picker = bool(page.locator("[data-testid=stMain] [data-testid=stSelectbox] input[role=combobox][aria-label=Model]").count())
                 for model in (models if has_picker else models[:1]):
                     if has_picker and not _pick_model(page, model):
                         continue
@@ -221,3 +221,21 @@ def test_a_plugin_suite_gets_a_dashboard_page(tmp_path):
     assert heading == suite_page.title(NAME) and suite_page.title(NAME) in [t.strip() for t in nav], (heading, " / ".join(nav))
     assert n_plots >= 1 and n_tables >= 1, (n_plots, n_tables, text)  # its figures() and its metrics
     assert not problems, problems
+
+
+def test_the_page_checks_catch_what_they_look_for():
+    """page_problems is what the tests above rely on: it must see each defect it names."""
+    sync_playwright = sync_playwright_or_skip()
+    html = """<div data-testid="stAlertContentError">boom</div><p>value None here</p><p>score nan</p>
+              <p>Nonetheless fine, nano fine, NaNny fine</p><div class="js-plotly-plot" id="empty"></div>"""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.set_content(html)
+            page.evaluate("document.getElementById('empty').data = [{type: 'scatter', x: [], y: []}]")
+            found = page_problems(page)
+        finally:
+            browser.close()
+    kinds = sorted(f.split(":")[0].split(" '")[0] for f in found)
+    assert kinds == ["empty figure", "error box", "text", "text"], found
