@@ -278,7 +278,9 @@ def show_suite_figures(run: RunView, result: Mapping[str, Any], key: str, skip: 
         if table is not None or not layout_title:  # the suite's figure carries no title of its own
             st.markdown(f"**{esc(layout_title or title)}**")
         if table is not None:
-            st.dataframe(pd.DataFrame(table[1], columns=table[0]), hide_index=True, key=f"{key}:{i}:table")
+            rows = len(table[1])  # tall enough for every row (up to a screen), so nothing hides below
+            st.dataframe(pd.DataFrame(table[1], columns=table[0]), hide_index=True, key=f"{key}:{i}:table",
+                         height=min(35 * (rows + 1) + 3, 1200))
         else:
             show_figure(fig, key=f"{key}:{i}")
         n += 1
