@@ -293,6 +293,12 @@ def test_factory_failures_are_one_line_exit_2_and_a_failed_run_with_its_reason(b
     assert "failed" in out and fragment.lower() in out.lower()
     run_id = out.split()[0]
     _one_error_line(*_cli(capsys, ["--store", str(byo / "store.sqlite"), "report", run_id])[::2], "failed", fragment)
+    try:  # the dashboard's runs table shows the reason too
+        from workbench.apps.data import runs_frame
+    except ImportError:  # the dashboard extra (pandas, streamlit) is optional
+        return
+    frame = runs_frame(str(byo / "store.sqlite"))
+    assert list(frame["status"]) == ["failed"] and fragment.lower() in frame["reason"][0].lower()
 
 
 @pytest.mark.parametrize("kind, fragment", [("exit", "sys.exit(5)"), ("raise", "bad forward"),
