@@ -338,7 +338,8 @@ def test_bad_out_deep_plans_and_malformed_results_files(byo, tmp_path, capsys):
 
 def test_resume_with_another_selection_is_refused_and_deselected_gates_are_not_run(byo, capsys):
     plan = _plan(byo, [{"name": "m", "factory": "mymodel:build", "checkpoint": "weights.pt", "dataset": "loans"}],
-                 suites=("metrics", "efficiency"), gates=["accuracy{model=m,split=test} >= 0.99"])
+                 suites=("metrics", "efficiency"),
+                 gates=["accuracy{model=m,split=test} >= 0.99", "parameters{model=m,kind=total} >= 1"])
     # only efficiency: the accuracy rule (metrics) is "not run", not exit 3 and not a failure
     code, out, err = _cli(capsys, ["run", str(plan), "--suite", "efficiency"])
     assert code == 0, err
@@ -351,6 +352,9 @@ def test_resume_with_another_selection_is_refused_and_deselected_gates_are_not_r
     # the run covered efficiency only: resuming it with --suite metrics would make a partial run "complete"
     code, out, err = _cli(capsys, ["run", str(plan), "--resume", run_id, "--suite", "metrics"])
     _one_error_line(code, err, "--resume", "--suite efficiency")
+    # `workbench gate` on that run agrees: the rule is not run, exit 0 (not 3)
+    code, out, err = _cli(capsys, ["gate", str(results)])
+    assert code == 0 and "not run (suite not selected)" in out and "parameters" in out, (out, err)
     # with all suites the gate is evaluated (and fails: 0.99 is out of reach)
     code, out, err = _cli(capsys, ["run", str(plan)])
     assert code == 1, (out, err)

@@ -279,6 +279,18 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     candidate = _results_path(args.run, args)
     baseline = _results_path(args.baseline, args) if args.baseline else None
+    if not args.rules:  # the run's own rules: those on suites/models it did not select are not run
+        from workbench.reporting import load_results
+
+        run, _ = load_results(candidate)
+        prov = run.get("provenance") or {}
+        not_run = [r for r in prov.get("gates_not_run") or [] if isinstance(r, dict)]
+        for r in not_run:
+            print(f"not run ({r.get('reason')}): {r.get('rule')}")
+        plan_rules = ((prov.get("plan") or {}).get("gates") or {}).get("rules") or []
+        if not_run and len(not_run) >= len(plan_rules):
+            print("gate: every rule is on a suite or model this run did not select; nothing to check")
+            return EXIT_OK
     out = Path(args.out) if args.out else (candidate.parent if candidate.suffix == ".json" else candidate)
     code = gate_main(candidate, rules_file=args.rules, baseline=baseline, out_dir=out, formats=("html", "md", "json", "junit"))
     try:  # record the verdict beside the run in the store

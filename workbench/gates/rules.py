@@ -357,10 +357,14 @@ def load_gates_file(path: str | Path) -> GateConfig:
 def gates_from_run(run: RunRecord | Mapping[str, Any]) -> GateConfig | None:
     """The `[gates]` table recorded in the run's resolved plan (provenance.plan.gates), if any."""
     d = run.to_dict() if isinstance(run, RunRecord) else run
-    plan = (d.get("provenance") or {}).get("plan") or {}
+    prov = d.get("provenance") or {}
+    plan = prov.get("plan") or {}
     gates = plan.get("gates") if isinstance(plan, Mapping) else None
     if not gates:
         return None
-    return parse_gates(gates, source="plan [gates]")
+    cfg = parse_gates(gates, source="plan [gates]")
+    # rules the run did not select (`run --suite/--model`, provenance.gates_not_run) are not run here either
+    not_run = {r.get("rule") for r in prov.get("gates_not_run") or [] if isinstance(r, Mapping)}
+    return replace(cfg, rules=tuple(r for r in cfg.rules if r.text not in not_run)) if not_run else cfg
 
 
