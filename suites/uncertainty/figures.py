@@ -72,9 +72,9 @@ def reliability_figures(rel: dict[str, Any]) -> list[tuple[str, Any]]:
             ), 1, 1)
             fig.add_trace(go.Bar(x=centers, y=counts, width=width, offset=offset, marker_color=color, opacity=0.8,
                                  legendgroup=cal, showlegend=False, hovertemplate="n=%{y}<extra></extra>"), 2, 1)
-        fig.update_layout(barmode="overlay", height=520)
+        fig.update_layout(barmode="overlay", height=520, margin={"t": 40})
         fig.update_yaxes(title_text="accuracy (95% CI per bin)", range=[0, 1.1], row=1, col=1)
-        fig.update_yaxes(title_text="examples (log)", type="log", row=2, col=1)
+        fig.update_yaxes(title_text="examples (log)", type="log", dtick=1, row=2, col=1)
         fig.update_xaxes(title_text="confidence (equal-width bins)", range=[0, 1], row=2, col=1)
         out.append((f"Reliability diagram ({method}): before / after temperature scaling", fig))
     return out
