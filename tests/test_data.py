@@ -854,3 +854,18 @@ def test_image_folders_one_root_per_split(tmp_path):
     _png(tmp_path / "test" / "c" / "0.png", (3, 3), (0, 0, 0))
     with pytest.raises(DataError, match=r"class folder\(s\) \['c'\] not in `classes`"):
         load_image_folder({"train": str(tmp_path / "train"), "test": str(tmp_path / "test")})
+
+
+def test_text_decode_errors_and_tensor_index_files(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_bytes(("hello world\n" * 20 + "caf\xe9\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"line 21: byte 243 is not valid utf-8.*encoding = \"latin-1\""):
+        load_text(p, block_size=8)
+    assert load_text(p, block_size=8, encoding="latin-1").vocab_size > 1
+    np.savez(tmp_path / "xy.npz", x=np.arange(40, dtype=np.float32).reshape(20, 2), y=np.arange(20) % 2)
+    (tmp_path / "test.txt").write_text("0 1 2 3 4")
+    ds = load_tensor_file(tmp_path / "xy.npz", split_files={"test": str(tmp_path / "test.txt")})
+    assert ds.test.x[:, 0].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0] and ds.provenance["user_split"]
+    np.save(tmp_path / "x.npy", np.zeros((3, 2)))
+    with pytest.raises(ConfigError, match="single array.*numpy.savez"):
+        load_tensor_file(tmp_path / "x.npy")
