@@ -858,8 +858,8 @@ def test_image_folders_one_root_per_split(tmp_path):
 
 def test_text_decode_errors_and_tensor_index_files(tmp_path):
     p = tmp_path / "t.txt"
-    p.write_bytes(("hello world\n" * 20 + "caf\xe9\n").encode("latin-1"))
-    with pytest.raises(DataError, match=r"line 21: byte 243 is not valid utf-8.*encoding = \"latin-1\""):
+    p.write_bytes(("hello world\n\n" * 20 + "caf\xe9\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"line 41: byte 263 is not valid utf-8.*encoding = \"latin-1\""):
         load_text(p, block_size=8)
     assert load_text(p, block_size=8, encoding="latin-1").vocab_size > 1
     np.savez(tmp_path / "xy.npz", x=np.arange(40, dtype=np.float32).reshape(20, 2), y=np.arange(20) % 2)
