@@ -295,3 +295,15 @@ def test_every_applicable_suite_runs_through_the_cli(tmp_path: Path, dirs: dict[
 
 def _docs_cls(dirs: dict[str, Path]):  # noqa: ANN202
     return load_hf_text(tokenizer=str(dirs["classifier"]), corpus="stdlib_docstrings", max_length=16)
+
+
+def test_pkg_directory_is_found_without_importing_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.hf import resolve_dir
+
+    pkg = tmp_path / "wb_fake_weights_pkg"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('imported')\n")  # importing it would fail
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert resolve_dir("pkg:wb_fake_weights_pkg/model", "model directory") == pkg / "model"
+    with pytest.raises(ConfigError, match="not a directory"):
+        resolve_dir("pkg:wb_fake_weights_pkg/nothing", "model directory")
