@@ -371,7 +371,7 @@ def test_html_inlines_plotly_once_for_many_figures(tmp_path, plotly_head):
     assert _embedded_plotly(html) == [js]  # once, compressed, byte for byte
     assert html.count('class="wb-fig"') == 4 and html.count('<div class="fig"') == 4
     assert len(html) < len(js) / 2 + 100_000  # compressed; 4 figures cost kilobytes, not 4 x 4.8 MB
-    assert html.count('"paper_bgcolor"') == 1  # the default template is carried once, not per figure
+    assert html.count('id="wb-template"') == 1  # the default template is carried once, not per figure
     # Each embedded spec parses and has the data of its artifact.
     specs = re.findall(r'<script type="application/json" class="wb-fig" data-target="(fig-\d+)"[^>]*>(.*?)</script>', html,
                        re.S)

@@ -123,18 +123,19 @@ def decimate(fig: Any, max_points: int = MAX_POINTS) -> Any:
     return fig
 
 
-_DEFAULT_TEMPLATE: dict[str, Any] | None = None
+_TEMPLATES: dict[str, dict[str, Any]] = {}
 
 
 def default_template() -> dict[str, Any]:
-    """The layout template plotly applies by default, as plain JSON (emitted once)."""
-    global _DEFAULT_TEMPLATE
-    if _DEFAULT_TEMPLATE is None:
-        import plotly.graph_objects as go
-        import plotly.io as pio
+    """The layout template plotly applies by default now (`plotly.io.templates.default`,
+    which a library such as Streamlit may change), as plain JSON (emitted once)."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
 
-        _DEFAULT_TEMPLATE = json.loads(pio.to_json(go.Figure(), validate=False))["layout"].get("template", {})
-    return _DEFAULT_TEMPLATE
+    name = str(pio.templates.default)
+    if name not in _TEMPLATES:
+        _TEMPLATES[name] = json.loads(pio.to_json(go.Figure(), validate=False))["layout"].get("template", {})
+    return _TEMPLATES[name]
 
 
 def figure_spec(fig: Any) -> tuple[dict[str, Any], bool]:
