@@ -600,3 +600,30 @@ def test_tables_never_show_none():
     assert out["v"].tolist() == ["0.7583", ""] and out["o"].tolist() == ["a", ""] and out["n"].tolist() == ["3", ""]
     assert out["whole"].dtype == np.float64  # a complete column keeps its dtype and numeric sort
     assert blank_missing(df, ["o"])["v"].isna().sum() == 1  # only the named columns
+
+
+@pytest.mark.slow
+def test_efficiency_page_on_a_real_quickstart_run(quickstart_run, monkeypatch):
+    """The real efficiency suite tags its sweep `variant=base` (no `study=sweep`): every
+    model still gets its latency (the p50 at the smallest batch, read here by a plain loop
+    over results.json), its task metric, and the accuracy-vs-latency chart."""
+    d = json.loads((Path(quickstart_run["run_dir"]) / "results.json").read_text())
+    expected = {}
+    for r in d["results"]:
+        if r["suite"] != "efficiency" or r["status"] != "ok":
+            continue
+        best = None
+        for m in r["metrics"]:
+            t = m.get("tags") or {}
+            if (m["name"] == "latency" and t.get("quantile") == "p50" and t.get("variant", "base") == "base"
+                    and m.get("value") is not None and (best is None or t["batch_size"] < best[0])):
+                best = (t["batch_size"], m["value"])
+        expected[r["model"]] = best[1]
+    at = open_app(monkeypatch, quickstart_run["store"], run=quickstart_run["run_id"], page="efficiency")
+    table = frame(at, "model", "latency_p50_s", "task_value").set_index("model")
+    assert len(expected) >= 4 and set(table.index) == set(expected)
+    for model, latency in expected.items():
+        assert table.loc[model, "latency_p50_s"] == pytest.approx(latency)
+        assert table.loc[model, "task_value"] == table.loc[model, "task_value"]  # not NaN
+    assert any("Task metric vs latency: accuracy" in str(f["layout"].get("title")) for f in charts(at))
+    assert not any("No model has both" in c.value for c in at.caption)
