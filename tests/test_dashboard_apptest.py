@@ -627,3 +627,19 @@ def test_efficiency_page_on_a_real_quickstart_run(quickstart_run, monkeypatch):
         assert table.loc[model, "task_value"] == table.loc[model, "task_value"]  # not NaN
     assert any("Task metric vs latency: accuracy" in str(f["layout"].get("title")) for f in charts(at))
     assert not any("No model has both" in c.value for c in at.caption)
+
+
+def test_run_link_candidates():
+    from workbench.apps.data import run_candidates
+
+    ids = ["20261204-1600-quickstart-aa", "20261204-1500-quickstart-bb", "20261203-0900-ci-cc"]
+    assert run_candidates("20261204", ids) == ("ambiguous", ids[:2])
+    kind, close = run_candidates("20261204-1600-quickstart-ab", ids)
+    assert kind == "unknown" and close[0] == ids[0]
+    assert run_candidates("zzz", ids) == ("unknown", ids)  # nothing close: the newest runs
+
+
+def test_unknown_run_link_shows_candidates_not_another_run(demo, monkeypatch):
+    at = open_app(monkeypatch, demo["store"], run="demo-", page="metrics")
+    assert any("matches several runs" in w.value and "demo-a" in w.value and "demo-b" in w.value for w in at.warning)
+    assert not at.get("plotly_chart")  # no run is shown in its place

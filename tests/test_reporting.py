@@ -554,3 +554,28 @@ def test_every_figure_of_a_real_run_labels_its_axes_and_never_hides_a_table(quic
             if item["kind"] == "figure":
                 assert '"type":"table"' not in item["spec"], (r["suite"], item["title"])
     assert n > 20 and not missing, "\n".join(missing)
+
+
+def test_colour_ranges_refuse_to_stretch_float_noise():
+    from workbench.reporting.figures import (
+        SIGNED_COLORSCALE,
+        magnitude_scale,
+        scale_to_unit,
+        shared_floor,
+        signed_scale,
+    )
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1e-7, (8, 8))  # float32 round-off on an input of scale 1
+    kw, note = signed_scale(noise, reference=np.ones(4))
+    assert (kw["zmin"], kw["zmax"], kw["zmid"]) == (-1.0, 1.0, 0.0) and "round-off" in note
+    real = rng.normal(0, 0.1, (8, 8))
+    kw, note = signed_scale(real, reference=np.ones(4))
+    assert note is None and kw["zmax"] == -kw["zmin"] == np.abs(real).max() and kw["colorscale"] == SIGNED_COLORSCALE
+    kw, note = magnitude_scale(np.full(5, 3e-7), reference=1.0)
+    assert kw["zmax"] == 1.0 and note
+    # maps shown side by side: a method that is zero up to round-off stays zero (white)
+    maps = [rng.normal(0, 1, 16), rng.normal(0, 1e-9, 16)]
+    floor = shared_floor(maps)
+    assert np.abs(scale_to_unit(maps[0], floor)).max() == pytest.approx(1.0)
+    assert not scale_to_unit(maps[1], floor).any()
