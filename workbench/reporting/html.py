@@ -171,8 +171,9 @@ def collect_figures(result: Mapping[str, Any], run_dir: str | Path, suites: Any 
                 out.append({"kind": "table", "title": str(title), "header": table[0], "rows": table[1]})
                 continue
             spec, shared = figure_spec(decimate(fig))
+            own_title = ((spec.get("layout") or {}).get("title") or {}).get("text")
             out.append({"kind": "figure", "title": str(title), "spec": json.dumps(spec, separators=(",", ":")),
-                        "shared_template": shared})
+                        "shared_template": shared, "own_title": bool(own_title)})
         except Exception as exc:
             notes.append(f"Figure {i + 1} of suite {name!r} could not be converted: {type(exc).__name__}: {exc}")
     return out, notes
@@ -337,7 +338,9 @@ def render_html(
                 fid = f"fig-{n_fig}"
                 n_fig += 1
                 shared = " data-shared-template" if item["shared_template"] else ""
-                body.append(f'<h4>{_e(item["title"])}</h4><div class="fig" id="{fid}"></div>')
+                # a figure with a title of its own is not headed twice
+                head = "" if item.get("own_title") else f'<h4>{_e(item["title"])}</h4>'
+                body.append(f'{head}<div class="fig" id="{fid}" aria-label="{_e(item["title"])}"></div>')
                 fig_scripts.append(f'<script type="application/json" class="wb-fig" data-target="{fid}"{shared}>'
                                    f"{_script_json(item['spec'])}</script>")
             body.append("</section>")
