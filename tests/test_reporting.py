@@ -579,3 +579,13 @@ def test_colour_ranges_refuse_to_stretch_float_noise():
     floor = shared_floor(maps)
     assert np.abs(scale_to_unit(maps[0], floor)).max() == pytest.approx(1.0)
     assert not scale_to_unit(maps[1], floor).any()
+
+
+def test_summary_of_a_run_with_thousands_of_headline_rows_still_fits():
+    accs = tuple(SuiteResult(suite="metrics", model=f"model_{j}_" + "m" * 60, dataset="d", status="ok",
+                             metrics=(MetricRecord(name="accuracy", value=0.5, higher_is_better=True, n=10,
+                                                   ci=(0.2, 0.8), tags={"split": "test"}),))
+                 for j in range(3000))
+    md = summary_markdown(RunRecord(run_id="huge", created_at="now", provenance={}, results=accs))
+    assert len(md.encode()) <= 65_536
+    assert "Headline table truncated" in md and "of 3000 rows shown" in md and "[report.html](report.html)" in md
