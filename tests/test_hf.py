@@ -281,7 +281,9 @@ def test_every_applicable_suite_runs_through_the_cli(tmp_path: Path, dirs: dict[
     for suite in ("metrics", "efficiency", "explain"):
         assert by[("gpt2", suite)]["status"] == "ok"
     names = {m["name"] for m in by[("gpt2", "metrics")]["metrics"] if m["value"] is not None}
-    assert {"perplexity", "bits_per_byte"} <= names
+    assert {"perplexity", "bits_per_byte", "bleu"} <= names  # bleu: continuations from the adapter's generate()
+    gen = [m for m in by[("gpt2", "efficiency")]["metrics"] if m["name"] == "generation_throughput"]
+    assert {str(m["tags"]["kv_cache"]).lower() for m in gen if m["value"] is not None} == {"true", "false"}
     metrics = by[("probe", "explain")]["metrics"]
     covered = {m["tags"]["method"] for m in metrics if m["name"] == "method_coverage" and m["value"] == 1.0}
     assert {"saliency", "integrated_gradients", "lime", "shapley", "attention", "rollout"} <= covered
@@ -307,3 +309,31 @@ def test_pkg_directory_is_found_without_importing_the_package(tmp_path: Path, mo
     assert resolve_dir("pkg:wb_fake_weights_pkg/model", "model directory") == pkg / "model"
     with pytest.raises(ConfigError, match="not a directory"):
         resolve_dir("pkg:wb_fake_weights_pkg/nothing", "model directory")
+
+
+def test_generate_greedy_matches_transformers_with_and_without_cache(dirs: dict[str, Path]) -> None:
+    d = load_hf_text(tokenizer=str(dirs["gpt2"]), corpus="pydoc_topics", block_size=32, max_examples=100)
+    m = build(d, path=str(dirs["gpt2"]))
+    prompt = d.test.x[:2, :8]
+    lengths: list[int] = []
+    handle = m.hf.register_forward_pre_hook(lambda _m, _a, kw: lengths.append(kw["input_ids"].shape[1]),
+                                            with_kwargs=True)
+    try:
+        cached = m.generate(prompt, 12, use_cache=True)
+    finally:
+        handle.remove()
+    assert lengths == [8] + [1] * 11  # the KV cache is used: one new position per step
+    assert torch.equal(cached, m.generate(prompt, 12, use_cache=False))
+    eos = m.hf.config.eos_token_id
+    ref = m.hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
+                        pad_token_id=eos, eos_token_id=None)
+    assert torch.equal(cached, ref)
+    # past the 64 positions the window slides: still identical with and without the cache
+    long = d.test.x[:1, :60]
+    assert torch.equal(m.generate(long, 8, use_cache=True), m.generate(long, 8, use_cache=False))
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(m.generate(prompt, 5, temperature=1.0, top_k=5, generator=g1),
+                       m.generate(prompt, 5, temperature=1.0, top_k=5, generator=g2))
+    with pytest.raises(ModelError, match="causal_lm"):
+        build(load_hf_text(tokenizer=str(dirs["encoder"]), corpus="stdlib_docstrings", max_length=8),
+              path=str(dirs["encoder"])).generate(prompt, 2)

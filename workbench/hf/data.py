@@ -332,8 +332,11 @@ def tokenise_lm(
                            f"tokens), documents joined with token {sep}, cut into non-overlapping windows of "
                            f"{block_size} + 1 tokens" + ("" if max_windows is None else f", at most {max_windows} windows")],
             "user_split": False}
+    # LM vocab: each id's decoded text (" the", not "Ġthe"), so concatenated ids read as the text
+    # (generated continuations are decoded through it for BLEU/ROUGE)
+    vocab = tuple(tok.decode([i]) for i in range(len(tok)))
     return Dataset(
         name=name, modality="lm", task="lm", train=splits[0], val=splits[1], test=splits[2], vocab_size=len(tok),
-        vocab=_vocab(tok), ground_truth=gt, seed=seed, source=source, provenance=prov,
+        vocab=vocab, ground_truth=gt, seed=seed, source=source, provenance=prov,
         description=f"Next-token windows of {block_size} {type(tok).__name__} tokens from {len(docs)} documents.",
     )

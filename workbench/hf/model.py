@@ -174,6 +174,50 @@ class HFTokenModel(nn.Module):
             self.head = keep
         return torch.cat(out) if out else torch.zeros(0, self.config.d_model)
 
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Causal LM kind: extend `idx` (B, T) by `max_new_tokens` tokens -> (B, T + new), like the
+        reference GPT's `generate`: temperature 0 is greedy, > 0 samples from softmax(logits /
+        temperature) over the `top_k` most likely tokens (seeded by `generator`). The context is
+        cropped to the checkpoint's max positions; the KV cache (transformers' past_key_values)
+        is used while the sequence fits, past that the window slides and the context is
+        recomputed. Runs in the module's current mode (call .eval() for deterministic output)."""
+        if self.config.kind != "causal_lm":
+            raise ModelError(f"generate() needs the causal_lm kind, this model is {self.config.kind!r}.")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ConfigError(f"Expected `max_new_tokens` to be an int >= 0, got {max_new_tokens!r}.")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
+            raise ConfigError(f"Expected `temperature` to be a float >= 0 (0 = greedy), got {temperature!r}.")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ConfigError(f"Expected `top_k` to be an int >= 1 or None, got {top_k!r}.")
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long or idx.shape[1] == 0:
+            raise DataError("Expected `idx` to be a (B, T) long tensor with T >= 1.")
+        limit = self.config.max_positions or 10**9
+        # transformers 5 renamed the forward's `past_key_values` to `cache` (the old name warns)
+        import inspect
+
+        cache_kw = "cache" if "cache" in inspect.signature(type(self.hf).forward).parameters else "past_key_values"
+        out, past = idx, None
+        for _ in range(max_new_tokens):
+            fits = out.shape[1] <= limit
+            if use_cache and fits and past is not None:
+                res = self.hf(input_ids=out[:, -1:], use_cache=True, return_dict=True, **{cache_kw: past})
+            else:
+                res = self.hf(input_ids=out[:, -limit:], use_cache=use_cache and fits, return_dict=True)
+            past = (getattr(res, "cache", None) or getattr(res, "past_key_values", None)) if use_cache and fits else None
+            logits = res.logits[:, -1, :].float()  # (B, V)
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                logits = logits / float(temperature)
+                if top_k is not None:
+                    kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator)
+            out = torch.cat([out, nxt], dim=1)
+        return out
+
     def with_head(self, head: nn.Module) -> "HFTokenModel":
         """A sibling sharing this (frozen) encoder with another head."""
         return HFTokenModel(self.hf, self.config, head).eval()
