@@ -337,3 +337,13 @@ def test_generate_greedy_matches_transformers_with_and_without_cache(dirs: dict[
     with pytest.raises(ModelError, match="causal_lm"):
         build(load_hf_text(tokenizer=str(dirs["encoder"]), corpus="stdlib_docstrings", max_length=8),
               path=str(dirs["encoder"])).generate(prompt, 2)
+
+
+def test_cls_pooling_reads_the_first_position(dirs: dict[str, Path], docs) -> None:
+    m = build(docs, path=str(dirs["encoder"]), pooling="cls")
+    x = docs.test.x[:4]
+    with torch.no_grad():
+        h = m.hf(input_ids=x, attention_mask=(x != 0).long()).last_hidden_state
+        torch.testing.assert_close(m(x), m.head(h[:, 0]), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="pooling"):
+        build(docs, path=str(dirs["encoder"]), pooling="max")
