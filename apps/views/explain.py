@@ -358,7 +358,10 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
         st.code(token_text(tokens), language=None, wrap_lines=True)
     methods = [m for m in methods_of(row)]
     if methods or meta.get("modality") != "lm":
-        left, right = st.columns([3, 2])
+        if meta.get("modality") == "image":  # square maps fit beside the scores
+            left, right = st.columns([3, 2])
+        else:  # a row per method over every token/feature needs the full width (readable at 900 px)
+            left, right = st.container(), st.container()
         with left:
             st.markdown("**Attributions** (each map divided by its own max |value|; red raises the explained "
                         "output, blue lowers it; ★ marks ground-truth relevant features)")
