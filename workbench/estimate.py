@@ -26,6 +26,10 @@ from workbench.errors import check_choice, check_positive_int
 
 KINDS = ("forward", "backward")
 DEFAULT_LIMIT_S = 30 * 60.0
+# Step times are measured at batch 1 and at this batch (or the run's, if smaller) and
+# extrapolated linearly: large enough to see the per-example cost, small enough to be quick
+# and light for a base-size language model.
+MEASURE_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,8 @@ def estimate_jobs(plan: Any, handles: dict[str, Any], datasets: dict[str, Any], 
     for name, handle in handles.items():
         data = datasets[name]
         try:
-            times[name] = measure_step_times(handle.module, sample_inputs(data, plan.run.batch_size), device=device)
+            times[name] = measure_step_times(handle.module, sample_inputs(data, min(plan.run.batch_size, MEASURE_BATCH)),
+                                             device=device)
         except Exception as exc:  # a model that cannot be timed is "unknown", never zero
             times[name] = None
             notes[name] = f"could not time the model: {type(exc).__name__}: {exc}"
@@ -389,7 +394,11 @@ def estimate_plan(plan: Any, *, suites: Sequence[str] | None = None, models: Seq
     from workbench.torch_utils import resolve_device
     from workbench.train import TrainConfig, cache_key, output_kind_for
 
+    import torch
+
     dev = resolve_device(device or plan.run.device)
+    if plan.run.threads and dev.type == "cpu":  # timed as the run will run
+        torch.set_num_threads(plan.run.threads)
     cache_dir = Path(plan.run.cache or os.environ.get("WORKBENCH_CACHE", ".workbench/cache"))
     names = list(models) if models else [m.name for m in plan.models]
     handles, datasets, training = {}, {}, {}
