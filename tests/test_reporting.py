@@ -177,7 +177,7 @@ def test_load_results_errors(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"schema_version": 99, "run_id": "x"}))
     with pytest.raises(ConfigError, match="schema_version"):
         load_results(tmp_path)
-    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 1}))
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 2}))
     with pytest.raises(ConfigError, match="missing key 'run_id'"):
         load_results(tmp_path)
 

@@ -1,6 +1,6 @@
 """The results contract: frozen records and their JSON form.
 
-`results.json` (schema_version 1) is read by the report, the gate, the dashboard and
+`results.json` (schema_version 2) is read by the report, the gate, the dashboard and
 external tools; see README "Results contract". Records are immutable; build them with
 keyword arguments and serialise with `to_dict` / `from_dict`.
 """
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: suites split (corruptions, drift, certify), ci_method tags, provenance data/notes/estimate
 
 Status = Literal["ok", "skipped", "error"]
 TagValue = str | int | float

@@ -1,4 +1,4 @@
-"""results.json: read and write the results contract (schema_version 1, see README)."""
+"""results.json: read and write the results contract (schema_version 2, see README)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import ConfigError
-from workbench.records import RunRecord
+from workbench.records import SCHEMA_VERSION, RunRecord
 
 RESULTS_FILE = "results.json"
 GATE_FILE = "gate.json"
@@ -25,7 +25,7 @@ def run_to_dict(run: RunRecord | dict[str, Any]) -> dict[str, Any]:
         record = RunRecord.from_dict(run)
     except (KeyError, TypeError, ValueError) as exc:
         missing = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise ConfigError(f"Not a valid results.json (schema_version 1): {missing}.") from exc
+        raise ConfigError(f"Not a valid results.json (schema_version {SCHEMA_VERSION}): {missing}.") from exc
     out = {k: v for k, v in run.items() if k not in ("schema_version", "run_id", "created_at", "provenance", "results")}
     return {**record.to_dict(), **out}
 
