@@ -175,3 +175,22 @@ def test_run_start_fits_the_budget_once_for_every_executor(tmp_path: Any) -> Non
     assert dataclasses.asdict(remote.params) == dataclasses.asdict(local.params)
     assert any(line.startswith("estimated cost on cpu") for line in lines)
     assert "estimate" in setup.provenance
+
+
+@pytest.mark.slow
+def test_estimate_is_within_a_factor_of_two_of_the_quickstart(quickstart_run: dict) -> None:
+    """The estimate the quickstart printed at its start against the time its jobs then took:
+    every job has an estimate (no suite without a cost), and the total of the suites' jobs is
+    within a factor of two of their measured durations."""
+    import json
+
+    d = json.loads((quickstart_run["run_dir"] / "results.json").read_text())
+    jobs = d["provenance"]["estimate"]["jobs"]
+    assert jobs and all(j["seconds"] is not None for j in jobs), [j for j in jobs if j["seconds"] is None]
+    estimated = {(j["model"], j["suite"]): j["seconds"] for j in jobs if j["suite"] != "train"}
+    actual = {(r["model"], r["suite"]): r["duration_s"] for r in d["results"] if r["status"] == "ok"}
+    both = sorted(set(estimated) & set(actual))
+    assert len(both) >= 20
+    ratio = sum(estimated[k] for k in both) / sum(actual[k] for k in both)
+    assert 0.5 <= ratio <= 2.0, (ratio, {f"{m}/{s}": (round(estimated[m, s], 1), round(actual[m, s], 1))
+                                         for m, s in both})
