@@ -37,12 +37,46 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import os
+
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
-from workbench.suites.efficiency.flop_formulas import EXTRA_FORMULAS
+# The counter is built on torch's private dispatch API (`torch.utils._python_dispatch`) and
+# `FlopCounterMode`'s formula registry, which change between releases. It is trusted only on
+# the torch releases it is tested with (pyproject's range); elsewhere, or when those imports
+# are gone, FLOPs are null with the reason instead of a crash or a silently wrong count.
+TESTED_TORCH = ((2, 13), (2, 14))  # [low, high) as (major, minor)
+try:
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from workbench.suites.efficiency.flop_formulas import EXTRA_FORMULAS
+    _IMPORT_PROBLEM: str | None = None
+except ImportError as _exc:  # pragma: no cover - only on an untested torch
+    TorchDispatchMode, FlopCounterMode, EXTRA_FORMULAS = object, None, {}  # type: ignore[assignment,misc]
+    _IMPORT_PROBLEM = f"torch {torch.__version__} lacks the private API the FLOP counter uses ({_exc})"
+
+
+class FlopCounterUnavailable(RuntimeError):
+    """The FLOP counter cannot be trusted on this torch (see TESTED_TORCH)."""
+
+
+def counter_problem(version: str | None = None) -> str | None:
+    """Why FLOPs cannot be counted on this torch (None when they can).
+    WORKBENCH_FLOPS_UNTESTED_TORCH=1 counts anyway on an untested release."""
+    if _IMPORT_PROBLEM:
+        return _IMPORT_PROBLEM
+    version = version or torch.__version__
+    try:
+        major, minor = (int(v) for v in version.split("+")[0].split(".")[:2])
+    except ValueError:
+        return f"cannot read the torch version {version!r}"
+    (lo, hi) = TESTED_TORCH
+    if not lo <= (major, minor) < hi and os.environ.get("WORKBENCH_FLOPS_UNTESTED_TORCH") != "1":
+        return (f"torch {version} is outside the range the FLOP counter is tested with "
+                f"({lo[0]}.{lo[1]} <= torch < {hi[0]}.{hi[1]}); set WORKBENCH_FLOPS_UNTESTED_TORCH=1 to count anyway")
+    return None
 
 
 FLOP_CONVENTION = (
@@ -246,8 +280,12 @@ def count_flops(fn: Callable[[], Any], *, root: nn.Module | None = None) -> Flop
     """Run `fn()` once and count its FLOPs (forward, and backward if `fn` runs one).
 
     `root` names the model whose submodules appear in `by_module` (paths as in
-    `root.named_modules()`, "" for the root itself).
+    `root.named_modules()`, "" for the root itself). Raises FlopCounterUnavailable on a
+    torch the counter is not tested with (`counter_problem`).
     """
+    problem = counter_problem()
+    if problem:
+        raise FlopCounterUnavailable(problem)
     counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
     recorder = _OpRecorder(counter.flop_registry, counter)
     # recorder first: it sits under FlopCounterMode and sees the ops FlopCounterMode runs

@@ -414,3 +414,18 @@ def test_small_model_with_depthwise_separable_block_counts_exactly():
     x = torch.randn(Bm, 3, 8, 8)
     assert forward_flops(model, x).total == sum(layers)
     assert forward_backward_flops(model, x).total == 3 * sum(layers) - layers[0]
+
+
+def test_an_untested_torch_gives_null_flops_with_the_reason(monkeypatch):
+    """The counter leans on torch's private dispatch API: on a release outside the tested
+    range it refuses (the suite then reports FLOPs null with this reason), unless forced."""
+    import workbench.suites.efficiency.flops as F
+
+    assert F.counter_problem() is None  # the torch this project is tested with
+    assert "outside the range" in F.counter_problem("2.20.0+cu130")
+    assert "outside the range" in F.counter_problem("2.3.1")
+    monkeypatch.setattr(F.torch, "__version__", "2.99.0")
+    with pytest.raises(F.FlopCounterUnavailable, match="2.99.0 is outside"):
+        F.forward_flops(torch.nn.Linear(3, 2), torch.randn(1, 3))
+    monkeypatch.setenv("WORKBENCH_FLOPS_UNTESTED_TORCH", "1")
+    assert F.forward_flops(torch.nn.Linear(3, 2), torch.randn(1, 3)).total == 2 * 3 * 2
