@@ -137,6 +137,21 @@ class UncertaintySuite(Suite):
         return uncertainty_cost(self.params, model, data, ctx)
 
     @classmethod
+    def per_example(cls, result: dict[str, Any], run_dir: Path) -> dict[str, np.ndarray]:
+        """The headline rows' per-example values (the single model, uncalibrated): nll and
+        brier (classification), nll and interval hits (regression; their mean is
+        interval_coverage), for paired significance tests."""
+        from workbench.suite import load_artifact
+
+        try:
+            arrays = load_artifact(result, run_dir, "per_example", ".npz") or {}
+        except (OSError, ValueError):
+            return {}
+        wanted = {"nll": f"single{_SEP}nll{_SEP}none", "brier": f"single{_SEP}brier{_SEP}none",
+                  "interval_coverage": f"single{_SEP}interval_hits"}
+        return {name: np.asarray(arrays[key], dtype=np.float64) for name, key in wanted.items() if key in arrays}
+
+    @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
         from workbench.suites.uncertainty.figures import figures
 
@@ -352,8 +367,11 @@ class _Run:
                 ctags = {**tags, "calibration": calibration}
                 probs = lp.exp()
                 conf = probs.max(1).values
-                self.mean_metric("nll", F.negative_log_likelihood(lp, y_test), unit="nats", hib=False, tags=ctags, offset=mi)
-                self.mean_metric("brier", F.brier_score(probs, y_test), unit="score [0, 2]", hib=False, tags=ctags, offset=mi)
+                nll, brier = F.negative_log_likelihood(lp, y_test), F.brier_score(probs, y_test)
+                self.mean_metric("nll", nll, unit="nats", hib=False, tags=ctags, offset=mi)
+                self.mean_metric("brier", brier, unit="score [0, 2]", hib=False, tags=ctags, offset=mi)
+                self.per_example[f"{method}{_SEP}nll{_SEP}{calibration}"] = nll.detach().double().numpy()
+                self.per_example[f"{method}{_SEP}brier{_SEP}{calibration}"] = brier.detach().double().numpy()
                 reliability[method][calibration] = self.calibration_metrics(conf, correct, ctags, offset=mi)
                 cov, rsk = F.risk_coverage(conf, (~correct).double())
                 self.add("aurc", float(rsk.mean()), higher_is_better=False, unit="error rate", n=len(y_test),
@@ -490,9 +508,12 @@ class _Run:
             elif has_var:
                 self.per_example[f"{method}{_SEP}total"] = dec.total.numpy()
             if has_var:
-                self.mean_metric("nll", F.gaussian_nll(mean, dec.total, y), unit="nats", hib=False,
+                nll = F.gaussian_nll(mean, dec.total, y)
+                self.mean_metric("nll", nll, unit="nats", hib=False,
                                  tags={**tags, "predictive": "gaussian_total_variance"}, offset=mi)
                 hits = F.interval_hits(mean, dec.total, y, self.p.interval_level)
+                self.per_example[f"{method}{_SEP}nll{_SEP}none"] = nll.detach().double().numpy()
+                self.per_example[f"{method}{_SEP}interval_hits"] = hits.detach().double().numpy()
                 k = int(hits.sum())
                 self.add("interval_coverage", k / len(y), higher_is_better=None, unit="fraction", n=len(y),
                          ci=proportion_ci(k, len(y)),
