@@ -64,3 +64,34 @@ def test_suite_class_is_none_for_missing_or_broken_suites():
     assert suite_class({"a": int}, "a") is int
     assert suite_class({}, "a") is None and suite_class(None, "no_such_suite") is None
     assert suite_class(Broken(), "x") is None and suite_class(None, None) is None
+
+
+def test_a_clash_is_raised_on_every_use_and_threads_never_see_a_half_scan(monkeypatch):
+    """A clash found while scanning is not remembered as a finished scan (it is raised again,
+    never silently dropped); concurrent first uses all see every suite."""
+    import threading
+    from importlib import metadata
+
+    from workbench.registry import Registry, RegistryClashError
+
+    eps = metadata.EntryPoints([
+        metadata.EntryPoint("dup", "a.mod:A", "workbench.test_group"),
+        metadata.EntryPoint("dup", "b.mod:B", "workbench.test_group"),
+    ])
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: eps if group == "workbench.test_group" else [])
+    reg = Registry("thing", entry_point_group="workbench.test_group")
+    for _ in range(2):
+        with pytest.raises(RegistryClashError, match="'dup' is declared twice: 'a.mod:A'.*'b.mod:B'"):
+            reg.names()
+    monkeypatch.undo()
+
+    from workbench.registry import SUITES
+
+    SUITES.refresh()
+    seen: list[list[str]] = []
+    threads = [threading.Thread(target=lambda: seen.append(SUITES.names())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 8 and all("metrics" in names and "explain" in names for names in seen)

@@ -7,6 +7,7 @@ UnknownNameError: Unknown suite 'robustnes'. Did you mean 'robustness'? Valid su
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +31,7 @@ class Registry(Generic[T]):
         self._loaded: dict[str, T] = {}
         self._entry_points_scanned = False
         self._from_entry_points: set[str] = set()
+        self._lock = threading.RLock()  # the dashboard lists suites from several threads
 
     def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T] | T:
         """Register `obj` (or a "module:attr" path) under `name`; usable as a decorator.
@@ -55,42 +57,49 @@ class Registry(Generic[T]):
 
     def _scan_entry_points(self) -> None:
         """Add every installed entry point of the group. Two distributions (or an entry
-        point and an API registration) claiming one name is an error naming both."""
+        point and an API registration) claiming one name is an error naming both, raised
+        on every use (the scan counts as done only once it succeeded). Thread-safe: no
+        caller ever sees a half-scanned registry."""
         if self._entry_points_scanned or not self.entry_point_group:
             return
-        self._entry_points_scanned = True
-        from importlib.metadata import entry_points
+        with self._lock:
+            if self._entry_points_scanned:
+                return
+            from importlib.metadata import entry_points
 
-        seen: dict[str, tuple[str, str]] = {}  # name -> (value, distribution)
-        for ep in entry_points(group=self.entry_point_group):
-            dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
-            if ep.name in seen:
-                if seen[ep.name][0] == ep.value:
-                    continue  # the same distribution found twice on sys.path
-                raise RegistryClashError(
-                    f"{self.kind} {ep.name!r} is declared twice: {seen[ep.name][0]!r} (from {seen[ep.name][1]}) "
-                    f"and {ep.value!r} (from {dist}). Rename one of them or uninstall one distribution."
-                )
-            seen[ep.name] = (ep.value, dist)
-        for name, (value, dist) in seen.items():
-            existing = self._lazy.get(name) or self._loaded.get(name)
-            if existing is not None and existing != value:
-                raise RegistryClashError(
-                    f"{self.kind} {name!r} is declared twice: {existing!r} (registered through the API) "
-                    f"and {value!r} (entry point from {dist}). Rename one of them."
-                )
-            self._lazy[name] = value
-            self._from_entry_points.add(name)
+            seen: dict[str, tuple[str, str]] = {}  # name -> (value, distribution)
+            for ep in entry_points(group=self.entry_point_group):
+                dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
+                if ep.name in seen:
+                    if seen[ep.name][0] == ep.value:
+                        continue  # the same distribution found twice on sys.path
+                    raise RegistryClashError(
+                        f"{self.kind} {ep.name!r} is declared twice: {seen[ep.name][0]!r} (from {seen[ep.name][1]}) "
+                        f"and {ep.value!r} (from {dist}). Rename one of them or uninstall one distribution."
+                    )
+                seen[ep.name] = (ep.value, dist)
+            for name, (value, dist) in seen.items():
+                existing = self._lazy.get(name) or self._loaded.get(name)
+                if existing is not None and existing != value and name not in self._from_entry_points:
+                    raise RegistryClashError(
+                        f"{self.kind} {name!r} is declared twice: {existing!r} (registered through the API) "
+                        f"and {value!r} (entry point from {dist}). Rename one of them."
+                    )
+            for name, (value, _) in seen.items():
+                self._lazy[name] = value
+                self._from_entry_points.add(name)
+            self._entry_points_scanned = True
 
     def refresh(self) -> None:
         """Forget what the entry points gave and scan them again on next use: for a process
         whose installed distributions changed (a plug-in installed or removed meanwhile).
         Names registered through the API stay."""
-        for name in self._from_entry_points:
-            self._lazy.pop(name, None)
-            self._loaded.pop(name, None)
-        self._from_entry_points = set()
-        self._entry_points_scanned = False
+        with self._lock:
+            for name in self._from_entry_points:
+                self._lazy.pop(name, None)
+                self._loaded.pop(name, None)
+            self._from_entry_points = set()
+            self._entry_points_scanned = False
 
     def names(self) -> list[str]:
         self._scan_entry_points()
