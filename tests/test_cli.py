@@ -55,3 +55,40 @@ def test_validate_shipped_plans(capsys):
             continue  # its weights come with the optional `minilm` extra, not the default set-up
         # validate loads every dataset and builds every model (issue 14); the cost estimate has its own tests
         assert main(["validate", str(plan), "--no-estimate"]) == 0, capsys.readouterr().err
+
+
+def test_stopping_workbench_ui_stops_the_dashboard_server():
+    """`workbench ui` runs Streamlit as a child: a SIGTERM to it (a CI job ending, `kill`)
+    must take the server down too, never leave it listening as an orphan."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    exe = Path(sys.executable).with_name("workbench")
+    proc = subprocess.Popen([str(exe), "ui", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        children: list[str] = []
+        for _ in range(100):
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            if children:
+                break
+            time.sleep(0.1)
+        assert children, "workbench ui started no server process"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 130
+        deadline = time.time() + 10
+        while time.time() < deadline and any(os.path.exists(f"/proc/{c}") for c in children):
+            time.sleep(0.1)
+        assert not any(os.path.exists(f"/proc/{c}") for c in children), "the dashboard server outlived workbench ui"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

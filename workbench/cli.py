@@ -329,8 +329,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     if args.store:
         env["WORKBENCH_STORE"] = str(Path(args.store).resolve())
-    print(f"dashboard on http://{args.host}:{args.port}")
-    return subprocess.call(cmd, env=env)
+    print(f"dashboard on http://{args.host}:{args.port}", flush=True)
+    from workbench.usercode import signals_as_interrupt
+
+    # SIGTERM/SIGINT become KeyboardInterrupt, on which subprocess.call kills the server:
+    # stopping `workbench ui` never leaves an orphaned dashboard listening
+    with signals_as_interrupt():
+        return subprocess.call(cmd, env=env)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
