@@ -30,6 +30,7 @@ started for the run and shut down after it.
 from __future__ import annotations
 
 import os
+import time
 import socket
 import traceback
 from collections.abc import Callable
@@ -68,6 +69,9 @@ def _gpus_per_task(device: str, num_gpus: float | None, cluster: dict[str, float
             "use --device cpu or add GPU nodes."
         )
     return 1.0 if has_gpu else 0.0
+
+
+LOG_FLUSH_S = 1.5  # seconds left to Ray's log monitor before shutdown
 
 
 def _probe(address: str | None, timeout: float = 5.0) -> None:
@@ -265,6 +269,9 @@ def run_plan_ray(
         raise
     finally:
         if started_here:
+            # Ray ships worker output to the driver from a log monitor that polls the workers'
+            # files; shutting down at once loses their last lines (the closing progress lines)
+            time.sleep(LOG_FLUSH_S)
             ray.shutdown()
 
     executor = {
