@@ -133,16 +133,13 @@ class UncertaintySuite(Suite):
 
     def cost(self, model: ModelHandle, data: Dataset, ctx: RunContext) -> list:
         from workbench.suites.uncertainty.cost import uncertainty_cost
-
         return uncertainty_cost(self.params, model, data, ctx)
 
     @classmethod
     def per_example(cls, result: dict[str, Any], run_dir: Path) -> dict[str, np.ndarray]:
-        """The headline rows' per-example values (the single model, uncalibrated): nll and
-        brier (classification), nll and interval hits (regression; their mean is
-        interval_coverage), for paired significance tests."""
+        """Per-example values of the headline rows (single model, uncalibrated) for paired tests:
+        nll, brier (classification); nll, interval hits averaging to interval_coverage (regression)."""
         from workbench.suite import load_artifact
-
         try:
             arrays = load_artifact(result, run_dir, "per_example", ".npz") or {}
         except (OSError, ValueError):
