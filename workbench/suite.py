@@ -84,6 +84,13 @@ class RunContext:
 
         return torch.Generator().manual_seed(int(self.seed) + offset)
 
+    def sample_rows(self, n_rows: int, n: int, offset: int) -> "torch.Tensor":
+        """Indices of `n` of `n_rows` rows drawn without replacement by the run seed (+ offset),
+        in ascending order: the same rows for the same seed and offset, in every executor."""
+        import torch
+
+        return torch.randperm(int(n_rows), generator=self.generator(offset))[: int(n)].sort().values
+
     def rng(self, offset: int = 0) -> "np.random.Generator":
         import numpy as np
 

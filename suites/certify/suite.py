@@ -130,7 +130,7 @@ class CertifySuite(Suite):
             return ctx.skip(reason)
         p = self.params
         n = ctx.limit(len(data.test), p.n_samples)
-        order = torch.randperm(len(data.test), generator=ctx.generator(31))[:n].sort().values
+        order = ctx.sample_rows(len(data.test), n, 31)
         test = data.test.subset(order)
         device = module_device(model.module)
         x, y = test.x.to(device), test.y.cpu()

@@ -82,10 +82,9 @@ class CorruptionsSuite(Suite):
             return ctx.skip(reason)
         p = self.params
         n = ctx.limit(len(data.test), p.n_samples)
-        order = torch.randperm(len(data.test), generator=ctx.generator(17))[:n].sort().values
+        order = ctx.sample_rows(len(data.test), n, 17)
         test = data.test.subset(order)
-        n_train = min(len(data.train), n)
-        train = data.train.subset(torch.randperm(len(data.train), generator=ctx.generator(23))[:n_train].sort().values)
+        train = data.train.subset(ctx.sample_rows(len(data.train), min(len(data.train), n), 23))
         valid = corruptions_for(data.modality)
         names = [c for c in (p.corruptions or valid) if c in valid]
         skipped = [c for c in p.corruptions if c not in valid]

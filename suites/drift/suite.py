@@ -89,9 +89,8 @@ class DriftSuite(Suite):
             return ctx.skip(reason)
         p = self.params
         n = ctx.limit(len(data.test), p.n_samples)
-        test = data.test.subset(torch.randperm(len(data.test), generator=ctx.generator(17))[:n].sort().values)
-        n_train = min(len(data.train), n)
-        train = data.train.subset(torch.randperm(len(data.train), generator=ctx.generator(23))[:n_train].sort().values)
+        test = data.test.subset(ctx.sample_rows(len(data.test), n, 17))
+        train = data.train.subset(ctx.sample_rows(len(data.train), min(len(data.train), n), 23))
         valid = corruptions_for(data.modality)
         names = [c for c in (p.shifts or valid) if c in valid]
         token_ids = top_token_ids(data.train.x, 256) if data.modality == "tokens" else None

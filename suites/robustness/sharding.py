@@ -60,8 +60,7 @@ def _prepare(suite: "RobustnessSuite", model: "ModelHandle", data: Any, ctx: "Ru
 
     p = suite.params
     n = ctx.limit(len(data.test), p.n_samples)
-    perm = torch.randperm(len(data.test), generator=ctx.generator(17))
-    attacked = data.test.subset(perm[:n].sort().values)
+    attacked = data.test.subset(ctx.sample_rows(len(data.test), n, 17))
     device = module_device(model.module)
     x, y = attacked.x.to(device), attacked.y.to(device)
     space = _attack_input(model.module, data, x, p.norm, getattr(model, "embedding", None))

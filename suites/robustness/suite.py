@@ -133,8 +133,7 @@ class RobustnessSuite(Suite):
             return ctx.skip(reason)
         p = self.params
         n = ctx.limit(len(data.test), p.n_samples)
-        perm = torch.randperm(len(data.test), generator=ctx.generator(17))
-        attacked = data.test.subset(perm[:n].sort().values)
+        attacked = data.test.subset(ctx.sample_rows(len(data.test), n, 17))
         metrics: list[MetricRecord] = []
         summary: dict[str, Any] = {
             "modality": data.modality, "norm": p.norm, "eps": list(p.eps), "attacks": list(p.attacks),

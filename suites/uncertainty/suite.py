@@ -112,8 +112,8 @@ class UncertaintySuite(Suite):
         n_val = ctx.limit(len(data.val), p.max_test)
         if n_test < 2 or n_val < 2:
             return ctx.skip(f"needs at least 2 test and 2 validation examples, got {n_test} and {n_val}")
-        test = _subset(data.test, n_test, ctx.generator(101))
-        val = _subset(data.val, n_val, ctx.generator(102))
+        test = data.test if n_test >= len(data.test) else data.test.subset(ctx.sample_rows(len(data.test), n_test, 101))
+        val = data.val if n_val >= len(data.val) else data.val.subset(ctx.sample_rows(len(data.val), n_val, 102))
         run = _Run(self, model, data, ctx, test, val)
         if data.task == "classification":
             metrics = run.classification()
@@ -153,13 +153,6 @@ class UncertaintySuite(Suite):
         from workbench.suites.uncertainty.figures import figures
 
         return figures(result, run_dir)
-
-
-def _subset(split: Split, n: int, gen: torch.Generator) -> Split:
-    if n >= len(split):
-        return split
-    idx = torch.randperm(len(split), generator=gen)[:n].sort().values
-    return split.subset(idx)
 
 
 def make_ood(name: str, x: torch.Tensor, data: Dataset, gen: torch.Generator) -> torch.Tensor:
