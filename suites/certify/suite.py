@@ -14,10 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from workbench.errors import ModelError, check_bool, check_number, check_number_list, check_positive_int
-from workbench.records import MetricRecord
 from workbench.suite import ModelHandle, RunContext, Suite
 
 
@@ -122,62 +120,57 @@ class CertifySuite(Suite):
 
     # ------------------------------------------------------------------ run
     def run(self, model: ModelHandle, data: Any, ctx: RunContext) -> Any:
-        from workbench.suites.certify import functional as C
-        from workbench.torch_utils import module_device
+        from workbench.suites.certify import blocks
 
         reason = self.applicable(model, data)
         if reason:
             return ctx.skip(reason)
+        n = blocks.n_examples(self.params, data, ctx)
+        return self._report(model, data, ctx, [(slice(0, n), blocks.certify_rows(self.params, model, data, ctx,
+                                                                                  slice(0, n)))])
+
+    def _report(self, model: ModelHandle, data: Any, ctx: RunContext, parts: Any) -> Any:
+        """The result from the per-example arrays of every example (one part or the shards')."""
+        from workbench.suites.certify import blocks, report
+
         p = self.params
-        n = ctx.limit(len(data.test), p.n_samples)
-        order = ctx.sample_rows(len(data.test), n, 31)
-        test = data.test.subset(order)
-        device = module_device(model.module)
-        x, y = test.x.to(device), test.y.cpu()
+        n = blocks.n_examples(p, data, ctx)
+        merged = report.merge(parts, n, f"{ctx.model_name}/{self.name}")
+        order = ctx.sample_rows(len(data.test), n, blocks.SAMPLE_OFFSET)
+        y = data.test.subset(order).y.cpu().numpy()
         units = _radius_units(data)
+        metrics, variants, arrays = report.records(p, merged, y, data, ctx, units)
         summary: dict[str, Any] = {
             "modality": data.modality, "norm": "l2", "space": "embedding" if data.modality == "tokens" else "input",
             "radius_units": units, "alpha": p.alpha, "n0": p.n0, "n": p.n, "n_examples": n, "radii": list(p.radii),
             "n_attacked": min(p.attack_samples, n) if p.consistency_check else 0,
-            "sigmas": list(p.sigmas), "variants": {}, "notes": [],
+            "sigmas": list(p.sigmas), "variants": variants, "notes": merged["notes"],
+            "block_size": blocks.block_size(p, ctx.batch_size),
         }
-        variants: list[tuple[str, Any, tuple[float, ...], dict[str, Any]]] = [
-            ("standard", model.module, p.sigmas, {"trained_with": "as given"})]
-        embedding = getattr(model, "embedding", None)  # the token-embedding layer named in the plan
-        if p.noise_training:
-            for s in p.sigmas:
-                if model.trainer is None:
-                    summary["notes"].append("noise training skipped: the model has no trainer (cannot be retrained)")
-                    break
-                try:
-                    params = {"sigma": s, **({"embedding": embedding} if embedding else {})}
-                    module_v = model.trainer(recipe="gaussian_noise", recipe_params=params, epochs=p.training_epochs)
-                except Exception as exc:  # a failed sibling removes only its own rows
-                    summary["notes"].append(f"noise training at sigma={s:g} failed: {type(exc).__name__}: {exc}")
-                    continue
-                variants.append(("gaussian_noise", module_v, (s,),
-                                 {"trained_with": f"gaussian_noise(sigma={s:g})",
-                                  "train_seconds": getattr(module_v, "train_seconds", None)}))
-
-        metrics: list[MetricRecord] = []
-        arrays: dict[str, np.ndarray] = {"label": y.numpy(), "example_index": order.numpy()}
-        for variant, module_v, sigmas, info in variants:
-            vs = summary["variants"].setdefault(variant, {})
-            for s in sigmas:
-                out = _certify_one(C, module_v, data, x, y, s, variant, p, ctx, units, embedding)
-                metrics += out["metrics"]
-                vs[f"{s:g}"] = {**out["summary"], **info}
-                for k, v in out["arrays"].items():
-                    arrays[f"{variant}_sigma{s:g}_{k}"] = v
-        if p.consistency_check:
-            flags = [m for m in metrics if m.name == "certification_consistency_flag" and m.value is not None]
-            metrics.append(MetricRecord(
-                name="certification_consistency_flags", value=float(sum(m.value for m in flags)),
-                higher_is_better=False, unit="checks", n=len(flags),
-                tags={"check": "certified_within_attacked", "check_alpha": p.check_alpha}))
-        ctx.save_artifact("certificates", arrays)
+        ctx.save_artifact("certificates", {"label": y, "example_index": order.numpy(), **arrays})
         ctx.save_artifact("certify_summary", summary)
         return ctx.result(metrics, config=self.config())
+
+    # Sharding (Ray): whole blocks of examples per shard, each block with its own noise seeds
+    # (blocks.py), so a shard computes the very rows of the unsharded run; `combine` recounts
+    # every metric from the concatenated per-example arrays (report.py).
+
+    def shards(self, model: ModelHandle, data: Any, ctx: RunContext, n_shards: int) -> list[slice] | None:
+        from workbench.suites.certify import blocks
+
+        if self.applicable(model, data):
+            return None
+        n = blocks.n_examples(self.params, data, ctx)
+        ranges = blocks.shard_ranges(n, blocks.block_size(self.params, ctx.batch_size), n_shards)
+        return ranges if len(ranges) > 1 else None
+
+    def run_shard(self, model: ModelHandle, data: Any, ctx: RunContext, shard: Any) -> dict[str, Any]:
+        from workbench.suites.certify import blocks
+
+        return blocks.certify_rows(self.params, model, data, ctx, shard)
+
+    def combine(self, model: ModelHandle, data: Any, ctx: RunContext, parts: Any) -> Any:
+        return self._report(model, data, ctx, list(parts))
 
     def cost(self, model: ModelHandle, data: Any, ctx: RunContext) -> list:
         from workbench.suites.certify.cost import certify_cost
@@ -187,6 +180,39 @@ class CertifySuite(Suite):
     @classmethod
     def is_headline(cls, metric: dict[str, Any]) -> bool:
         return metric.get("name") in cls.headline_metrics
+
+    @classmethod
+    def per_example(cls, result: dict[str, Any], run_dir: Path) -> dict[str, np.ndarray]:
+        """Per test example, for paired significance tests (gate rules with `significant`):
+        "smoothed_accuracy" (1.0 when PREDICT returned the label, 0.0 when wrong or
+        abstaining) and "mean_certified_radius" (CERTIFY's radius when it returned the label,
+        else 0), of the model as given ("standard") at the smallest sigma, the row of each
+        name these average to; with "y_true" and "example_id". A name has one row per
+        (variant, sigma) and the hook maps a name to one array, so the model under test at
+        its least noisy smoothing is the one described; `certified_accuracy` (one row per
+        radius too) is left out: `mean_certified_radius` is the area under its curve."""
+        from workbench.suite import load_artifact
+
+        try:
+            arrays = load_artifact(result, run_dir, "certificates", ".npz")
+        except (OSError, ValueError):
+            return {}
+        sigmas = (result.get("config") or {}).get("sigmas") or []
+        if not arrays or not sigmas or "label" not in arrays:
+            return {}
+        prefix = f"standard_sigma{min(float(s) for s in sigmas):g}_"
+        keys = [prefix + k for k in ("prediction", "radius", "smoothed_prediction")]
+        if not all(k in arrays for k in keys):
+            return {}
+        y = arrays["label"]
+        pred, radius, smoothed = (arrays[k] for k in keys)
+        if not all(a.shape == y.shape and a.ndim == 1 for a in (pred, radius, smoothed)):
+            return {}
+        out = {"smoothed_accuracy": (smoothed == y).astype(np.float64),
+               "mean_certified_radius": np.where(pred == y, radius, 0.0).astype(np.float64), "y_true": y}
+        if arrays.get("example_index") is not None and arrays["example_index"].shape == y.shape:
+            out["example_id"] = arrays["example_index"]
+        return out
 
     @classmethod
     def figures(cls, result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:
@@ -209,143 +235,3 @@ def _radius_units(data: Any) -> str:
     if (data.ground_truth or {}).get("standardization") is not None:
         return "train-std units (standardised features)"
     return "input units (features as given)"
-
-
-def _cp(k: int, n: int) -> tuple[float, float] | None:
-    from workbench.suites.certify.functional import clopper_pearson
-
-    return clopper_pearson(k, n) if n else None
-
-
-def _fraction(name: str, k: int, n: int, tags: dict[str, Any], *, higher: bool = True,
-              empty_reason: str = "no example") -> MetricRecord:
-    if n == 0:
-        return MetricRecord.unavailable(name, empty_reason, higher_is_better=higher, unit="fraction", n=0, tags=tags)
-    return MetricRecord(name=name, value=k / n, higher_is_better=higher, unit="fraction", n=n, ci=_cp(k, n),
-                        tags={**tags, "ci_method": "clopper_pearson"})
-
-
-def _certify_one(C: Any, module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, sigma: float, variant: str,
-                 p: Any, ctx: RunContext, units: str, embedding: str | None) -> dict[str, Any]:
-    """Certify one (model variant, sigma): metrics, a summary row for the figures, and
-    per-example arrays."""
-    from workbench.stats import bootstrap_mean_ci
-    from workbench.torch_utils import derive_seed, frozen_eval
-
-    device = x.device
-    bs = ctx.batch_size
-    tags = {"variant": variant, "sigma": sigma, "norm": "l2", "space": "embedding" if data.modality == "tokens" else "input"}
-    seed = lambda *k: derive_seed(ctx.seed, "certify", variant, f"{sigma:g}", *k)  # noqa: E731
-    gen = torch.Generator(device=device).manual_seed(seed("noise"))
-    with frozen_eval(module):
-        if data.modality == "tokens":
-            ref = data.train.x[: min(len(data.train), 1000)].to(device)
-            space = C.embedding_space(module, ref, path=embedding)
-        else:
-            space = C.input_space(x)
-        with ctx.progress(len(x) * (p.n0 + p.n), f"{variant} sigma={sigma:g}", unit="noisy copies") as bar:
-            cert = C.certify(module, x, sigma=sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=bs, generator=gen,
-                             space=space, num_classes=data.num_classes, progress=bar)
-    n = len(y)
-    pred_g = C.predict_from_counts(cert.counts_estimation, p.alpha)
-    abstain_cert = int((cert.prediction == C.ABSTAIN).sum())
-    abstain_pred = int((pred_g == C.ABSTAIN).sum())
-    metrics: list[MetricRecord] = []
-    curve: dict[str, list[float]] = {"radius": [], "accuracy": [], "ci_low": [], "ci_high": []}
-    counts = C.certified_counts(cert, y, p.radii)
-    for r, k in zip(p.radii, counts):
-        rec = _fraction("certified_accuracy", k, n, {**tags, "radius": r, "radius_units": units.split(" (")[0]})
-        metrics.append(rec)
-        curve["radius"].append(r)
-        curve["accuracy"].append(k / n)
-        curve["ci_low"].append(rec.ci[0] if rec.ci else k / n)
-        curve["ci_high"].append(rec.ci[1] if rec.ci else k / n)
-    metrics.append(_fraction("abstain_rate", abstain_cert, n, {**tags, "procedure": "certify"}, higher=False))
-    metrics.append(_fraction("smoothed_accuracy", int((pred_g == y).sum()), n, {**tags, "procedure": "predict"}))
-    metrics.append(_fraction("abstain_rate", abstain_pred, n, {**tags, "procedure": "predict"}, higher=False))
-    correct_radius = np.where((cert.prediction == y).numpy(), cert.radius, 0.0)
-    metrics.append(MetricRecord(name="mean_certified_radius", value=float(correct_radius.mean()), higher_is_better=True,
-                                unit=units.split(" (")[0], n=n, ci=bootstrap_mean_ci(correct_radius, seed=seed("acr") % 2**31),
-                                tags=tags))
-    r_max = C.max_certifiable_radius(sigma, p.n, p.alpha)
-    summary: dict[str, Any] = {
-        "curve": curve, "abstain_rate_certify": abstain_cert / n, "smoothed_accuracy": float((pred_g == y).float().mean()),
-        "abstain_rate_predict": abstain_pred / n, "mean_certified_radius": float(correct_radius.mean()),
-        "max_certifiable_radius": r_max, "noise_scale": space.scale,
-        "noisy_accuracy": float((cert.counts_estimation.gather(1, y[:, None]).squeeze(1).float() / p.n).mean()),
-    }
-    if any(r > r_max for r in p.radii):
-        summary["note"] = (f"radii above {r_max:.3g} cannot be certified with n={p.n} at alpha={p.alpha:g} "
-                           "(a limit of n, not of the model)")
-    arrays = {"prediction": cert.prediction.numpy(), "radius": cert.radius, "p_lower": cert.p_lower,
-              "smoothed_prediction": pred_g.numpy()}
-    if p.consistency_check:
-        check = _consistency(C, module, x, y, cert, space, sigma, p, bs, gen, data, tags)
-        metrics += check["metrics"]
-        summary["empirical"] = check["curve"]
-        summary["consistency"] = check["rows"]
-    return {"metrics": metrics, "summary": summary, "arrays": arrays}
-
-
-def _consistency(C: Any, module: Any, x: torch.Tensor, y: torch.Tensor, cert: Any, space: Any, sigma: float, p: Any,
-                 bs: int, gen: torch.Generator, data: Any, tags: dict[str, Any]) -> dict[str, Any]:
-    """Attack g at every radius > 0 where some example of the attacked subset is certified;
-    flag a certified example whose attacked point has significantly fewer hits of its class
-    than the certificate guarantees (Bonferroni over every certified example checked)."""
-    from workbench.torch_utils import frozen_eval
-
-    m_noise = min(p.attack_noise_samples, bs)  # one forward holds every noise draw of an example
-    sub = torch.arange(min(p.attack_samples, len(y)))
-    xs, ys = x[sub.to(x.device)], y[sub]
-    clean_ok = (cert.counts_estimation[sub].argmax(1) == ys)  # g's Monte Carlo argmax is right at x
-    bounds = tuple(data.bounds) if (data.bounds and space.kind == "input") else None
-    atags = {**tags, "attack": "pgd_eot", "steps": p.attack_steps, "noise_samples": m_noise}
-    pending: list[tuple[float, np.ndarray, np.ndarray | None, int]] = []
-    curve: dict[str, list[float]] = {"radius": [], "accuracy": [], "ci_low": [], "ci_high": [], "certified": []}
-    metrics: list[MetricRecord] = []
-    for r in (p.check_radii if p.check_radii is not None else p.radii):
-        if r <= 0:
-            continue
-        certified = cert.certified(y, r)[sub]
-        if not bool(certified.any()):
-            pending.append((r, np.zeros(0), None, 0))
-            continue
-        idx = clean_ok.nonzero().squeeze(1)
-        adv_ok = torch.zeros(len(ys), dtype=torch.bool)
-        hits = torch.zeros(len(ys), dtype=torch.long)
-        with frozen_eval(module):
-            delta = C.smoothed_pgd(module, xs[idx.to(x.device)], ys[idx].to(x.device), eps=r, sigma=sigma,
-                                   steps=p.attack_steps, noise_samples=m_noise, batch_size=bs, generator=gen,
-                                   space=space, bounds=bounds)
-            counts = C.sample_noise(module, xs[idx.to(x.device)], num=p.attack_eval_samples, sigma=sigma,
-                                    batch_size=bs, generator=gen, space=space, offset=delta,
-                                    num_classes=cert.counts_estimation.shape[1]).cpu()
-        adv_ok[idx] = counts.argmax(1) == ys[idx]
-        hits[idx] = counts.gather(1, ys[idx][:, None]).squeeze(1)
-        k = int(adv_ok.sum())
-        rec = _fraction("smoothed_adversarial_accuracy", k, len(ys), {**atags, "radius": r})
-        metrics.append(rec)
-        curve["radius"].append(r)
-        curve["accuracy"].append(k / len(ys))
-        curve["ci_low"].append(rec.ci[0])
-        curve["ci_high"].append(rec.ci[1])
-        curve["certified"].append(float(certified.float().mean()))
-        cidx = certified.nonzero().squeeze(1).numpy()
-        pv = C.consistency_pvalues(cert.radius[sub.numpy()][cidx], sigma, r, hits.numpy()[cidx], p.attack_eval_samples)
-        pending.append((r, pv, adv_ok.numpy()[cidx], int(certified.sum())))
-    n_tests = max(1, sum(len(pv) for _, pv, _, _ in pending))
-    rows = []
-    for r, pv, ok, n_cert in pending:
-        ftags = {**tags, "radius": r, "check": "certified_within_attacked"}
-        if n_cert == 0:
-            metrics.append(MetricRecord.unavailable(
-                "certification_consistency_flag", f"no attacked example is certified at radius {r:g}: nothing to check",
-                higher_is_better=False, unit="flag", tags=ftags))
-            rows.append({"radius": r, "certified": 0, "flagged": None})
-            continue
-        flagged = bool((pv < p.check_alpha / n_tests).any())
-        metrics.append(MetricRecord(name="certification_consistency_flag", value=float(flagged), higher_is_better=False,
-                                    unit="flag", n=n_cert, tags=ftags))
-        rows.append({"radius": r, "certified": n_cert, "flagged": flagged, "min_p_value": float(pv.min()),
-                     "certified_but_attacked_wrong": int((~ok).sum()), "bonferroni_tests": n_tests})
-    return {"metrics": metrics, "curve": curve, "rows": rows}
