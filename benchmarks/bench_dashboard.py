@@ -1,10 +1,19 @@
 """Dashboard page render time at scale: a store with 1,000 runs plus two runs whose
 models have 10,000 test examples each (apps/demo.py), every page rendered through
 `streamlit.testing.v1.AppTest` (the script run: store reads, artifact reads, figure
-building and serialisation; not the browser's drawing).
+building and serialisation; not the browser's drawing). Then the HTML report of a real
+run in headless Chromium (--report; default: run plans/quickstart.toml once).
 
     python benchmarks/bench_dashboard.py                  # 1,000 runs, 10k examples
     python benchmarks/bench_dashboard.py --runs 200 --examples 2000 --repeats 3
+    python benchmarks/bench_dashboard.py --report reports/<run_id>/results.json --no-pages
+
+The report is timed as a reader meets it (median over --repeats fresh tabs): "open" is
+from navigation until plotly.js is unpacked and every figure on the first screen is
+drawn; "jump" is, for each result section reached from the table of contents, the time
+until every figure on that screen is drawn (the slowest section is printed); "all drawn"
+is until the figures off screen, drawn one at a time while the browser is idle, are all
+drawn. Goals: open < 3 s, every jump < 1 s, file < 4 MB.
 
 Prints, per page, the first (cold: caches empty, modules imported on first use) and the
 median warm render time (caches filled, a new session as for a new browser tab), and the
@@ -66,6 +75,96 @@ def render(page: str, model: str, timeout: float = 300) -> tuple[float, int, int
     return dt, len(specs), max((_points(s) for s in specs), default=0), kinds
 
 
+REPORT_OPEN_GOAL_S, REPORT_JUMP_GOAL_S, REPORT_SIZE_GOAL = 3.0, 1.0, 4_000_000
+VISIBLE_DRAWN_JS = """() => Array.from(document.querySelectorAll('div.fig')).every(d => {
+  const r = d.getBoundingClientRect();
+  return r.bottom < 0 || r.top > window.innerHeight || d.hasAttribute('data-drawn'); })"""
+
+
+def _wait(page, check, timeout_s: float = 60.0) -> float:
+    """Seconds until `check()` holds, polled every 10 ms."""
+    t0 = time.perf_counter()
+    while not check():
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError("the report did not finish drawing in time")
+        page.wait_for_timeout(10)
+    return time.perf_counter() - t0
+
+
+def time_report(html: Path, repeats: int = 3) -> dict:
+    """{"open_s", "all_drawn_s", "jump_s" {anchor: s}, "figures", "size"} of report.html in
+    headless Chromium (/usr/bin/chromium, network blocked), medians over `repeats` tabs."""
+    from playwright.sync_api import sync_playwright
+
+    url = html.resolve().as_uri()
+    opens, alls, jumps = [], [], {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"])
+        try:
+            for _ in range(repeats):
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.route("**/*", lambda r: r.continue_() if r.request.url == url or r.request.url.startswith(
+                    ("data:", "blob:")) else r.abort())
+                t0 = time.perf_counter()
+                page.goto(url, wait_until="load")
+                _wait(page, lambda: page.get_attribute("body", "data-plotly") == "ready"
+                      and page.evaluate(VISIBLE_DRAWN_JS))
+                opens.append(time.perf_counter() - t0)
+                _wait(page, lambda: page.get_attribute("body", "data-figures") == "drawn")
+                alls.append(time.perf_counter() - t0)
+                page.close()
+                # jumps: a fresh tab per run, each section reached from the table of contents
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(url, wait_until="load")
+                _wait(page, lambda: page.get_attribute("body", "data-plotly") == "ready")
+                anchors = page.evaluate("Array.from(document.querySelectorAll('section.result')).map(s => s.id)")
+                for a in anchors:
+                    t1 = time.perf_counter()
+                    page.evaluate(f"document.getElementById('{a}').scrollIntoView()")
+                    jumps.setdefault(a, []).append(time.perf_counter() - t1 + _wait(page, lambda: page.evaluate(
+                        VISIBLE_DRAWN_JS)))
+                n = page.locator("div.fig").count()
+                page.close()
+        finally:
+            browser.close()
+    return {"open_s": statistics.median(opens), "all_drawn_s": statistics.median(alls),
+            "jump_s": {a: statistics.median(v) for a, v in jumps.items()}, "figures": n, "size": html.stat().st_size}
+
+
+def report_html(spec: str | None) -> Path:
+    """report.html to time: written fresh from a run's results.json (or an existing
+    report.html), or from a new run of plans/quickstart.toml in a temporary directory."""
+    from workbench.reporting import load_results, write_reports
+
+    if spec and spec.endswith(".html"):
+        return Path(spec)
+    if not spec:
+        import subprocess
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench-report-"))
+        env = {**os.environ, "WORKBENCH_STORE": str(tmp / "store.sqlite"), "WORKBENCH_CACHE": str(tmp / "cache")}
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "workbench", "run", str(ROOT / "plans" / "quickstart.toml"),
+                        "--out", str(tmp / "reports"), "--quiet"], env=env, cwd=tmp, check=False)
+        spec = str(next((tmp / "reports").glob("*/results.json")))
+        print(f"quickstart run for the report: {time.perf_counter() - t0:.0f} s")
+    run, run_dir = load_results(spec)
+    return write_reports(run, run_dir, formats="html", out_dir=tempfile.mkdtemp(prefix="bench-report-html-"))["html"]
+
+
+def bench_report(spec: str | None, repeats: int) -> None:
+    html = report_html(spec)
+    r = time_report(html, repeats)
+    slow = max(r["jump_s"].items(), key=lambda kv: kv[1]) if r["jump_s"] else ("-", 0.0)
+    ok = (r["open_s"] < REPORT_OPEN_GOAL_S and slow[1] < REPORT_JUMP_GOAL_S and r["size"] < REPORT_SIZE_GOAL)
+    print(f"load average (1 min) {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"report.html: {r['size'] / 1e6:.2f} MB, {r['figures']} figures, {len(r['jump_s'])} sections; "
+          f"open (first screen drawn) {r['open_s']:.2f} s; slowest section jump {slow[1]:.2f} s ({slow[0]}), "
+          f"median jump {statistics.median(r['jump_s'].values() or [0.0]):.2f} s; every figure drawn (in the "
+          f"background) {r['all_drawn_s']:.2f} s; goals (open < {REPORT_OPEN_GOAL_S:g} s, jump < "
+          f"{REPORT_JUMP_GOAL_S:g} s, < {REPORT_SIZE_GOAL / 1e6:g} MB): {'met' if ok else 'MISSED'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1000, help="extra light runs in the store")
@@ -73,8 +172,18 @@ def main() -> None:
     ap.add_argument("--explained", type=int, default=64, help="examples with stored attributions")
     ap.add_argument("--repeats", type=int, default=3, help="warm renders per page")
     ap.add_argument("--root", default=None, help="where to write the store (default: a temporary directory)")
+    ap.add_argument("--report", default=None, help="results.json or report.html of a run (default: run the quickstart)")
+    ap.add_argument("--no-report", action="store_true", help="skip the HTML report timing")
+    ap.add_argument("--no-pages", action="store_true", help="skip the dashboard pages")
     a = ap.parse_args()
 
+    if not a.no_pages:
+        bench_pages(a)
+    if not a.no_report:
+        bench_report(a.report, a.repeats)
+
+
+def bench_pages(a: argparse.Namespace) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import logging
 

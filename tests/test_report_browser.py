@@ -22,6 +22,11 @@ from workbench.records import MetricRecord, RunRecord, SuiteResult
 from workbench.reporting import write_reports
 
 from tests.helpers import CHROMIUM, CHROMIUM_FLAGS as FLAGS, sync_playwright_or_skip
+
+# every figure that intersects the viewport has been drawn
+VISIBLE_DRAWN_JS = """() => Array.from(document.querySelectorAll('div.fig')).every(d => {
+  const r = d.getBoundingClientRect();
+  return r.bottom < 0 || r.top > window.innerHeight || d.hasAttribute('data-drawn'); })"""
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 
 pytestmark = pytest.mark.browser
@@ -153,9 +158,10 @@ def test_report_renders_offline_in_chromium(tmp_path):
 
 @pytest.mark.slow
 def test_quickstart_report_opens_fast_small_and_clean(quickstart_run, tmp_path):
-    """report.html of a REAL quickstart run: under 4 MB, usable (plotly unpacked, first
-    figures drawn) in under 3 s, every figure drawn once scrolled to, no "None"/"nan"
-    text, no note, no empty figure, no request, no console error."""
+    """report.html of a REAL quickstart run: under 4 MB, open (plotly unpacked, every
+    figure on the first screen drawn) in under 3 s, every figure drawn in the background
+    without scrolling and when scrolled to, no "None"/"nan" text, no note, no empty
+    figure, no request, no console error."""
     from tests.helpers import BAD_TEXT, EMPTY_PLOTS_JS, PLOT_TEXT_JS
 
     sync_playwright = sync_playwright_or_skip()
@@ -178,10 +184,16 @@ def test_quickstart_report_opens_fast_small_and_clean(quickstart_run, tmp_path):
             t0 = time.monotonic()
             page.goto(url, wait_until="load")
             _wait_ready(page)
+            while not page.evaluate(VISIBLE_DRAWN_JS):
+                assert time.monotonic() - t0 < 60, "the first screen's figures never drew"
+                page.wait_for_timeout(10)
             opened = time.monotonic() - t0
-            t1 = time.monotonic()
+            while page.get_attribute("body", "data-figures") != "drawn":  # the rest, drawn while idle
+                assert time.monotonic() - t0 < 120, "the figures off screen never drew"
+                page.wait_for_timeout(20)
+            all_drawn = time.monotonic() - t0
+            assert page.locator("div.fig:not([data-drawn])").count() == 0
             _draw_all(page)
-            all_drawn = time.monotonic() - t1
             n = page.locator("div.fig").count()
             body = page.inner_text("body")
             notes = page.locator(".note").all_inner_texts()
@@ -189,12 +201,13 @@ def test_quickstart_report_opens_fast_small_and_clean(quickstart_run, tmp_path):
             plot_text = [t for t in page.evaluate(PLOT_TEXT_JS) if re.search(BAD_TEXT, t)]
         finally:
             browser.close()
-    print(f"report: {size / 1e6:.2f} MB, {n} figures, usable in {opened:.2f} s, all drawn on scroll in {all_drawn:.2f} s")
+    print(f"report: {size / 1e6:.2f} MB, {n} figures, open (first screen drawn) in {opened:.2f} s, every figure "
+          f"drawn in the background by {all_drawn:.2f} s")
     # A time limit means something only on a machine that is not overloaded (the CI runner,
     # a developer's laptop); on a shared box at load 10+ the number is printed, not judged.
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     if load < 1.5:
-        assert opened < 3.0, f"the report took {opened:.2f} s to become usable"
+        assert opened < 3.0, f"the report took {opened:.2f} s to open with its first screen drawn"
     else:
         warnings.warn(f"load {load:.1f} per core: the report's open time ({opened:.2f} s) was not judged")
     assert n > 20 and not empty, empty

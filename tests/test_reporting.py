@@ -372,6 +372,13 @@ def test_html_inlines_plotly_once_for_many_figures(tmp_path, plotly_head):
     assert html.count('class="wb-fig"') == 4 and html.count('<div class="fig"') == 4
     assert len(html) < len(js) / 2 + 100_000  # compressed; 4 figures cost kilobytes, not 4 x 4.8 MB
     assert html.count('id="wb-template"') == 1  # the default template is carried once, not per figure
+    # ... with the layout defaults whole, and the trace defaults of the trace types drawn only
+    from workbench.reporting.figures import default_template
+
+    tpl = json.loads(re.search(r'id="wb-template">(.*?)</script>', html, re.S).group(1))
+    full = default_template()
+    assert tpl["layout"] == full["layout"] and tpl["data"] == {"scatter": full["data"]["scatter"]}
+    assert len(full["data"]) > 10
     # Each embedded spec parses and has the data of its artifact.
     specs = re.findall(r'<script type="application/json" class="wb-fig" data-target="(fig-\d+)"[^>]*>(.*?)</script>', html,
                        re.S)
