@@ -130,12 +130,17 @@ def _pgd_single(
     model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, *, eps: float, norm: str,
     steps: int, alpha: float, random_start: bool, loss_fn: Callable, bounds: Bounds, gen: torch.Generator,
     early_stop: bool, keep_first_success: bool = True,
-) -> torch.Tensor:
-    """One PGD run: per sample the first iterate that fools it (checked on iterates
-    0..steps-1 from the logits of each gradient step), else the last iterate; with
-    `keep_first_success=False` the last iterate of every sample (the plain algorithm).
-    With early stop the working set (rows, their inputs, labels, iterates) is compacted
-    only when samples drop out, so a step costs no extra copies."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One PGD run. Returns (x_adv (B, ...), fooled (B,) bool): per sample the first
+    iterate that fools it (checked on iterates 0..steps-1 from the logits of each gradient
+    step; `fooled` marks those), else the last iterate, whose success is not known here;
+    with `keep_first_success=False` the last iterate of every sample (the plain algorithm,
+    `fooled` all False). With early stop the working set (rows, their inputs, labels,
+    iterates) is compacted only when samples drop out, so a step costs no extra copies.
+    A sample fooled at iterate t costs t+1 forward and t+1 backward rows; t backward rows
+    is the floor, but a backward pass costs the same whether or not the fooled rows' loss
+    is in it, and re-running the forward on the rest costs more than it saves
+    (`benchmarks/bench_attacks.py`)."""
     if random_start:
         x_adv = clip_to_bounds(x + random_in_ball(x, eps, norm, gen), bounds)
     else:
@@ -155,24 +160,27 @@ def _pgd_single(
         if early_stop and keep_first_success and bool(new.any()):
             keep = ~new
             if not bool(keep.any()):
-                return out
+                return out, fooled
             xa, x0, ya, g = xa[keep], x0[keep], ya[keep], None
             ta = None if ta is None else ta[keep]
             rows = rows[keep]
             m = restrict(model, rows)
     still = ~fooled[rows]
     out[rows[still]] = xa[still]
-    return out
+    return out, fooled
 
 
 def _keep_worst(
     model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss_fn: Callable,
-    restarts: int, run: Callable[[Model, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    restarts: int,
+    run: Callable[[Model, torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]],
 ) -> torch.Tensor:
-    """Run `run` up to `restarts` times on the points not yet fooled; per sample keep the
-    first successful example, else the one with the highest loss."""
+    """Run `run` (-> (x_adv, fooled during the run)) up to `restarts` times on the points
+    not yet fooled; per sample keep the first successful example, else the one with the
+    highest loss. Only the points the run left standing are re-evaluated (their last
+    iterate's success and loss are not known yet); a point it fooled is kept as it is."""
     if restarts == 1:
-        return run(model, x, y, target)
+        return run(model, x, y, target)[0]
     best = x.clone()
     best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -182,11 +190,15 @@ def _keep_worst(
             break
         t = None if target is None else target[idx]
         m = restrict(model, idx)
-        xa = run(m, x[idx], y[idx], t)
-        with torch.no_grad():
-            z = logits_of(m, xa)
-            loss = loss_fn(z, y[idx], t)
-            succ = _success(z, y[idx], t)
+        xa, succ = run(m, x[idx], y[idx], t)
+        loss = torch.full((idx.numel(),), float("inf"), device=x.device)
+        rest = (~succ).nonzero().squeeze(1)
+        if rest.numel() > 0:
+            with torch.no_grad():
+                z = logits_of(restrict(m, rest), xa[rest])
+                loss[rest] = loss_fn(z, y[idx[rest]], None if t is None else t[rest]).to(loss.dtype)
+                succ = succ.clone()
+                succ[rest] = _success(z, y[idx[rest]], None if t is None else t[rest])
         take = succ | (loss > best_loss[idx])
         best[idx[take]] = xa[take]
         best_loss[idx[take]] = loss[take]
@@ -282,7 +294,9 @@ def _apgd_single(
     """One APGD run. Returns (x_adv (B, ...), fooled (B,) bool) where x_adv is the first
     misclassified iterate if one was found, else the highest-loss iterate. All state is per
     sample; with early stop only the samples still standing are stepped (their schedule is
-    unchanged: a fooled sample's frozen values never enter another sample's)."""
+    unchanged: a fooled sample's frozen values never enter another sample's). Every iterate
+    0..steps is checked, so `fooled` is the success of the returned point; the last iterate
+    needs only a forward (its gradient would never be used)."""
     b = x.shape[0]
     x_adv = clip_to_bounds(x + _random_start_apgd(x, eps, norm, gen), bounds)
     logits, loss, g = _loss_and_grad(model, x_adv, y, target, loss_fn)
@@ -308,8 +322,13 @@ def _apgd_single(
             z = project(xa + _view(step[r], xa) * _ascent(g[r], norm), xr, eps, norm, bounds)
             xn = project(xa + a * (z - xa) + (1 - a) * diff, xr, eps, norm, bounds)
             x_prev[r], x_adv[r] = xa, xn
-        logits, loss_r, g_r = _loss_and_grad(restrict(model, r), xn, y[r], t, loss_fn)
-        g[r] = g_r
+        if i < steps - 1:
+            logits, loss_r, g_r = _loss_and_grad(restrict(model, r), xn, y[r], t, loss_fn)
+            g[r] = g_r
+        else:  # the last iterate's gradient would never be used: its loss and success need a forward only
+            with torch.no_grad():
+                logits = logits_of(restrict(model, r), xn).detach()
+                loss_r = loss_fn(logits, y[r], t)
         new = _success(logits, y[r], None) & ~fooled[r]
         x_fool[r[new]] = xn[new]
         fooled[r[new]] = True
@@ -337,6 +356,11 @@ def _apgd_single(
 def _apgd_restarts(
     model: Model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, restarts: int, **kw: object
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """APGD `restarts` times on the points not yet fooled: per sample the first success,
+    else the highest-loss point. -> (x_adv (B, ...), fooled (B,)). Only the points a run
+    left standing are re-evaluated (a run's successes are kept whatever their loss)."""
+    if restarts == 1:
+        return _apgd_single(model, x, y, target, **kw)  # type: ignore[arg-type]
     out = x.clone()
     best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -348,8 +372,12 @@ def _apgd_restarts(
         t = None if target is None else target[idx]
         m = restrict(model, idx)
         xa, succ = _apgd_single(m, x[idx], y[idx], t, **kw)  # type: ignore[arg-type]
-        with torch.no_grad():
-            loss = loss_fn(logits_of(m, xa), y[idx], t)
+        loss = torch.full((idx.numel(),), float("inf"), device=x.device)
+        rest = (~succ).nonzero().squeeze(1)
+        if rest.numel() > 0:
+            with torch.no_grad():
+                loss[rest] = loss_fn(logits_of(restrict(m, rest), xa[rest]), y[idx[rest]],
+                                     None if t is None else t[rest]).to(loss.dtype)
         take = succ | (loss > best_loss[idx])
         out[idx[take]] = xa[take]
         best_loss[idx[take]] = loss[take]
@@ -449,8 +477,12 @@ def apgd_targeted(
                 t = torch.where(t == ys[idx], order[idx, 0], t)
                 mi = restrict(ms, idx)
                 xa, succ = _apgd_restarts(mi, xs[idx], ys[idx], t, restarts, **kw)
-                with torch.no_grad():
-                    loss = ce_loss(logits_of(mi, xa), ys[idx])
+                # a success is kept whatever its loss: only the points still standing need their CE
+                loss = torch.full((idx.numel(),), float("inf"), device=xs.device)
+                rest = (~succ).nonzero().squeeze(1)
+                if rest.numel() > 0:
+                    with torch.no_grad():
+                        loss[rest] = ce_loss(logits_of(restrict(mi, rest), xa[rest]), ys[idx[rest]])
                 take = succ | (loss > best_loss[idx])
                 best[idx[take]] = xa[take]
                 best_loss[idx[take]] = loss[take]
