@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from workbench.suites.robustness import functional as A
@@ -18,16 +19,25 @@ torch.set_num_threads(1)
 
 
 class RowCounter(nn.Module):
-    """Counts the rows every forward pass sees (the work an attack spends)."""
+    """Counts the rows every forward pass sees (the work an attack spends), those with a
+    graph for a backward pass (input requiring grad), and keeps each pass's predictions."""
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
         self.rows = 0
+        self.grad_rows = 0
+        self.preds: list[torch.Tensor] = []
+
+    def reset(self) -> None:
+        self.rows, self.grad_rows, self.preds = 0, 0, []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.rows += x.shape[0]
-        return self.module(x)
+        self.grad_rows += x.shape[0] if x.requires_grad else 0
+        out = self.module(x)
+        self.preds.append(out.detach().argmax(1))
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +106,54 @@ def test_early_stop_on_a_token_model_through_the_embedding_hook():
                    generator=torch.Generator().manual_seed(0))
         assert torch.equal(_fooled(space, a, y), _fooled(space, b, y))
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def _first_success(preds: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """(N,) long: the first pass whose prediction is wrong, -1 if none; preds[j] (N,)."""
+    wrong = torch.stack(preds) != y  # (passes, N)
+    return torch.where(wrong.any(0), wrong.float().argmax(0), torch.full_like(y, -1))
+
+
+def test_pgd_early_stop_costs_exactly_the_floor_in_forward_rows(setting):
+    """A point first fooled at iterate t needs t+1 forwards (iterates 0..t), one never
+    fooled `steps`; the first successes come from a plain loop written here. Backward rows:
+    one per forward, i.e. the floor (t per fooled point) plus one per fooled point."""
+    model, x, y = setting
+    eps, steps = 0.06, 20
+    alpha = 2.5 * eps / steps
+    xa, preds = x.clone(), []
+    for _ in range(steps):
+        xa.requires_grad_(True)
+        z = model.module(xa)
+        preds.append(z.detach().argmax(1))
+        (g,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), xa)
+        xa = torch.min(torch.max(xa.detach() + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+    first = _first_success(preds, y)
+    fooled = first >= 0
+    floor = int((first[fooled] + 1).sum()) + steps * int((~fooled).sum())
+    assert 0.2 < float(fooled.float().mean()) < 0.9  # work to skip, and points that go all the way
+    model.reset()
+    A.pgd(model, x, y, eps=eps, steps=steps, random_start=False)
+    assert model.rows == floor < steps * len(y)
+    assert model.grad_rows == floor  # the floor is floor - fooled.sum(): the fooling step's backward is spent
+
+
+def test_apgd_early_stop_costs_the_floor(setting):
+    """APGD checks iterates 0..steps: a point first fooled at iterate t costs t+1 forwards
+    and min(t+1, steps) backwards, a point never fooled steps+1 forwards (the last iterate
+    is a forward only) and steps backwards, and no pass over the output follows. First
+    successes from the run without early stop (all its passes see every row)."""
+    model, x, y = setting
+    eps, steps = 0.06, 20
+    model.reset()
+    A.apgd(model, x, y, eps=eps, steps=steps, early_stop=False, generator=torch.Generator().manual_seed(3))
+    assert len(model.preds) == steps + 1 and model.rows == (steps + 1) * len(y)
+    assert model.grad_rows == steps * len(y)
+    first = _first_success(model.preds, y)
+    fooled = first >= 0
+    assert 0.2 < float(fooled.float().mean()) < 0.9
+    model.reset()
+    A.apgd(model, x, y, eps=eps, steps=steps, generator=torch.Generator().manual_seed(3))
+    fwd = int((first[fooled] + 1).sum()) + (steps + 1) * int((~fooled).sum())
+    bwd = int((first[fooled] + 1).clamp(max=steps).sum()) + steps * int((~fooled).sum())
+    assert (model.rows, model.grad_rows) == (fwd, bwd)
