@@ -75,13 +75,7 @@ class DriftSuite(Suite):
     def run(self, model: ModelHandle, data: Any, ctx: RunContext) -> Any:
         from workbench.suites.corruptions.functional import corrupt, corruptions_for
         from workbench.suites.corruptions.suite import _context
-        from workbench.suites.drift.functional import (
-            detect_drift,
-            drift_features,
-            permutation_null,
-            psi_bin_edges,
-            top_token_ids,
-        )
+        from workbench.suites.drift.functional import detect_drift, drift_features, permutation_null, top_token_ids
         from workbench.torch_utils import derive_seed
 
         reason = self.applicable(model, data)
@@ -98,8 +92,8 @@ class DriftSuite(Suite):
         ref, cur = feats(train.x), feats(test.x)
         # one permutation null per model: the train sample against the clean test sample, the
         # sizes of every shifted set; valid under the null hypothesis of no drift for all of them
-        null = permutation_null(ref, cur, n_permutations=p.permutations, seed=derive_seed(ctx.seed, "drift-null"))
-        edges = psi_bin_edges(ref, p.psi_bins)
+        null = permutation_null(ref, cur, n_permutations=p.permutations, seed=derive_seed(ctx.seed, "drift-null"),
+                                bins=p.psi_bins)
         context = _context(data)
         metrics: list[MetricRecord] = []
         rows: list[dict[str, Any]] = []
@@ -108,19 +102,22 @@ class DriftSuite(Suite):
                 derive_seed(ctx.seed, "corruption", name, str(s))), **context))
             for name in names for s in p.severities]
         for name, s, xs in sets:
-            rep = detect_drift(ref, feats(xs), alpha=p.alpha, psi_floor=p.psi_floor, bins=p.psi_bins, null=null,
-                               edges=edges)
+            rep = detect_drift(ref, feats(xs), alpha=p.alpha, psi_floor=p.psi_floor, bins=p.psi_bins, null=null)
             kind = "statistical+practical" if rep.drift else ("statistical_only" if rep.statistically_significant else "none")
             tags = {"shift": name, "severity": s}
             metrics += [
-                MetricRecord(name="drift_detected", value=float(rep.drift), higher_is_better=False, unit="flag",
+                # None (with the verdict as reason) when KS is significant but PSI is not estimable at this n
+                MetricRecord(name="drift_detected", value=None if rep.drift is None else float(rep.drift),
+                             reason=rep.verdict if rep.drift is None else None, higher_is_better=False, unit="flag",
                              n=rep.n_current, tags={**tags, "significance": kind}),
                 MetricRecord(name="drift_p_value", value=rep.permutation_pvalue, higher_is_better=True, unit="p-value",
                              n=rep.n_current, tags={**tags, "test": "permutation_max_ks"}),
                 MetricRecord(name="drifted_features", value=float(rep.n_significant_features), higher_is_better=False,
                              unit="features", n=len(rep.ks_statistic), tags={**tags, "test": "ks_bh", "alpha": p.alpha}),
-                MetricRecord(name="max_psi", value=rep.max_psi, higher_is_better=False, unit="psi", n=rep.n_current,
-                             tags=tags),
+                MetricRecord(name="max_psi", value=rep.max_psi, reason=rep.psi_reason, higher_is_better=False,
+                             unit="psi", n=rep.n_current, tags=tags),
+                MetricRecord(name="max_psi_corrected", value=rep.max_psi_corrected, reason=rep.psi_reason,
+                             higher_is_better=False, unit="psi", n=rep.n_current, tags=tags),
             ]
             rows.append({"shift": name, "severity": s, "significance": kind, **rep.to_dict()})
         ctx.save_artifact("drift", rows)

@@ -12,7 +12,7 @@ from torch import nn
 
 from workbench.suite import ModelHandle, RunContext
 from workbench.suites.corruptions.functional import corrupt
-from workbench.suites.drift.functional import detect_drift, drift_features, permutation_null, psi_bin_edges
+from workbench.suites.drift.functional import detect_drift, drift_features, permutation_null
 from workbench.suites.drift.suite import DriftSuite
 from workbench.suites.robustness.testing import digits_dataset
 from workbench.torch_utils import derive_seed
@@ -50,9 +50,11 @@ def test_verdicts_and_rows_recomputed(image_run):
     null = permutation_null(ref, feats(test.x), n_permutations=100, seed=derive_seed(0, "drift-null"))
     gen = torch.Generator().manual_seed(derive_seed(0, "corruption", "gaussian_noise", "5"))
     xs = corrupt(test.x, "gaussian_noise", 5, generator=gen, bounds=(0.0, 1.0))
-    rep = detect_drift(ref, feats(xs), null=null, edges=psi_bin_edges(ref, 10))
+    rep = detect_drift(ref, feats(xs), null=null)
     assert res.metric("drift_p_value", shift="gaussian_noise", severity=5).value == pytest.approx(rep.permutation_pvalue)
     assert res.metric("max_psi", shift="gaussian_noise", severity=5).value == pytest.approx(rep.max_psi)
+    assert res.metric("max_psi_corrected", shift="gaussian_noise", severity=5).value == pytest.approx(
+        rep.max_psi_corrected)
     assert res.metric("drifted_features", shift="gaussian_noise", severity=5).value == rep.n_significant_features
     assert res.metric("drift_detected", shift="gaussian_noise", severity=5).value == float(rep.drift)
 
@@ -80,6 +82,26 @@ def test_regression_inputs_are_checked_too(tmp_path):
     # n = 200 (the false-alarm rate on a clean split is calibrated in test_drift_functional.py)
     assert res.metric("drift_detected", shift="missing_values", severity=5).value == 1.0
     assert 0 < res.metric("drift_p_value", shift="none").value <= 1
+
+
+def test_small_n_gives_null_psi_with_its_reason(tmp_path):
+    """n = 30 with 10 bins is 3 points per bin: PSI figures are null with the reason, and the
+    verdict too where KS is significant (heavy blur); the clean split keeps a 0/1 verdict
+    when KS is not significant; the figure shows the reason."""
+    data = digits_dataset()
+    handle = ModelHandle(name="m", module=nn.Identity(), arch="custom", task="classification", output="logits")
+    res = DriftSuite.from_config({"n_samples": 30, "shifts": ["blur"], "severities": [5], "permutations": 50}).run(
+        handle, data, _ctx(tmp_path))
+    for name in ("max_psi", "max_psi_corrected"):
+        m = res.metric(name, shift="blur", severity=5)
+        assert m.value is None and "not estimable" in m.reason and "n >= 50" in m.reason
+    blur = res.metric("drift_detected", shift="blur", severity=5)
+    assert blur.value is None and "practical size unknown" in blur.reason
+    assert blur.tags["significance"] == "statistical_only"
+    assert res.metric("drift_detected", shift="none").value == 0.0
+    (_, fig), = DriftSuite.figures(res.to_dict(), tmp_path)
+    cells = fig.data[0].cells.values
+    assert any("not estimable" in str(c) for c in cells[5]) and "stat.; size unknown" in cells[-1]
 
 
 def test_bad_params():
