@@ -54,7 +54,16 @@ def test_unknown_is_never_zero() -> None:
     job = estimate_job("m", "x", None, TIMES)
     assert job.seconds is None and "no cost estimate" in job.note
     lines = format_estimate([job, estimate_job("m", "y", passes("forward", 10, 10), TIMES)], device="cpu")
-    assert "unknown" in lines[1] and "at least" in lines[-1]
+    assert "unknown" in lines[1] and "at least" in lines[-2] and "not model" in lines[-1]
+
+
+def test_a_tiny_job_is_not_shown_as_zero_seconds() -> None:
+    tiny = estimate_job("m", "x", passes("forward", 10, 10), StepTimes(1e-5, 1e-7, 2e-5, 2e-7))
+    lines = format_estimate([tiny], device="cpu")
+    assert "< 0.1 s" in lines[1] and "~0.0" not in "".join(lines)
+    assert "dominates" in lines[-1]  # the suites' own work is named as what the run will spend
+    big = estimate_job("m", "x", passes("forward", 1e6, 10), StepTimes(1e-3, 1e-4, 2e-3, 2e-4))
+    assert "dominates" not in "".join(format_estimate([big], device="cpu"))
 
 
 def test_fit_line_recovers_overhead_and_rate() -> None:
@@ -194,3 +203,25 @@ def test_estimate_is_within_a_factor_of_two_of_the_quickstart(quickstart_run: di
     ratio = sum(estimated[k] for k in both) / sum(actual[k] for k in both)
     assert 0.5 <= ratio <= 2.0, (ratio, {f"{m}/{s}": (round(estimated[m, s], 1), round(actual[m, s], 1))
                                          for m, s in both})
+
+
+def test_validate_counts_the_same_passes_as_the_run_for_a_user_checkpoint(tmp_path: Any) -> None:
+    """A factory + checkpoint model (examples/byo) can be retrained (ensemble siblings), so
+    `workbench validate` must count that training as the run's start does; it once counted
+    an ensemble only for models the plan trains."""
+    from pathlib import Path
+
+    from workbench.config import load_plan
+    from workbench.estimate import estimate_plan
+    from workbench.runsetup import prepare_run
+    from workbench.store import Store
+    from workbench.usercode import import_dirs
+
+    plan_file = Path(__file__).resolve().parent.parent / "examples" / "byo" / "plan.toml"
+    plan = load_plan(plan_file, ['run.suites=["uncertainty"]', f'run.cache="{tmp_path / "cache"}"',
+                                 f'run.out="{tmp_path / "out"}"'])
+    with import_dirs([plan.base_dir]):  # as the CLI does: `mymodel` sits beside the plan
+        before = {(j.model, j.suite): (j.forward, j.backward) for j in estimate_plan(plan).jobs}
+        setup = prepare_run(plan, store=Store(tmp_path / "store.sqlite"), log=lambda _: None)
+    at_run = {(j["model"], j["suite"]): (j["forward"], j["backward"]) for j in setup.provenance["estimate"]["jobs"]}
+    assert before == at_run and before[("loan_model", "uncertainty")][1] > 0  # the siblings' training

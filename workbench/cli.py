@@ -230,7 +230,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         problems = check_plan(plan)
     if problems:
         raise ProblemsError([f"{args.plan}: {p}" for p in problems] if len(problems) == 1 else problems)
-    print(f"{args.plan}: ok — {len(plan.models)} models "
+    print(f"{args.plan}: ok — {len(plan.models)} model{'' if len(plan.models) == 1 else 's'} "
           f"({', '.join(m.name for m in plan.models)}), suites: {', '.join(selected_suites(plan))}, "
           f"profile {plan.run.profile}")
     if not args.no_estimate:

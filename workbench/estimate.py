@@ -30,6 +30,9 @@ DEFAULT_LIMIT_S = 30 * 60.0
 # extrapolated linearly: large enough to see the per-example cost, small enough to be quick
 # and light for a base-size language model.
 MEASURE_BATCH = 32
+# Below this many seconds of model passes, the suites' own work (not modelled) dominates a
+# run, and the estimate says so instead of letting "~0.1 s" read as the run's length.
+SMALL_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def format_estimate(jobs: Sequence[JobEstimate], *, device: str, limit_s: float 
     wm = max([len(j.model) for j in jobs] + [5])
     ws = max([len(j.suite) for j in jobs] + [5])
     for j in jobs:
-        secs = "unknown" if j.seconds is None else "~" + format_duration(j.seconds)
+        secs = "unknown" if j.seconds is None else ("< 0.1 s" if j.seconds < 0.05 else "~" + format_duration(j.seconds))
         passes_txt = f"{j.forward:9.3g} fwd {j.backward:9.3g} bwd"
         extra = ""
         if j.drivers and j.seconds:
@@ -218,7 +221,10 @@ def format_estimate(jobs: Sequence[JobEstimate], *, device: str, limit_s: float 
     if tot is None:
         lines.append(f"  total: at least ~{format_duration(known)} (some jobs unknown)")
     else:
-        lines.append(f"  total: ~{format_duration(tot)}")
+        lines.append(f"  total: {'< 0.1 s' if tot < 0.05 else '~' + format_duration(tot)}")
+    if known < SMALL_S:
+        lines.append(f"  note: the model passes are cheap here; a suite's own work (statistics, attack bookkeeping, "
+                     f"explainer fits), which this does not model, takes seconds per job and dominates such a run")
     if known > limit_s:
         worst = sorted((j for j in jobs if j.seconds), key=lambda j: -(j.seconds or 0))[:3]
         named = []
@@ -415,9 +421,16 @@ def estimate_plan(plan: Any, *, suites: Sequence[str] | None = None, models: Seq
             key = cache_key({**base_spec, "overrides": {}}, data, cfg)
             if not (cache_dir / f"{base_spec.get('arch', 'model')}-{key}.pt").exists():
                 training[name] = training_work(len(data.train), len(data.val), dataclasses.asdict(cfg))
+        # whether the run's handle will have a trainer (workbench.build.build_model): every
+        # model the workbench can build can be retrained (ensemble siblings, noise-trained
+        # variants), except a checkpoint holding a whole module and a pretrained HF model
+        # with its own head (only a linear probe retrains)
+        retrainable = not (spec.checkpoint and not spec.arch and not spec.factory)
+        if spec.arch == "hf":
+            retrainable = getattr(getattr(module, "config", None), "kind", None) == "linear_probe"
         handles[name] = ModelHandle(name=name, module=module, arch=spec.arch or "custom", task=data.task,
                                     output=output_kind_for(module, data), train_config=dataclasses.asdict(cfg),
-                                    trainer=(lambda **_: None) if (spec.arch or spec.train) else None)
+                                    trainer=(lambda **_: None) if retrainable else None)
         datasets[name] = data
     return estimate_jobs(plan, handles, datasets, list(suites) if suites else selected_suites(plan),
                          device=dev, training=training)
