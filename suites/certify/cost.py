@@ -1,7 +1,8 @@
 """The certify suite's model passes, for `workbench.estimate` (no model call is made).
-Upper end: the consistency check is counted at every checked radius (it skips a radius
-where no attacked example is certified), on every attacked example (it attacks only those g
-gets right), and noise training as if the cache had no sibling yet."""
+The consistency check is counted at every checked radius (it attacks at each) on every
+attacked example: an upper end, as it attacks only those g gets right; noise training as if
+the cache had no sibling yet. Calls are counted at the full batch: certifying in blocks
+(blocks.py) adds at most one partly filled call per stage and block."""
 
 from __future__ import annotations
 
