@@ -144,22 +144,28 @@ def test_recipes_plug_into_the_workbench_trainer(digits):
         make_recipe("trades", {"epsilon": 0.1})
 
 
-def test_fgsm_rs_raises_robust_accuracy_on_digits(digits):
-    """Three epochs of FGSM-RS against a standard model trained the same way: PGD-10
-    accuracy at eps = 0.1 on the test split goes up by a wide margin."""
-    std = SmallCNN()
-    torch.manual_seed(0)
-    std, _, _ = train_with_recipe(SmallCNN(), _Standard(), digits, epochs=3)
-    torch.manual_seed(0)
-    at, hist, _ = train_with_recipe(SmallCNN(), FGSMRandomStartTraining(eps=0.1, val_samples=128), digits, epochs=3)
-    x, y = digits.test.x[:200], digits.test.y[:200]
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_fgsm_rs_raises_robust_accuracy_on_digits(digits, seed):
+    """FGSM-RS against a standard model trained alike (same seed, data, 8 epochs, both keep
+    their LAST epoch): PGD-10 accuracy at the training eps 0.1 on the test split (360) is
+    higher by more than 0.08 while clean accuracy stays within 0.03. Measured over seeds
+    0-9: the gap was 0.108-0.181 (standard 0.556-0.636, FGSM-RS 0.731-0.778), clean 0.967-0.986."""
+    torch.manual_seed(seed)
+    std, _, best_std = train_with_recipe(SmallCNN(), _KeepLast(_Standard()), digits, epochs=8, seed=seed)
+    torch.manual_seed(seed)
+    recipe = _KeepLast(FGSMRandomStartTraining(eps=0.1, val_samples=32, seed=seed))
+    at, _, best_at = train_with_recipe(SmallCNN(), recipe, digits, epochs=8, seed=seed)
+    assert best_std == best_at == 7
+    x, y = digits.test.x, digits.test.y
+
+    def accuracy(m, xs):
+        return float((A.predict_logits(m, xs).argmax(1) == y).float().mean())
 
     def robust(m):
-        xa = A.pgd(m, x, y, eps=0.1, steps=10, generator=torch.Generator().manual_seed(0))
-        return float((A.predict_logits(m, xa).argmax(1) == y).float().mean())
+        return accuracy(m, A.pgd(m, x, y, eps=0.1, steps=10, generator=torch.Generator().manual_seed(0)))
 
-    assert robust(at) > robust(std) + 0.15
-    assert float((A.predict_logits(at, x).argmax(1) == y).float().mean()) > 0.85
+    assert robust(at) > robust(std) + 0.08
+    assert accuracy(at, x) > max(0.95, accuracy(std, x) - 0.03)
 
 
 class _Standard:
@@ -170,6 +176,19 @@ class _Standard:
 
     def epoch_end(self, module, data, epoch, device):
         return {}
+
+
+class _KeepLast:
+    """A recipe that keeps its last epoch (no selection on validation), the recipe otherwise."""
+
+    def __init__(self, recipe):
+        self._recipe = recipe
+
+    def __getattr__(self, name):
+        return getattr(self._recipe, name)
+
+    def epoch_end(self, module, data, epoch, device):
+        return {**self._recipe.epoch_end(module, data, epoch, device), "selection_score": float(epoch)}
 
 
 def test_bad_parameters():
