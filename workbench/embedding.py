@@ -219,6 +219,24 @@ def restrict(model: Any, index: slice | torch.Tensor) -> Any:
     return rows(index) if callable(rows) else model
 
 
+def padding_mask(ids: torch.Tensor, pad_id: object) -> torch.Tensor | None:
+    """(B, T) bool, True at the padding positions of token ids (B, T): where the id equals the
+    dataset's `pad_id` (its ground_truth["pad_id"]; the Hugging Face adapter embeds these as
+    all-zero vectors and masks them out of attention). None when the data declare no pad id
+    (`pad_id` None) or no position of `ids` is padding, so callers keep their unpadded path."""
+    from workbench.errors import ParameterTypeError
+
+    if pad_id is None:
+        return None
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
+        raise ParameterTypeError(f"Expected `pad_id` to be an int token id or None, got {type(pad_id).__name__} "
+                                 f"{pad_id!r}.")
+    if ids.dim() != 2 or ids.dtype.is_floating_point:
+        raise ModelError(f"Expected integer token ids (B, T), got {ids.dtype} of shape {tuple(ids.shape)}.")
+    mask = ids == int(pad_id)
+    return mask if bool(mask.any()) else None
+
+
 def embedding_eps_scale(e: torch.Tensor, norm: str) -> float:
     """Scale turning a relative eps into an absolute one in embedding space (see the module
     docstring), measured on clean embeddings e (B, T, C): the RMS coordinate (L∞, "linf") or

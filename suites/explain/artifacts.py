@@ -8,7 +8,8 @@ from typing import Any
 from workbench.suite import RunContext
 
 from .checks import Quality, replacement_kinds
-from .config import ExplainParams
+from .config import PAD_NOTE, ExplainParams
+from .methods import players_desc
 from .setup import MethodOutput, Setup
 
 
@@ -68,5 +69,10 @@ def save_artifacts(outputs: dict[str, MethodOutput], q: Quality, s: Setup, skipp
         "class_names": list(s.data.class_names) if s.data.class_names else None,
         "tokens": tokens, "relevant": q.relevant, "tags": {m: outputs[m].tags for m in methods},
         "curve_unit": "probability" if s.classification else "output",
+        "players": players_desc(s),
+        # token padding: pads are no players (attributions 0, never perturbed, curves over real tokens)
+        "pad_id": None if s.pad is None else int(s.data.ground_truth["pad_id"]),
+        "n_players": s.n_players().tolist() if s.modality == "tokens" else None,
+        "pad_note": None if s.pad is None else PAD_NOTE,
     }
     ctx.save_artifact("meta", meta)

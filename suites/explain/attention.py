@@ -88,15 +88,30 @@ def attention_rollout(
     return rollout.float()
 
 
-def token_relevance(rollout: torch.Tensor, pooling: str = "mean") -> torch.Tensor:
+def token_relevance(rollout: torch.Tensor, pooling: str = "mean", real: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token relevance (B, T) from a rollout (B, T, T), matching how the model reads out:
     "mean" (mean-pooled classifier, the reference Transformer), "cls" (row 0), "last"
-    (the last position, e.g. GPT's next-token prediction)."""
+    (the last position, e.g. GPT's next-token prediction). real (B, T) bool: the non-pad
+    positions of padded sequences; the read-out then uses real rows only (the mean over
+    real rows, the last real row) and pad columns get 0 (a pad is no token)."""
     if pooling not in POOLINGS:
         raise ConfigError(f"Expected `pooling` in {POOLINGS}, got {pooling!r}.")
+    if real is None:
+        if pooling == "mean":
+            return rollout.mean(1)
+        return rollout[:, 0] if pooling == "cls" else rollout[:, -1]
+    if real.shape != rollout.shape[:2] or not bool(real.any(1).all()):
+        raise DataError(f"Expected a real-token mask {tuple(rollout.shape[:2])} with a real token in every row, got "
+                        f"{tuple(real.shape)}.")
+    w = real.to(rollout.dtype)  # (B, T)
     if pooling == "mean":
-        return rollout.mean(1)
-    return rollout[:, 0] if pooling == "cls" else rollout[:, -1]
+        rel = (rollout * w[:, :, None]).sum(1) / w.sum(1, keepdim=True)
+    elif pooling == "cls":
+        rel = rollout[:, 0]
+    else:
+        last = (real.long() * torch.arange(real.shape[1], device=real.device)).argmax(1)  # last real position
+        rel = rollout[torch.arange(rollout.shape[0]), last]
+    return rel * w
 
 
 def attention_entropy(attention: torch.Tensor) -> torch.Tensor:

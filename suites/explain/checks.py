@@ -139,6 +139,9 @@ def run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: E
         if "error_bound" in o.extra:
             mq.error_bound = o.extra["error_bound"]
     n_units = int(s.units.max()) + 1
+    if s.pad is not None:  # the units that count are the real tokens; the longest text decides
+        n_units = int(s.n_players().max())
+    real = s.real_units()  # (N, U) players, or None: every unit
     modes = [mode for mode in CURVE_MODES if mode in checks]
     if modes and outputs:
         q.curve_reason = curve_reason(s, n_units)
@@ -162,7 +165,7 @@ def run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: E
         for m, o in outputs.items():
             q.methods[m].infidelity = infidelity_scores(view.em, view.z, o.attr.to(view.z.device), s.target,
                                                         noise_std=0.1 * s.scale, n_samples=p.n_perturb,
-                                                        seed=ctx.seed + 17)
+                                                        seed=ctx.seed + 17, mask=_player_elements(s))
     if "sensitivity" in checks:
         _sensitivity(q, outputs, s, ctx, p)
     if "ground_truth" in checks:
@@ -177,8 +180,13 @@ def run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: E
                     q.methods[m].top_k_reason = (f"all {n_units} units are relevant: top-k precision is 1 "
                                                  "by construction")
                 else:
-                    q.methods[m].top_k_precision = top_k_precision(unit_scores[m], relevant)
+                    q.methods[m].top_k_precision = top_k_precision(unit_scores[m], relevant, mask=real)
     return q
+
+
+def _player_elements(s: Setup) -> "torch.Tensor | None":
+    """(N, T, 1) 1.0 on real tokens, 0.0 on pads (what noise may touch); None without padding."""
+    return None if s.pad is None else (~s.pad)[:, :, None].float()
 
 
 def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str, "np.ndarray"], modes: list[str],
@@ -191,9 +199,21 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
 
     view = s.model_view(s.module)
     rng = np.random.default_rng(ctx.seed + 7)
-    orders = {m: order_units(sc, rng) for m, sc in unit_scores.items()}
+    real = s.real_units()  # (N, U) players (real tokens) or None
+    players = None if real is None else real.sum(1)
+    if real is None:
+        orders = {m: order_units(sc, rng) for m, sc in unit_scores.items()}
+    else:  # pads go last, after every player: the curves stop at the players (`n_players`)
+        orders = {m: order_units(np.where(real, sc, -np.inf), rng) for m, sc in unit_scores.items()}
     n_units = next(iter(unit_scores.values())).shape[1]
-    random_orders = [np.stack([rng.permutation(n_units) for _ in range(s.n)]) for _ in range(p.random_orders)]
+
+    def random_order(i: int) -> "np.ndarray":
+        perm = rng.permutation(n_units)
+        return perm if real is None else perm[np.argsort(~real[i][perm], kind="stable")]  # players first
+
+    random_orders = [np.stack([random_order(i) for i in range(s.n)]) for _ in range(p.random_orders)]
+    # an example with fewer than 2 players has one order: its AUCs are NaN (left out of the means)
+    too_few = np.zeros(s.n, dtype=bool) if players is None else players < 2
 
     def track(inputs: "torch.Tensor", tgt: "torch.Tensor") -> "torch.Tensor":
         with torch.no_grad():
@@ -203,7 +223,11 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
 
     def curves_of(order: "np.ndarray", rep: "torch.Tensor", mode: str) -> "np.ndarray":
         return perturbation_curves(track, view.z, tgt, order, s.units, rep, mode=mode, n_steps=p.curve_steps,
-                                   batch_size=max(s.batch_size, 256))
+                                   batch_size=max(s.batch_size, 256), n_players=players)
+
+    def auc(curves: "np.ndarray") -> "np.ndarray":
+        a = curve_auc(curves)
+        return np.where(too_few, np.nan, a) if too_few.any() else a
 
     for rep_kind in replacement_kinds(s):
         rep = replacement_inputs(rep_kind, view.z, train_z=view.train_z, modality=s.modality,
@@ -212,10 +236,10 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
             for m, order in orders.items():
                 c = curves_of(order, rep, mode)
                 q.curves[(mode, m, rep_kind)] = c
-                q.methods[m].auc.setdefault(mode, {})[rep_kind] = curve_auc(c)
+                q.methods[m].auc.setdefault(mode, {})[rep_kind] = auc(c)
             per_order = np.stack([curves_of(o, rep, mode) for o in random_orders])  # (R, N, S+1)
             q.curves[(mode, "random", rep_kind)] = per_order.mean(0)
-            aucs = curve_auc(per_order)  # (R, N)
+            aucs = auc(per_order)  # (R, N)
             spread = aucs.std(0, ddof=1) if len(random_orders) > 1 else np.full(s.n, np.nan)
             q.random.setdefault(mode, {})[rep_kind] = RandomControl(aucs.mean(0), spread, len(random_orders))
 
@@ -241,7 +265,8 @@ def _sanity(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
         if ro is None:
             continue
         mq.randomisation_rank_correlation = rank_correlation(
-            unit_scores[m], per_unit(ro.attr, s.space, s.modality).double().numpy(), absolute=True)
+            unit_scores[m], per_unit(ro.attr, s.space, s.modality).double().numpy(), absolute=True,
+            mask=s.real_units())
     s.views.pop(id(rand), None)
 
 
@@ -265,7 +290,8 @@ def _stability(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[s
             mq.seed_reason = f"{type(exc).__name__}: {exc}"
             continue
         mq.seed_rank_correlation = rank_correlation(
-            unit_scores[m], per_unit(ro.attr, s.space, s.modality).double().numpy(), absolute=False)
+            unit_scores[m], per_unit(ro.attr, s.space, s.modality).double().numpy(), absolute=False,
+            mask=s.real_units())
 
 
 def _sensitivity(q: Quality, outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext,
@@ -273,7 +299,7 @@ def _sensitivity(q: Quality, outputs: dict[str, MethodOutput], s: Setup, ctx: Ru
     """captum's max-sensitivity for the gradient methods (re-running a sampler per
     perturbation is outside the budget)."""
     from .gradients import gradient_attribution
-    from .quality import max_sensitivity_scores
+    from .quality import _noise_mask, max_sensitivity_scores
 
     view = s.model_view(s.module)
     for m in outputs:
@@ -283,15 +309,17 @@ def _sensitivity(q: Quality, outputs: dict[str, MethodOutput], s: Setup, ctx: Ru
             continue
 
         def explain(inputs: "torch.Tensor", target: Any = None, baselines: Any = None, _m: str = m):  # noqa: ANN202
-            return gradient_attribution(_m, view.em, inputs, target=target, baseline=baselines,
-                                        modality=s.modality, n_steps=p.ig_steps,
-                                        smoothgrad_samples=p.smoothgrad_samples,
-                                        smoothgrad_stdev=p.smoothgrad_noise * s.scale,
-                                        seed=method_seed(ctx.seed, _m), batch_size=s.batch_size)
+            a = gradient_attribution(_m, view.em, inputs, target=target, baseline=baselines,
+                                     modality=s.modality, n_steps=p.ig_steps,
+                                     smoothgrad_samples=p.smoothgrad_samples,
+                                     smoothgrad_stdev=p.smoothgrad_noise * s.scale,
+                                     seed=method_seed(ctx.seed, _m), batch_size=s.batch_size)
+            return a if real is None else a * _noise_mask(real, a)  # pads are 0, as in the explanation
 
+        real = _player_elements(s)
         try:
             mq.max_sensitivity = max_sensitivity_scores(
                 explain, view.z, target=s.target, baselines=view.baseline, radius=0.02 * s.scale,
-                n_samples=p.n_perturb, seed=ctx.seed + 19)
+                n_samples=p.n_perturb, seed=ctx.seed + 19, mask=real)
         except Exception as exc:  # noqa: BLE001
             mq.max_sensitivity_reason = f"failed: {type(exc).__name__}: {exc}"

@@ -21,6 +21,8 @@ COMPLETE = ("integrated_gradients", "deeplift", "shapley", "shap_kernel", "shap_
 COMPLETE_BY_CONSTRUCTION = ("shapley", "shap_kernel")
 # methods whose output depends on a seed (stability across two seeds is measured)
 RANDOMISED = ("smoothgrad", "lime", "shapley", "shap_kernel", "shap_gradient")
+# what every attribution of a padded token model says about its pad positions (tag `pads`)
+PAD_NOTE = "pad positions are not players: attribution exactly 0, never perturbed"
 # shap's DeepExplainer and captum's DeepLift rules do not cover these layers
 KNOWN_NONLINEAR = ("GELU", "SiLU", "Mish", "Hardswish", "LayerNorm", "GroupNorm", "LSTM", "GRU", "RNN",
                    "MultiheadAttention", "Softsign", "Hardtanh", "PReLU", "ReLU6", "SELU", "CELU", "ELU",

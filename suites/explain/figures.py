@@ -113,7 +113,10 @@ def attribution_figure(ex: dict[str, np.ndarray], meta: dict[str, Any]) -> Any:
         u = z.shape[1]
         if modality == "tokens" and tokens:
             labels = [f"{k}:{t}" for k, t in enumerate(tokens[i])]
-            text = [list(tokens[i])] * len(methods)
+            if meta.get("pad_id") is not None:  # pads are no players (attribution 0): not drawn
+                keep = np.flatnonzero(np.asarray(ex["input"][i]) != int(meta["pad_id"]))
+                z, labels = z[:, keep], [labels[k] for k in keep]
+            text = [[lab.split(":", 1)[1] for lab in labels]] * len(methods)
         else:
             labels = list(names) if names and len(names) == u else [f"f{k}" for k in range(u)]
             text = None
@@ -190,7 +193,8 @@ def curves_figure(curves: dict[str, np.ndarray], mode: str, meta: dict[str, Any]
                                      line={"dash": "dash" if is_random else "solid",
                                            "color": "black" if is_random else palette[k % len(palette)]}),
                           row=1, col=j + 1)
-        fig.update_xaxes(title_text=f"fraction of units {'removed' if mode == 'deletion' else 'inserted'}",
+        units = "real (non-pad) tokens" if meta.get("pad_id") is not None else "units"
+        fig.update_xaxes(title_text=f"fraction of {units} {'removed' if mode == 'deletion' else 'inserted'}",
                          row=1, col=j + 1)
     unit = meta.get("curve_unit", "probability")
     fig.update_yaxes(title_text=f"target {unit}", row=1, col=1)

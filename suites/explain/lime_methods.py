@@ -11,7 +11,8 @@ rather than on a probability vector.
   absent superpixels take the baseline value (`hide_color`, 0 by default).
 - tokens: `lime_base.LimeBase` over token presence, sampled like `LimeTextExplainer`
   (remove 1..T-1 random tokens, cosine distance x 100, kernel width 25); an absent token's
-  embedding is replaced by the baseline embedding.
+  embedding is replaced by the baseline embedding. Padding is no token: the players of a
+  padded sequence are its T_i real tokens (the caller keeps the pads in every sample).
 
 Fidelity: `r2` is lime's `score` (weighted R^2 of the surrogate on its samples) and
 `local_error` = |surrogate(x) - f(x)|. Low fidelity (r2 < min_r2) is flagged.
@@ -20,7 +21,7 @@ Fidelity: `r2` is lime's `score` (weighted R^2 of the surrogate on its samples) 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from unittest import mock
 
@@ -167,30 +168,38 @@ def lime_image(
 
 def lime_tokens(
     fs: list[Callable[[np.ndarray], np.ndarray]],
-    n_tokens: int,
+    n_tokens: int | Sequence[int],
     n_examples: int,
     *,
     num_samples: int,
     seed: int,
     kernel_width: float = 25.0,
 ) -> LimeResult:
-    """LIME over token presence for `n_examples` sequences of `n_tokens` tokens.
+    """LIME over token presence for `n_examples` sequences of `n_tokens` tokens (one
+    count for all, or one per example: the players of a padded sequence are its real tokens).
 
-    fs[i] maps presence masks (n, T) in {0, 1} to the explained scalar (n,) of example i
-    (the caller replaces absent tokens). Sampling follows LimeTextExplainer: row 0 keeps
-    every token; each other row removes k ~ U{1..T-1} random tokens.
-    Returns attributions (N, T) = the surrogate's weight of each token.
+    fs[i] maps presence masks (n, T_i) in {0, 1} to the explained scalar (n,) of example i
+    (the caller replaces absent tokens, and keeps anything that is no player). Sampling
+    follows LimeTextExplainer: row 0 keeps every token; each other row removes
+    k ~ U{1..T_i-1} random tokens.
+    Returns attributions (N, max T_i) = the surrogate's weight of each token (0 beyond T_i);
+    unit_weights[i] (T_i,).
     """
     from lime.lime_base import LimeBase
     from sklearn.metrics.pairwise import cosine_distances
 
     check_positive_int("num_samples", num_samples)
-    if n_tokens < 2:
-        raise DataError(f"LIME over tokens needs at least 2 tokens, got {n_tokens}.")
-    attr = np.zeros((n_examples, n_tokens))
+    counts = [int(n_tokens)] * n_examples if isinstance(n_tokens, (int, np.integer)) else [int(t) for t in n_tokens]
+    if len(counts) != n_examples:
+        raise DataError(f"Expected one token count per example ({n_examples}), got {len(counts)}.")
+    if min(counts, default=2) < 2:
+        i = int(np.argmin(counts))
+        raise DataError(f"LIME over tokens needs at least 2 tokens (players) per example, example {i} has {counts[i]}.")
+    attr = np.zeros((n_examples, max(counts, default=0)))
     r2 = np.zeros(n_examples)
     err = np.zeros(n_examples)
     for i in range(n_examples):
+        n_tokens = counts[i]
         rng = np.random.RandomState(seed + i)
         k = rng.randint(1, n_tokens, num_samples - 1)  # tokens removed per sample
         ranks = np.argsort(rng.rand(num_samples - 1, n_tokens), axis=1).argsort(axis=1)
@@ -210,7 +219,7 @@ def lime_tokens(
             attr[i, j] = wt
         r2[i] = float(score)
         err[i] = abs(float(np.ravel(local_pred)[0]) - float(labels[0, 0]))
-    return LimeResult(attr, [a.copy() for a in attr], r2, err)
+    return LimeResult(attr, [a[:c].copy() for a, c in zip(attr, counts)], r2, err)
 
 
 def numpy_fn(f: Callable[[torch.Tensor], torch.Tensor], device: torch.device, dtype: torch.dtype = torch.float32,

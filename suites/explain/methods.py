@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, DataError
 
-from .config import GRADIENT, KNOWN_NONLINEAR
+from .config import GRADIENT, KNOWN_NONLINEAR, PAD_NOTE
 from .setup import MethodOutput, Setup, View
 
 if TYPE_CHECKING:
@@ -21,12 +21,16 @@ ERROR_Z = 1.96
 
 
 def _spread(values: "torch.Tensor", groups: "torch.Tensor", shape: tuple[int, ...]) -> "torch.Tensor":
-    """Group values (M,) -> element attributions (*shape): value / group size on each element."""
+    """Group values (M,) -> element attributions (*shape): value / group size on each element;
+    exactly 0 on elements that are no player (group NOT_A_PLAYER: padding)."""
     import torch
 
     g = groups.expand(shape).reshape(-1)
-    counts = torch.bincount(g, minlength=values.shape[0]).clamp_min(1).to(values.dtype)
-    return (values / counts)[g].reshape(shape)
+    player = g >= 0
+    counts = torch.bincount(g[player], minlength=values.shape[0]).clamp_min(1).to(values.dtype)
+    out = torch.zeros(g.shape, dtype=values.dtype)
+    out[player] = (values / counts)[g[player]]
+    return out.reshape(shape)
 
 
 def library_tag(method: str) -> str:
@@ -46,14 +50,41 @@ def library_tag(method: str) -> str:
 def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any = None) -> MethodOutput | None:
     """Attributions of `method` for the setup's N examples; `progress` (a
     `workbench.progress.Progress`, optional) is told of each example where a method
-    explains them one at a time (Shapley values, Kernel SHAP)."""
+    explains them one at a time (Shapley values, Kernel SHAP).
+
+    With token padding (`s.pad`), pads are no players: the perturbation methods never
+    change them and give them nothing, the baseline methods (IG, DeepLift, occlusion)
+    start from a baseline that keeps them (x - baseline = 0 there, so their share is
+    exactly 0 and completeness holds), and whatever a gradient method puts on a pad
+    (saliency, input x gradient, SmoothGrad, shap's gradient explainers) is set to 0;
+    the tag `pads` says so."""
+    out = _explain(method, s, view, seed, progress)
+    if out is None or s.pad is None:
+        return out
+    pad = s.pad.to(out.attr.device)
+    if out.attr.shape[:2] != pad.shape:
+        raise DataError(f"Expected token attributions (N, T, ...) matching the pad mask {tuple(pad.shape)}, "
+                        f"got {tuple(out.attr.shape)}.")
+    out.attr = out.attr.masked_fill(pad.reshape(pad.shape + (1,) * (out.attr.dim() - 2)), 0.0)
+    out.tags = {**out.tags, "pads": PAD_NOTE}
+    return out
+
+
+def base_description(s: Setup) -> str:
+    """The baseline in words (the `baseline` tag)."""
+    if s.space != "embedding":
+        return "zero input"
+    return "zero embedding" if s.pad is None else "zero embedding (pads keep their own: not players)"
+
+
+def _explain(method: str, s: Setup, view: View, seed: int, progress: Any = None) -> MethodOutput | None:
     import numpy as np
     import torch
 
     p = s.params
     z, target = view.z, s.target
     shape = tuple(z.shape[1:])
-    base_desc = "zero embedding" if s.space == "embedding" else "zero input"
+    base_desc = base_description(s)
     if method in GRADIENT:
         from .gradients import gradient_attribution
 
@@ -86,11 +117,14 @@ def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any =
         attrs, refs, estimators, n_coal, bounds = [], [], set(), 0, []
         for i in range(s.n):
             f = view.em.scalar(None if target is None else int(target[i]))
+            # a per-example baseline (padding) keeps the pads; they are no players anyway
+            rep_i = rep[i : i + 1] if p.shap_value_function == "baseline" and rep.shape[0] > 1 else rep
             if method == "shapley":
-                r = shapley_values(f, z[i], s.groups[i], rep, max_evaluations=p.shap_budget, seed=seed + i,
+                r = shapley_values(f, z[i], s.groups[i], rep_i, max_evaluations=p.shap_budget, seed=seed + i,
                                    weights=w, batch_size=s.batch_size)
             else:
-                r = shap_kernel_explainer(f, z[i], s.groups[i], rep, n_samples=max(8, p.shap_budget // rep.shape[0]),
+                r = shap_kernel_explainer(f, z[i], s.groups[i], rep_i,
+                                          n_samples=max(8, p.shap_budget // rep_i.shape[0]),
                                           seed=seed + i, weights=w, batch_size=s.batch_size)
             attrs.append(_spread(torch.as_tensor(r.values, dtype=torch.float32), s.groups[i].cpu(), shape))
             refs.append(r.base_value)
@@ -113,7 +147,7 @@ def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any =
 
         maps = attention_maps(view.module, s.x, batch_size=s.batch_size)
         roll = attention_rollout(maps, causal=False)
-        rel = token_relevance(roll, p.rollout_pooling)  # (N, T)
+        rel = token_relevance(roll, p.rollout_pooling, None if s.pad is None else ~s.pad)  # (N, T)
         attr = (rel[:, :, None] / shape[-1]).expand(-1, -1, shape[-1]).contiguous()
         return MethodOutput(attr.float(), None, "", {"pooling": p.rollout_pooling, "head_fusion": "mean",
                                                       "residual": "true"},
@@ -122,6 +156,8 @@ def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any =
 
 
 def players_desc(s: Setup) -> str:
+    if s.modality == "tokens" and s.pad is not None:
+        return "non-pad tokens"
     return {"image": "SLIC superpixels", "tabular": "features", "tokens": "tokens"}[s.modality]
 
 
@@ -149,11 +185,18 @@ def _explain_lime(s: Setup, view: View, seed: int) -> MethodOutput:
         tags = {"surrogate": "ridge on SLIC superpixel presence", "segments": f"SLIC n_segments={p.n_segments}",
                 "hide": "zero", "n_samples": p.lime_samples, "seed": seed}
     else:
+        real = s.real_units()  # (N, T) players, or None: every token is one
+        positions = [np.arange(shape[0]) if real is None else np.flatnonzero(real[i]) for i in range(s.n)]
+
         def masked(i: int):  # noqa: ANN202
-            zi, bi = z[i], view.baseline[0]
+            zi, bi = z[i], view.baseline[min(i, view.baseline.shape[0] - 1)]
+            cols = torch.as_tensor(positions[i], device=zi.device)
 
             def g(mask: np.ndarray) -> np.ndarray:
-                m = torch.as_tensor(mask, dtype=torch.bool, device=zi.device)[:, :, None]  # (n, T, 1)
+                players = torch.as_tensor(mask, dtype=torch.bool, device=zi.device)  # (n, T_i)
+                m = torch.ones(players.shape[0], shape[0], dtype=torch.bool, device=zi.device)  # pads stay
+                m[:, cols] = players
+                m = m[:, :, None]  # (n, T, 1)
                 out = []
                 with torch.no_grad():
                     for a in range(0, m.shape[0], s.batch_size):
@@ -162,8 +205,12 @@ def _explain_lime(s: Setup, view: View, seed: int) -> MethodOutput:
 
             return g
 
-        res = lime_tokens([masked(i) for i in range(s.n)], shape[0], s.n, num_samples=p.lime_samples, seed=seed)
-        attr = torch.as_tensor(res.attributions, dtype=torch.float32)[:, :, None].expand(-1, -1, shape[1]) / shape[1]
+        res = lime_tokens([masked(i) for i in range(s.n)], [len(c) for c in positions], s.n,
+                          num_samples=p.lime_samples, seed=seed)
+        per_token = torch.zeros(s.n, shape[0], dtype=torch.float32)
+        for i, w in enumerate(res.unit_weights):
+            per_token[i, torch.as_tensor(positions[i])] = torch.as_tensor(w, dtype=torch.float32)
+        attr = per_token[:, :, None].expand(-1, -1, shape[1]) / shape[1]
         tags = {"surrogate": "ridge on token presence (absent = zero embedding)", "n_samples": p.lime_samples,
                 "seed": seed}
     return MethodOutput(attr.contiguous(), None, "", tags, extra={"r2": res.r2, "local_error": res.local_error})
@@ -179,26 +226,40 @@ def _explain_shap_nn(method: str, s: Setup, view: View, seed: int) -> MethodOutp
     p = s.params
     z, target = view.z, s.target
     bg = view.background
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if method == "shap_gradient":
-            ex = shap.GradientExplainer(view.em, bg)
-            sv = ex.shap_values(z.clone(), nsamples=p.shap_gradient_samples, rseed=seed)
-        else:
-            ex = shap.DeepExplainer(view.em, bg)
-            sv = ex.shap_values(z.clone(), check_additivity=False)
-    sv = np.asarray(sv, dtype=np.float64)
+
+    def explain(zz: "torch.Tensor", background: "torch.Tensor") -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if method == "shap_gradient":
+                ex = shap.GradientExplainer(view.em, background)
+                return np.asarray(ex.shap_values(zz.clone(), nsamples=p.shap_gradient_samples, rseed=seed),
+                                  dtype=np.float64)
+            ex = shap.DeepExplainer(view.em, background)
+            return np.asarray(ex.shap_values(zz.clone(), check_additivity=False), dtype=np.float64)
+
+    if s.pad is None:
+        sv = explain(z, bg)
+        f_bg = view.em(bg).detach()  # (R, K) or (R,)
+        f_bgs = []
+    else:  # each example's own background keeps its pads (x - b = 0 there: no share, efficiency holds)
+        keep = s.pad.to(z.device)[:, None, :, None]  # (N, 1, T, 1)
+        bgs = torch.where(keep, z[:, None], bg[None])  # (N, R, T, C)
+        sv = np.concatenate([explain(z[i : i + 1], bgs[i]) for i in range(s.n)])
+        f_bgs = [view.em(b).detach() for b in bgs]
     shape = tuple(z.shape[1:])
     if sv.ndim == len(shape) + 2:  # (N, *S, K): pick the target class
         if target is None:
             sv = sv[..., 0]
         else:
             sv = np.take_along_axis(sv, target.numpy().reshape((-1,) + (1,) * (sv.ndim - 1)), axis=-1)[..., 0]
-    f_bg = view.em(bg).detach()
-    if target is not None:
+    if s.pad is None and target is not None:
         ref = f_bg[:, target.to(f_bg.device)].mean(0).double().cpu().numpy()  # (N,) E_b f_target(b)
-    else:
+    elif s.pad is None:
         ref = np.full(s.n, float(f_bg.double().mean()))
+    elif target is not None:
+        ref = np.array([float(f[:, int(t)].double().mean()) for f, t in zip(f_bgs, target)])
+    else:
+        ref = np.array([float(f.double().mean()) for f in f_bgs])
     tags: dict[str, Any] = {"value_function": "background", "background": int(bg.shape[0]), "seed": seed}
     if method == "shap_gradient":
         tags["n_samples"] = p.shap_gradient_samples

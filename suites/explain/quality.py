@@ -100,6 +100,7 @@ def perturbation_curves(
     mode: str = "deletion",
     n_steps: int = 16,
     batch_size: int = 1024,
+    n_players: np.ndarray | None = None,
 ) -> np.ndarray:
     """Deletion or insertion curves, (N, n_steps + 1).
 
@@ -107,16 +108,30 @@ def perturbation_curves(
     z (N, *S) inputs; order (N, U) unit indices, most relevant first; units (*S) unit of
     each element; replacement (N, *S). Step j acts on the first round(j U / n_steps) units:
     deletion replaces them, insertion starts from the replacement and restores them.
+    n_players (N,): only the first n_players[i] units of order[i] are players (the real
+    tokens of a padded sequence); step j then acts on round(j n_i / n_steps) of them, and
+    the other units (padding) keep the input's value throughout, in insertion too. So
+    the x-axis is the fraction of players removed (inserted).
     """
     if mode not in ("deletion", "insertion"):
         raise ConfigError(f"Expected `mode` in ('deletion', 'insertion'), got {mode!r}.")
     check_positive_int("n_steps", n_steps)
     n, u = order.shape
     device = z.device
-    counts = np.round(np.linspace(0, u, n_steps + 1)).astype(np.int64)  # (S+1,)
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(u)[None].repeat(n, 0), axis=1)  # rank of each unit
-    chosen = torch.as_tensor(rank[:, None, :] < counts[None, :, None], device=device)  # (N, S+1, U)
+    if n_players is None:
+        counts = np.round(np.linspace(0, u, n_steps + 1)).astype(np.int64)  # (S+1,)
+        chosen = torch.as_tensor(rank[:, None, :] < counts[None, :, None], device=device)  # (N, S+1, U)
+    else:
+        players = np.asarray(n_players, dtype=np.int64).ravel()
+        if players.shape != (n,) or players.min(initial=0) < 0 or players.max(initial=0) > u:
+            raise DataError(f"Expected `n_players` to be {n} counts in 0..{u}, got {np.asarray(n_players).tolist()}.")
+        counts = np.round(np.stack([np.linspace(0, k, n_steps + 1) for k in players])).astype(np.int64)  # (N, S+1)
+        acted = rank[:, None, :] < counts[:, :, None]  # (N, S+1, U)
+        if mode == "insertion":  # non-players are never replaced: restored from the start
+            acted = acted | (rank >= players[:, None])[:, None, :]
+        chosen = torch.as_tensor(acted, device=device)
     elem = chosen[:, :, units.to(device).reshape(-1)]  # (N, S+1, D)
     flat_z = z.reshape(n, 1, -1)
     flat_r = replacement.to(device).reshape(n, 1, -1)
@@ -137,15 +152,24 @@ def curve_auc(curves: np.ndarray) -> np.ndarray:
     return np.trapezoid(curves, dx=1.0 / (curves.shape[-1] - 1), axis=-1)
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray, *, absolute: bool = True) -> np.ndarray:
+def rank_correlation(a: np.ndarray, b: np.ndarray, *, absolute: bool = True,
+                     mask: np.ndarray | None = None) -> np.ndarray:
     """Spearman rank correlation per row of a, b (N, D) (of |values| when `absolute`, as in
-    Adebayo et al.'s absolute-value comparison). Constant rows give NaN."""
+    Adebayo et al.'s absolute-value comparison). Constant rows give NaN. mask (N, D) bool:
+    correlate row i over its True entries only (the real tokens of a padded sequence, so
+    tied zeros at pads do not count); fewer than 2 give NaN."""
     from scipy.stats import rankdata
 
     a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
     b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
     if a.shape != b.shape:
         raise DataError(f"Expected equal shapes, got {a.shape} and {b.shape}.")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool).reshape(len(mask), -1)
+        if mask.shape != a.shape:
+            raise DataError(f"Expected a mask of shape {a.shape}, got {mask.shape}.")
+        return np.array([rank_correlation(a[i][mask[i]][None], b[i][mask[i]][None], absolute=absolute)[0]
+                         if mask[i].sum() >= 2 else np.nan for i in range(len(a))])
     if absolute:
         a, b = np.abs(a), np.abs(b)
     ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
@@ -175,12 +199,16 @@ def randomised_copy(module: nn.Module, seed: int) -> nn.Module:
     return clone
 
 
-def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None = None) -> np.ndarray:
+def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None = None,
+                    mask: np.ndarray | None = None) -> np.ndarray:
     """Fraction of the k units with the largest |score| that are in `relevant` (N,);
     k defaults to len(relevant). scores (N, U). Ties at the k-th place share the remaining
     slots (the expected precision under random tie-breaking), so an all-zero attribution
-    scores the base rate, not whatever a sort happens to put first."""
+    scores the base rate, not whatever a sort happens to put first. mask (N, U) bool: the
+    units that may be chosen (real tokens); the others rank below every real unit."""
     scores = np.abs(np.asarray(scores, dtype=np.float64))
+    if mask is not None:
+        scores = np.where(np.asarray(mask, dtype=bool), scores, -np.inf)
     rel = {int(r) for r in relevant}
     if not rel:
         raise DataError("Expected at least one relevant unit, got none.")
@@ -198,16 +226,26 @@ def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None =
     return hits / k
 
 
+def _noise_mask(mask: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor | float:
+    """`mask` (N, ...) for captum's expanded inputs (N * k, ...): each example repeated k
+    times in a row (captum's repeat_interleave); 1.0 without a mask."""
+    if mask is None:
+        return 1.0
+    k = inputs.shape[0] // mask.shape[0]
+    return mask.to(inputs.device, inputs.dtype).repeat_interleave(k, 0)
+
+
 def infidelity_scores(
     model: nn.Module, z: torch.Tensor, attributions: torch.Tensor, target: torch.Tensor | None, *,
-    noise_std: float, n_samples: int, seed: int,
+    noise_std: float, n_samples: int, seed: int, mask: torch.Tensor | None = None,
 ) -> np.ndarray:
     """captum.metrics.infidelity with Gaussian perturbations I ~ N(0, noise_std^2) and
-    normalised attributions (Yeh et al. 2019, optimal scaling), (N,). Lower is better."""
+    normalised attributions (Yeh et al. 2019, optimal scaling), (N,). Lower is better.
+    mask (N, *S) or broadcastable (1 = may be perturbed): padding is never perturbed."""
     from captum.metrics import infidelity
 
     def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = torch.randn_like(inputs) * noise_std
+        noise = torch.randn_like(inputs) * noise_std * _noise_mask(mask, inputs)
         return noise, inputs - noise
 
     devices = [z.device.index or 0] if z.device.type == "cuda" else []
@@ -220,15 +258,16 @@ def infidelity_scores(
 
 def max_sensitivity_scores(
     explain: Callable[..., torch.Tensor], z: torch.Tensor, *, target: torch.Tensor | None,
-    baselines: torch.Tensor, radius: float, n_samples: int, seed: int,
+    baselines: torch.Tensor, radius: float, n_samples: int, seed: int, mask: torch.Tensor | None = None,
 ) -> np.ndarray:
     """captum.metrics.sensitivity_max: the largest relative change of the explanation
     (Frobenius norm) under uniform input noise in [-radius, radius], (N,). Lower is better.
-    `explain(inputs, target=..., baselines=...)` re-runs the attribution method."""
+    `explain(inputs, target=..., baselines=...)` re-runs the attribution method. mask as
+    in `infidelity_scores` (padding is never perturbed)."""
     from captum.metrics import sensitivity_max
 
     def perturb(inputs: torch.Tensor, r: float) -> torch.Tensor:
-        return inputs + (torch.rand_like(inputs) * 2 - 1) * r
+        return inputs + (torch.rand_like(inputs) * 2 - 1) * r * _noise_mask(mask, inputs)
 
     def _unwrap(inputs: Any, **kwargs: Any) -> tuple[torch.Tensor]:  # captum works on 1-tuples of tensors
         kwargs = {k: (v[0] if isinstance(v, tuple) and len(v) == 1 else v) for k, v in kwargs.items()}

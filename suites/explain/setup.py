@@ -38,7 +38,11 @@ class Setup:
     for regression); f_x / f_base: explained output at x and at the baseline (N,);
     baseline: (1, *S) zeros; background: (R, *S) (+ weights) for SHAP; groups: one player
     map per example (superpixels / features / tokens); units: (*S) unit of each element
-    for deletion and per-unit scores.
+    for deletion and per-unit scores. pad: (N, T) bool, True at token padding (the
+    dataset's ground_truth["pad_id"]); None when nothing explained is padding (images,
+    tabular, unpadded tokens: every unit is a player). Pads are no players: groups map
+    them to NOT_A_PLAYER, they keep their own value in every perturbation and baseline,
+    and their attributions are exactly 0 (PAD_NOTE).
     """
 
     handle: ModelHandle
@@ -62,10 +66,22 @@ class Setup:
     scale: float
     attention: "torch.Tensor | None" = None
     views: dict[int, "View"] = field(default_factory=dict)
+    pad: "torch.Tensor | None" = None
 
     @property
     def n(self) -> int:
         return int(self.x.shape[0])
+
+    def real_units(self) -> "np.ndarray | None":
+        """(N, U) bool: the units (tokens) that are players; None when every unit is one."""
+        return None if self.pad is None else (~self.pad).cpu().numpy()
+
+    def n_players(self) -> "np.ndarray":
+        """(N,) players per example: real (non-pad) tokens, or every unit."""
+        import numpy as np
+
+        real = self.real_units()
+        return np.full(self.n, int(self.units.max()) + 1) if real is None else real.sum(1)
 
     @classmethod
     def build(cls, handle: ModelHandle, data: "Dataset", ctx: RunContext, p: ExplainParams) -> "Setup":
@@ -83,6 +99,11 @@ class Setup:
         space = "embedding" if modality == "tokens" else "input"
         n = ctx.limit(min(p.n_examples, len(data.test)))
         x = data.test.x[:n]
+        pad = None
+        if modality == "tokens":
+            from workbench.embedding import padding_mask
+
+            pad = padding_mask(x, (data.ground_truth or {}).get("pad_id"))
         rng = np.random.default_rng(ctx.seed)
         n_train = len(data.train)
         pool = torch.as_tensor(rng.choice(n_train, size=min(n_train, 512), replace=False))
@@ -114,12 +135,18 @@ class Setup:
                     device=device, modality=modality, space=space,
                     classification=handle.output in ("logits",) and data.task == "classification",
                     x=x, target=None, background_raw=background_raw, background_weights=weights,
-                    train_raw=train_raw, groups=groups, units=torch.zeros(0), segments=segments, scale=1.0)
+                    train_raw=train_raw, groups=groups, units=torch.zeros(0), segments=segments, scale=1.0,
+                    pad=pad)
         view = setup.model_view(module)
         z = view.z
         shape = tuple(z.shape[1:])
-        if space == "embedding":
+        if space == "embedding" and pad is None:
             setup.groups = [torch.arange(shape[0])[:, None]] * n
+        elif space == "embedding":  # real tokens are players 0..M_i-1 in order, pads none
+            from .shapley import NOT_A_PLAYER
+
+            real = ~pad
+            setup.groups = [torch.where(r, r.long().cumsum(0) - 1, NOT_A_PLAYER)[:, None] for r in real]
         setup.units = unit_index(shape, space, modality)
         with torch.no_grad():
             out = view.em(z)
@@ -159,6 +186,7 @@ class View:
 
     module: "nn.Module"
     em: Any  # ExplainedModel over the explained output
+    # baseline: (1, *S) zeros, or (N, T, C) with each pad's own embedding when there is padding
     em_prob: Any  # ExplainedModel over the tracked score (probability) for curves
     z: "torch.Tensor"
     baseline: "torch.Tensor"
@@ -182,7 +210,11 @@ class View:
             return raw.float()
 
         z = to_space(setup.x)
-        return cls(module=module, em=em, em_prob=em_prob, z=z, baseline=torch.zeros_like(z[:1]),
+        if setup.pad is None:
+            baseline = torch.zeros_like(z[:1])  # (1, *S)
+        else:  # (N, T, C): zero embedding on real tokens, each pad keeps its own (it is no player)
+            baseline = z * setup.pad.to(z.device)[..., None].to(z.dtype)
+        return cls(module=module, em=em, em_prob=em_prob, z=z, baseline=baseline,
                    background=to_space(setup.background_raw), train_z=to_space(setup.train_raw))
 
     def explained(self, z: "torch.Tensor", target: "torch.Tensor | None") -> "torch.Tensor":

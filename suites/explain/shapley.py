@@ -6,6 +6,7 @@ Vocabulary
   superpixels of an image, token positions of a sequence). `groups` maps every element of
   one input to its player index in [0, M).
 - coalition: a boolean (M,) row; `True` = the player keeps the example's value.
+  Elements mapped to NOT_A_PLAYER (-1; token padding) keep it in every coalition.
 - value function v(S):
     "baseline"   f(x_S, b_notS) for one reference input b (R = 1)
     "background" E_b[f(x_S, b_notS)] over R background inputs (interventional SHAP),
@@ -33,6 +34,7 @@ ScalarFn = Callable[[torch.Tensor], torch.Tensor]
 
 VALUE_FUNCTIONS = ("baseline", "background")
 MAX_EXACT_PLAYERS = 20  # 2^20 coalitions is the most we ever enumerate
+NOT_A_PLAYER = -1  # group index of elements that are no player (padding): always the example's value
 
 
 _CONTROLLER = None
@@ -128,17 +130,22 @@ class ShapleyResult:
 
 
 def check_groups(groups: torch.Tensor, shape: tuple[int, ...]) -> int:
-    """Validate a player map for inputs of `shape`; returns M."""
+    """Validate a player map for inputs of `shape`; returns M. An entry NOT_A_PLAYER (-1)
+    marks elements that are no player (padding): they keep the example's value in every
+    coalition, so they never change v(S) and get no Shapley value."""
     if not isinstance(groups, torch.Tensor) or groups.dtype not in (torch.int64, torch.int32):
         raise DataError(f"Expected `groups` to be an integer tensor, got {type(groups).__name__}.")
     try:
         torch.broadcast_shapes(tuple(groups.shape), shape)
     except RuntimeError as exc:
         raise DataError(f"Expected `groups` broadcastable to the input shape {shape}, got {tuple(groups.shape)}.") from exc
-    if groups.numel() == 0 or int(groups.min()) < 0:
-        raise DataError("Expected `groups` to hold player indices >= 0.")
+    if groups.numel() == 0 or int(groups.min()) < NOT_A_PLAYER:
+        raise DataError(f"Expected `groups` to hold player indices >= 0 (or {NOT_A_PLAYER}: not a player), got "
+                        f"{int(groups.min())}.")
     m = int(groups.max()) + 1
-    present = torch.unique(groups)
+    if m < 1:
+        raise DataError("Expected `groups` to name at least one player, got only non-players.")
+    present = torch.unique(groups[groups >= 0])
     if present.numel() != m:
         raise DataError(f"Expected `groups` to use every player index 0..{m - 1}, got {present.tolist()}.")
     return m
@@ -169,6 +176,9 @@ def coalition_values(
     device = x.device
     g = groups.to(device).expand(shape).reshape(-1)  # (D,)
     masks = torch.as_tensor(coalitions, dtype=torch.bool, device=device)
+    if bool((g == NOT_A_PLAYER).any()):  # non-players read an always-present extra column
+        masks = torch.cat([masks, masks.new_ones(masks.shape[0], 1)], 1)
+        g = torch.where(g == NOT_A_PLAYER, masks.shape[1] - 1, g)
     w = None if weights is None else weights.to(device=device, dtype=torch.float64)
     xf = x.reshape(1, -1)
     rep = replacement.to(device).reshape(R, -1)  # (R, D)

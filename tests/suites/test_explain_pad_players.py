@@ -1,0 +1,371 @@
+"""Token padding is no player of the explanations: exact Shapley by enumeration over the
+real tokens, LIME / sampled Shapley that never touch a pad (every model input recorded),
+deletion/insertion curves over real tokens, rank correlations without the tied pads, IG
+completeness with pads kept, and unchanged results for unpadded inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+from workbench.data.base import Dataset, Split
+from workbench.embedding import padding_mask
+from workbench.errors import DataError, ParameterTypeError
+from workbench.suite import ModelHandle, RunContext
+from workbench.suites.explain.attention import token_relevance
+from workbench.suites.explain.config import PAD_NOTE, ExplainParams
+from workbench.suites.explain.gradients import per_unit
+from workbench.suites.explain.methods import explain_method
+from workbench.suites.explain.quality import perturbation_curves, rank_correlation, top_k_precision
+from workbench.suites.explain.setup import Setup
+from workbench.suites.explain.shapley import NOT_A_PLAYER, check_groups, exact_shapley
+from workbench.suites.explain.suite import ExplainSuite
+
+torch.set_num_threads(1)
+CPU = torch.device("cpu")
+PAD, VOCAB, T = 0, 8, 8
+LENGTHS = (3, 5, 8, 2, 6)  # real tokens per test example; the rest is right padding
+
+
+class PosBag(nn.Module):
+    """Token classifier h = tanh(sum_t P_t * e_t), logits = head(h): nonlinear, so tokens
+    interact. zero_pads: `embed` gives a pad the zero vector (as the Hugging Face adapter
+    does), so a pad changes nothing; otherwise a pad has its own embedding and moves the
+    output. `record` keeps every embedded input the model is asked about."""
+
+    output_kind = "logits"
+
+    def __init__(self, zero_pads: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.token_embedding = nn.Embedding(VOCAB, 4)
+        self.pos = nn.Parameter(torch.randn(T, 4, generator=g))
+        self.head = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.token_embedding.weight.copy_(torch.randn(VOCAB, 4, generator=g))
+            self.head.weight.copy_(torch.randn(3, 4, generator=g))
+            self.head.bias.zero_()
+        self.zero_pads = zero_pads
+        self.record: list[torch.Tensor] | None = None
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self.token_embedding(ids)
+        return e * (ids != PAD)[..., None].to(e.dtype) if self.zero_pads else e
+
+    def forward_from_embeddings(self, e: torch.Tensor) -> torch.Tensor:
+        if self.record is not None:
+            self.record.append(e.detach().clone())
+        return self.head(torch.tanh((e * self.pos[: e.shape[1]]).sum(1)))  # (B, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_embeddings(self.embed(ids))
+
+
+def _ids(lengths: tuple[int, ...], seed: int, width: int = T) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((len(lengths), width), PAD, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        x[i, :n] = torch.randint(1, VOCAB, (n,), generator=g)  # real tokens are never the pad id
+    return x
+
+
+def _data(test_x: torch.Tensor, pad_id: int | None = PAD) -> Dataset:
+    width = test_x.shape[1]
+    lengths = torch.randint(2, width + 1, (40,), generator=torch.Generator().manual_seed(1))
+    train_x = _ids(tuple(int(n) for n in lengths), seed=2, width=width)
+    split = lambda x: Split(x, torch.zeros(len(x), dtype=torch.long))  # noqa: E731
+    gt = {} if pad_id is None else {"pad_id": pad_id}
+    return Dataset(name="padded", modality="tokens", task="classification", train=split(train_x),
+                   val=split(train_x[:4]), test=split(test_x), num_classes=3, vocab_size=VOCAB, ground_truth=gt,
+                   vocab=("[PAD]",) + tuple(f"w{i}" for i in range(1, VOCAB)))
+
+
+def _ctx(tmp: Path, seed: int = 3) -> RunContext:
+    return RunContext(run_id="t", run_dir=tmp, seed=seed, device=CPU, suite="explain", model_name="m",
+                      dataset_name="d", batch_size=64, log=lambda m: None)
+
+
+def _setup(model: nn.Module, data: Dataset, tmp: Path, **params) -> Setup:
+    p = ExplainParams(**{"n_examples": len(data.test), "methods": ("shapley",), **params})
+    handle = ModelHandle(name="m", module=model, arch="test", task="classification", output="logits")
+    return Setup.build(handle, data, _ctx(tmp), p)
+
+
+def _brute_shapley(f, z: torch.Tensor, base: torch.Tensor, players: list[int]) -> np.ndarray:
+    """Shapley values of the token positions `players` by the textbook sum over subsets:
+    v(S) = f(z on S, base elsewhere); positions that are no player keep base's value."""
+    def v(coalition: tuple[int, ...]) -> float:
+        inp = base.clone()
+        for pos in coalition:
+            inp[pos] = z[pos]
+        with torch.no_grad():
+            return float(f(inp[None])[0])
+
+    m = len(players)
+    phi = np.zeros(m)
+    for i, me in enumerate(players):
+        others = [p for p in players if p != me]
+        for r in range(m):
+            w = math.factorial(r) * math.factorial(m - r - 1) / math.factorial(m)
+            for s in combinations(others, r):
+                phi[i] += w * (v(s + (me,)) - v(s))
+    return phi
+
+
+# ---------------------------------------------------------------- the mask and the player map
+
+
+def test_padding_mask_and_player_map() -> None:
+    ids = _ids(LENGTHS, seed=0)
+    mask = padding_mask(ids, PAD)
+    assert mask.sum(1).tolist() == [T - n for n in LENGTHS]
+    assert padding_mask(ids, None) is None
+    assert padding_mask(ids[2:3], PAD) is None  # a full-length row: nothing is padding
+    with pytest.raises(ParameterTypeError, match="pad_id"):
+        padding_mask(ids, "0")
+    g = torch.tensor([0, 1, NOT_A_PLAYER, 2, NOT_A_PLAYER])
+    assert check_groups(g, (5,)) == 3
+    with pytest.raises(DataError, match="at least one player"):
+        check_groups(torch.full((3,), NOT_A_PLAYER), (3,))
+    with pytest.raises(DataError, match="every player index"):
+        check_groups(torch.tensor([0, 2, NOT_A_PLAYER]), (3,))
+
+
+def test_setup_players_are_the_real_tokens(tmp_path: Path) -> None:
+    s = _setup(PosBag(), _data(_ids(LENGTHS, seed=0)), tmp_path)
+    assert s.n_players().tolist() == list(LENGTHS)
+    for i, n in enumerate(LENGTHS):
+        g = s.groups[i][:, 0]
+        assert g[:n].tolist() == list(range(n)) and (g[n:] == NOT_A_PLAYER).all()
+
+
+# ---------------------------------------------------------------- (a) exact Shapley over real tokens
+
+
+@pytest.mark.parametrize("zero_pads", [True, False])
+def test_exact_shapley_equals_enumeration_over_real_tokens(tmp_path: Path, zero_pads: bool) -> None:
+    model = PosBag(zero_pads=zero_pads).eval()
+    s = _setup(model, _data(_ids(LENGTHS, seed=0)), tmp_path, shap_budget=4096)
+    view = s.model_view(model)
+    out = explain_method("shapley", s, view, seed=5)
+    assert out.tags["estimator"] == "exact" and out.tags["players"] == "non-pad tokens"
+    assert out.tags["pads"] == PAD_NOTE
+    scores = per_unit(out.attr, "embedding", "tokens").double().numpy()  # (N, T)
+    for i, n in enumerate(LENGTHS):
+        f = view.em.scalar(int(s.target[i]))
+        base = torch.where(s.pad[i][:, None], view.z[i], torch.zeros_like(view.z[i]))  # pads keep theirs
+        want = _brute_shapley(f, view.z[i], base, list(range(n)))
+        np.testing.assert_allclose(scores[i, :n], want, atol=1e-5)
+        assert (scores[i, n:] == 0).all()  # exactly 0 on pads
+        # efficiency over the real tokens: sum phi = f(x) - f(x with every real token removed)
+        with torch.no_grad():
+            f_x, f_base = float(f(view.z[i][None])[0]), float(f(base[None])[0])
+        assert abs(scores[i].sum() - (f_x - f_base)) < 1e-5
+        assert abs(out.ref[i] - f_base) < 1e-6
+
+
+def test_padded_shapley_equals_the_unpadded_prefix(tmp_path: Path) -> None:
+    """Sampled Kernel SHAP on a padded text = on its real tokens alone (same players, seed)."""
+    model = PosBag(zero_pads=True).eval()
+    ids = _ids((8, 7, 6), seed=4, width=T)
+    s = _setup(model, _data(ids), tmp_path, shap_budget=40)
+    padded = explain_method("shapley", s, s.model_view(model), seed=11)
+    assert padded.tags["estimator"] == "kernel"
+    for i, n in enumerate((8, 7, 6)):
+        alone = _setup(model, _data(ids[i : i + 1, :n]), tmp_path / str(i), shap_budget=40)
+        assert alone.pad is None
+        ref = explain_method("shapley", alone, alone.model_view(model), seed=11 + i)  # example i draws seed + i
+        want = per_unit(ref.attr, "embedding", "tokens")[0].double().numpy()
+        got = per_unit(padded.attr, "embedding", "tokens")[i].double().numpy()
+        np.testing.assert_allclose(got[:n], want, atol=1e-5)
+        assert (got[n:] == 0).all()
+
+
+# ---------------------------------------------------------------- (b) LIME / sampled SHAP never touch a pad
+
+
+@pytest.mark.parametrize("method", ["lime", "shapley", "shap_kernel"])
+def test_sampling_methods_never_perturb_pads_and_give_them_zero(tmp_path: Path, method: str) -> None:
+    model = PosBag(zero_pads=False).eval()  # a pad has its own embedding: a perturbed pad would show
+    s = _setup(model, _data(_ids(LENGTHS, seed=0)), tmp_path, methods=(method,), lime_samples=60, shap_budget=24)
+    view = s.model_view(model)
+    model.record = []
+    out = explain_method(method, s, view, seed=9)
+    seen = model.record
+    model.record = None
+    scores = per_unit(out.attr, "embedding", "tokens").numpy()
+    assert (scores[s.pad.numpy()] == 0).all() and out.tags["pads"] == PAD_NOTE
+    # every input the model saw keeps every pad of the explained example exactly
+    rows = torch.cat(seen)  # (calls, T, C)
+    pads = s.pad[:, :, None].expand_as(view.z)
+    matches = [(rows == z[None]).masked_select(pad[None]).reshape(rows.shape[0], -1).all(1)
+               for z, pad in zip(view.z, pads)]
+    assert torch.stack(matches).any(0).all()  # each row belongs to an example whose pads it keeps
+    if method == "lime":
+        assert rows.shape[0] == len(LENGTHS) * 60  # lime_samples rows per example, nothing else
+        assert (scores[~s.pad.numpy()] != 0).any()
+
+
+def test_padded_lime_equals_lime_on_the_unpadded_prefix(tmp_path: Path) -> None:
+    model = PosBag(zero_pads=True).eval()
+    ids = _ids((5, 8, 3), seed=6)
+    s = _setup(model, _data(ids), tmp_path, methods=("lime",), lime_samples=80)
+    padded = explain_method("lime", s, s.model_view(model), seed=21)
+    for i, n in enumerate((5, 8, 3)):
+        alone = _setup(model, _data(ids[i : i + 1, :n]), tmp_path / str(i), methods=("lime",), lime_samples=80)
+        ref = explain_method("lime", alone, alone.model_view(model), seed=21 + i)  # lime seeds example i with seed + i
+        got = per_unit(padded.attr, "embedding", "tokens")[i].double().numpy()
+        np.testing.assert_allclose(got[:n], per_unit(ref.attr, "embedding", "tokens")[0].double().numpy(),
+                                   atol=1e-5)
+        assert (got[n:] == 0).all()
+        np.testing.assert_allclose(padded.extra["r2"][i], ref.extra["r2"][0], atol=1e-6)
+
+
+# ---------------------------------------------------------------- gradients, IG completeness, rollout
+
+
+def test_gradient_methods_zero_on_pads_and_ig_complete(tmp_path: Path) -> None:
+    model = PosBag(zero_pads=False).eval()  # pads move the output: IG must keep them in its baseline
+    s = _setup(model, _data(_ids(LENGTHS, seed=0)), tmp_path, ig_steps=64)
+    view = s.model_view(model)
+    for method in ("saliency", "input_x_gradient", "integrated_gradients", "occlusion", "deeplift"):
+        out = explain_method(method, s, view, seed=1)
+        assert (out.attr[s.pad] == 0).all(), method
+        assert out.tags["pads"] == PAD_NOTE
+    ig = explain_method("integrated_gradients", s, view, seed=1)
+    f_x = view.explained(view.z, s.target).numpy()
+    total = ig.attr.reshape(s.n, -1).double().sum(1).numpy()
+    np.testing.assert_allclose(total, f_x - ig.ref, atol=2e-3)
+    # the reference is x with its real tokens removed and its pads kept
+    kept = torch.where(s.pad[:, :, None], view.z, torch.zeros_like(view.z))
+    np.testing.assert_allclose(ig.ref, view.explained(kept, s.target).numpy(), atol=1e-6)
+
+
+def test_rollout_reads_real_rows_and_gives_pads_zero() -> None:
+    g = torch.Generator().manual_seed(0)
+    roll = torch.rand(2, 4, 4, generator=g)
+    real = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    rel = token_relevance(roll, "mean", real)
+    assert torch.allclose(rel[0, :2], roll[0, :2, :2].mean(0)) and (rel[0, 2:] == 0).all()
+    assert torch.allclose(rel[1], roll[1].mean(0))
+    last = token_relevance(roll, "last", real)
+    assert torch.allclose(last[0, :2], roll[0, 1, :2]) and torch.allclose(last[1], roll[1, 3])
+
+
+# ---------------------------------------------------------------- (c) curves over real tokens
+
+
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+def test_curve_steps_count_real_tokens_only(mode: str) -> None:
+    """Step j acts on round(j n_i / S) of the n_i real tokens; pads keep their value throughout."""
+    n, u, steps = 3, 8, 4
+    players = np.array([3, 8, 5])
+    z = torch.arange(1, n * u + 1, dtype=torch.float32).reshape(n, u, 1)  # every element distinct, non-zero
+    rep = torch.zeros_like(z)
+    rng = np.random.default_rng(0)
+    order = np.stack([np.concatenate([rng.permutation(k), np.arange(k, u)]) for k in players])
+    seen: list[torch.Tensor] = []
+
+    def f(inputs: torch.Tensor, _t: torch.Tensor) -> torch.Tensor:
+        seen.append(inputs.clone())
+        return inputs.sum((1, 2))
+
+    perturbation_curves(f, z, torch.zeros(n, dtype=torch.long), order, torch.arange(u)[:, None], rep, mode=mode,
+                        n_steps=steps, n_players=players)
+    inputs = torch.cat(seen).reshape(n, steps + 1, u)
+    replaced = inputs == 0  # (N, S+1, U)
+    for i, k in enumerate(players):
+        want = np.round(np.linspace(0, k, steps + 1)).astype(int)
+        got = replaced[i].sum(1).numpy()
+        np.testing.assert_array_equal(got, want if mode == "deletion" else k - want)
+        assert not replaced[i][:, k:].any()  # pads never replaced, in insertion either
+    with pytest.raises(DataError, match="n_players"):
+        perturbation_curves(f, z, torch.zeros(n, dtype=torch.long), order, torch.arange(u)[:, None], rep,
+                            n_players=np.array([3, 9, 5]))
+
+
+def test_rank_correlation_and_top_k_leave_pads_out() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
+    mask = np.zeros((3, 8), dtype=bool)
+    for i, k in enumerate((3, 8, 5)):
+        mask[i, :k] = True
+    a[~mask] = b[~mask] = 0.0  # tied zeros at the pads
+    got = rank_correlation(a, b, absolute=True, mask=mask)
+    for i, k in enumerate((3, 8, 5)):
+        assert got[i] == pytest.approx(spearmanr(np.abs(a[i, :k]), np.abs(b[i, :k]))[0])
+    one = np.zeros((1, 8), dtype=bool)
+    one[0, 0] = True
+    assert np.isnan(rank_correlation(a[:1], b[:1], mask=one)[0])
+    # top-k: with real scores all 0 the pads (also 0) must not take the slots
+    scores = np.zeros((1, 6))
+    keep = np.array([[True, True, False, False, False, False]])
+    assert top_k_precision(scores, [0], mask=keep)[0] == pytest.approx(0.5)  # base rate over 2 real tokens
+
+
+# ---------------------------------------------------------------- the suite end to end
+
+
+def _suite(**over) -> ExplainSuite:
+    return ExplainSuite.from_config({"n_examples": 5, "methods": ["saliency", "integrated_gradients", "lime",
+                                                                 "shapley"],
+                                     "lime_samples": 60, "shap_budget": 512, "ig_steps": 32,
+                                     "quality": ["completeness", "deletion", "insertion", "sanity", "stability"],
+                                     "random_orders": 4, **over}, profile="quick")
+
+
+def _run(model: nn.Module, data: Dataset, tmp: Path, **over):
+    handle = ModelHandle(name="m", module=model, arch="test", task="classification", output="logits")
+    return _suite(**over).run(handle, data, _ctx(tmp))
+
+
+def test_suite_on_padded_tokens(tmp_path: Path) -> None:
+    model = PosBag(zero_pads=True).eval()
+    r = _run(model, _data(_ids(LENGTHS, seed=0)), tmp_path)
+    cov = [m for m in r.metrics if m.name == "method_coverage"]
+    assert {m.tags["method"] for m in cov if m.value == 1.0} == {"saliency", "integrated_gradients", "lime",
+                                                                  "shapley"}
+    assert all(m.tags["pads"] == PAD_NOTE for m in cov)
+    gap = r.metric("completeness_gap", method="integrated_gradients")
+    assert gap.value < 0.05
+    art = tmp_path / "artifacts" / "explain" / "m"
+    meta = json.loads((art / "meta.json").read_text())
+    assert meta["pad_id"] == PAD and meta["n_players"] == list(LENGTHS) and meta["players"] == "non-pad tokens"
+    ex = np.load(art / "examples.npz")
+    pads = ex["input"] == PAD
+    for m in ("saliency", "integrated_gradients", "lime", "shapley"):
+        assert (ex[f"attr_{m}"][pads] == 0).all(), m
+    # deletion with zero replacement ends, for every example, at f(all real tokens removed)
+    curves = np.load(art / "curves.npz")
+    for key in [k for k in curves.files if k.startswith("deletion__") and k.endswith("__zero")]:
+        np.testing.assert_allclose(curves[key][:, -1], curves["deletion__random__zero"][:, -1], atol=1e-6)
+    for m in ("saliency", "integrated_gradients"):
+        rho = r.metric("randomisation_rank_correlation", method=m)
+        assert rho.value is not None and rho.n == len(LENGTHS)
+
+
+def test_unpadded_results_unchanged_when_no_position_is_padding(tmp_path: Path) -> None:
+    """(d) Full-length texts with a declared pad id run the unpadded path: identical records."""
+    model = PosBag(zero_pads=True).eval()
+    ids = _ids((8, 8, 8, 8), seed=7)
+    a = _run(model, _data(ids, pad_id=PAD), tmp_path / "a", n_examples=4)
+    b = _run(model, _data(ids, pad_id=None), tmp_path / "b", n_examples=4)
+    assert [m.to_dict() for m in a.metrics] == [m.to_dict() for m in b.metrics]
+    assert all("pads" not in m.tags for m in a.metrics)
+    # and the unpadded exact Shapley is still the enumeration over all T tokens
+    s = _setup(model, _data(ids, pad_id=None), tmp_path / "c", shap_budget=4096)
+    view = s.model_view(model)
+    out = explain_method("shapley", s, view, seed=5)
+    f = view.em.scalar(int(s.target[0]))
+    want = _brute_shapley(f, view.z[0], torch.zeros_like(view.z[0]), list(range(T)))
+    np.testing.assert_allclose(per_unit(out.attr, "embedding", "tokens")[0].double().numpy(), want, atol=1e-5)
+    r = exact_shapley(f, view.z[0], torch.arange(T)[:, None], torch.zeros_like(view.z[:1]))
+    np.testing.assert_allclose(r.values, want, atol=1e-5)
