@@ -237,6 +237,19 @@ def test_precomputed_null_is_used_and_matches_the_default():
         detect_drift(a, b, null=null.max_ks)
 
 
+def test_psi_study_runs_and_its_legacy_estimator_is_the_old_formula():
+    from workbench.suites.drift.psi_study import legacy_max_psi_corrected, study
+
+    ref = np.arange(10, dtype=float)[:, None]
+    cur = np.array([0.0] * 5 + [9.0] * 5)[:, None]
+    q = np.array([0.5] + [1e-4] * 8 + [0.5])  # the old floor; minus 9 · (1/10 + 1/10)
+    assert legacy_max_psi_corrected(ref, cur) == pytest.approx(np.sum((q - 0.1) * np.log(q / 0.1)) - 1.8)
+    rows = study(seeds=1, permutations=9)
+    assert len(rows) == 16 and {r["kind"] for r in rows} == {"digits", "normal", "discrete5", "near_constant"}
+    assert all((r["max_psi"] is None) == (r["n"] == 30) for r in rows)
+    assert all(r["old_max_psi_corrected"] > 0.3 for r in rows if r["n"] == 30)
+
+
 def test_drift_features_per_modality():
     x_img = torch.rand(4, 1, 8, 8)
     assert drift_features(x_img, "image").shape == (4, 64)
