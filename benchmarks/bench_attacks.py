@@ -19,6 +19,15 @@ difference of the adversarial examples from the plain loop's, and whether the me
 a TRAIN-mode model (dropout submodule in eval mode, BatchNorm statistics, a .grad) exactly
 as found. The plain loop itself makes no attempt to (it runs the model in whatever mode it
 is). Missing libraries are skipped with a message.
+
+The second table also times the suite's default attack configs (`RobustnessSuite.Params`:
+PGD-20 from a random start, APGD-CE 50 steps; here on all points, the suite attacks only
+the clean-correct ones) and two ways of skipping the backward of rows the forward has just
+found fooled (their loss masked out of the same graph; the forward re-run on the rest), then
+prints the WORK each early stop spends against its floor: rows through the model (forward)
+and rows with a graph (backward) if every fooled point stopped right at its first success
+(first fooling iterate t: t+1 forwards, t backwards), from the first-success histogram of
+the same attack without early stop.
 """
 
 from __future__ import annotations
@@ -53,6 +62,46 @@ def plain_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     return xa.detach()
 
 
+def pgd_split_backward(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+                       steps: int, reforward: bool) -> torch.Tensor:
+    """Early-stopped PGD (no random start; per point the first fooling iterate, else the
+    last: the same points as `A.pgd(..., random_start=False)`) whose backward skips the rows
+    this step's forward found fooled: by masking their loss out of the same graph, or
+    (`reforward`) by running the forward again on the rest when a row fell."""
+    out, rows, xa, x0, ya = x.clone(), torch.arange(len(y)), x.clone(), x, y
+    with A.attack_mode(model):  # eval + frozen parameters, as the workbench's own attack
+        for _ in range(steps):
+            xa = xa.detach().requires_grad_(True)
+            z = model(xa)
+            new = z.argmax(1) != ya
+            out[rows[new]] = xa[new].detach()
+            keep = ~new
+            if not bool(keep.any()):
+                return out
+            if reforward and bool(new.any()):
+                xk = xa[keep].detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(F.cross_entropy(model(xk), ya[keep], reduction="sum"), xk)
+            else:
+                (g,) = torch.autograd.grad(F.cross_entropy(z[keep], ya[keep], reduction="sum"), xa)
+                g = g[keep]
+            x0, ya, rows = x0[keep], ya[keep], rows[keep]
+            with torch.no_grad():
+                xa = torch.min(torch.max(xa[keep] + alpha * g.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+    out[rows] = xa.detach()
+    return out
+
+
+def suite_defaults() -> dict[str, object]:
+    """The attack settings `RobustnessSuite` runs by default (its Params and `A.pgd`'s own defaults)."""
+    import inspect
+
+    from workbench.suites.robustness.suite import RobustnessSuite
+
+    p = RobustnessSuite.Params()
+    return {"pgd_steps": p.pgd_steps, "apgd_steps": p.apgd_steps, "restarts": p.restarts,
+            "random_start": inspect.signature(A.pgd).parameters["random_start"].default}
+
+
 def methods(eps: float, alpha: float, steps: int, batch: int, others: bool = True) -> dict[str, Callable | str]:
     out: dict[str, Callable | str] = {
         "plain loop": lambda m, x, y: plain_loop(m, x, y, eps, alpha, steps),
@@ -64,10 +113,25 @@ def methods(eps: float, alpha: float, steps: int, batch: int, others: bool = Tru
                                              batch_size=batch, keep="last"),
     }
     if not others:  # the half-fooled table: APGD-CE's early stop too (same steps; its 2·eps first step fools early)
+        out["  masked backward"] = lambda m, x, y: pgd_split_backward(m, x, y, eps, alpha, steps, reforward=False)
+        out["  re-forward rest"] = lambda m, x, y: pgd_split_backward(m, x, y, eps, alpha, steps, reforward=True)
         out["workbench apgd_ce"] = lambda m, x, y: A.apgd(m, x, y, eps=eps, steps=steps, batch_size=batch,
                                                           generator=torch.Generator().manual_seed(0))
         out["  early_stop=False "] = lambda m, x, y: A.apgd(m, x, y, eps=eps, steps=steps, batch_size=batch,
                                                             early_stop=False, generator=torch.Generator().manual_seed(0))
+        d = suite_defaults()
+
+        def suite_pgd(es: bool) -> Callable:
+            return lambda m, x, y: A.pgd(m, x, y, eps=eps, steps=d["pgd_steps"], restarts=d["restarts"],
+                                         random_start=d["random_start"], batch_size=batch, early_stop=es,
+                                         generator=torch.Generator().manual_seed(0))
+
+        def suite_apgd(es: bool) -> Callable:
+            return lambda m, x, y: A.apgd(m, x, y, eps=eps, steps=d["apgd_steps"], restarts=d["restarts"],
+                                          batch_size=batch, early_stop=es, generator=torch.Generator().manual_seed(0))
+
+        out[SUITE_PGD], out[SUITE_PGD_OFF] = suite_pgd(True), suite_pgd(False)
+        out[SUITE_APGD], out[SUITE_APGD_OFF] = suite_apgd(True), suite_apgd(False)
         return out
     try:
         import torchattacks
@@ -97,16 +161,63 @@ def methods(eps: float, alpha: float, steps: int, batch: int, others: bool = Tru
     return out
 
 
+SUITE_PGD, SUITE_PGD_OFF = "suite default pgd", "  early_stop=False  "
+SUITE_APGD, SUITE_APGD_OFF = "suite default apgd_ce", "  early_stop=False   "
+# early-stopped method -> the same attack without early stop (same points): the work compared
+PAIRS = {"workbench pgd": "  early_stop=False", "workbench apgd_ce": "  early_stop=False ",
+         SUITE_PGD: SUITE_PGD_OFF, SUITE_APGD: SUITE_APGD_OFF}
+
+
 def forward_rows(fn: Callable, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> int:
     """How many input rows `fn` sends through the model (forward passes x their batch size)."""
-    seen = [0]
-    h = model.register_forward_pre_hook(lambda _m, args: seen.__setitem__(0, seen[0] + args[0].shape[0]))
+    return work(fn, model, x, y, batch)[0]
+
+
+def work(fn: Callable, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+         batch: int) -> tuple[int, int, torch.Tensor, int]:
+    """(forward rows, backward rows (forward rows whose input carries a graph), first
+    success (N,): per point the first pass whose prediction is wrong, -1 if none, and the
+    number of passes with a graph per batch). The first success is meaningful only for a
+    run whose every pass sees every row of its batch (an attack without early stop)."""
+    fwd, bwd, passes = [0], [0], []
+
+    def hook(_m: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        fwd[0] += args[0].shape[0]
+        bwd[0] += args[0].shape[0] if args[0].requires_grad else 0
+        passes.append((out.detach().argmax(1), bool(args[0].requires_grad)))
+
+    firsts, n_grad = [], 0
+    h = model.register_forward_hook(hook)
     try:
         for i in range(0, len(y), batch):
-            fn(model, x[i : i + batch], y[i : i + batch])
+            passes.clear()
+            yb = y[i : i + batch]
+            fn(model, x[i : i + batch], yb)
+            same = [p for p, _ in passes if p.shape == yb.shape]
+            wrong = torch.stack(same) != yb if same else torch.zeros(1, len(yb), dtype=torch.bool)
+            firsts.append(torch.where(wrong.any(0), wrong.float().argmax(0).long(), torch.full_like(yb, -1)))
+            n_grad = sum(g for _, g in passes)
     finally:
         h.remove()
-    return seen[0]
+    return fwd[0], bwd[0], torch.cat(firsts).cpu(), n_grad
+
+
+def floor_rows(first: torch.Tensor, n_passes: int, n_grad: int) -> tuple[int, int]:
+    """Rows an attack needs at the least to return the same points as its run without early
+    stop (which made `n_passes` forward passes, `n_grad` of them with a backward): a point
+    first fooled at pass t needs passes 0..t forward and 0..t-1 backward; any other point
+    all of them."""
+    fooled = first >= 0
+    t = first[fooled]
+    standing = int((~fooled).sum())
+    return int((t + 1).sum()) + n_passes * standing, int(t.sum()) + n_grad * standing
+
+
+def histogram(first: torch.Tensor) -> str:
+    """'t:count' for every first-success pass t seen, then the points never fooled."""
+    counts = torch.bincount(first[first >= 0], minlength=1) if bool((first >= 0).any()) else torch.zeros(0)
+    parts = [f"{t}:{int(c)}" for t, c in enumerate(counts.tolist()) if c]
+    return " ".join(parts) + f"  never: {int((first < 0).sum())}"
 
 
 def sync(device: torch.device) -> None:
@@ -219,13 +330,52 @@ def table(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, 
             if name in ("plain loop", "workbench pgd", "workbench apgd_ce", "  early_stop=False ")}
     print("rows through the model (load-independent work): " + ", ".join(
         f"{n.strip()} {r:,} ({r / rows['plain loop']:.2f}x)" for n, r in rows.items()))
-    for on, off in (("workbench pgd", "  early_stop=False"), ("workbench apgd_ce", "  early_stop=False ")):
+    for on, off in PAIRS.items():
         if off in outs:
             same = torch.equal(A.predict_logits(model, outs[on]).argmax(1) != y,
                                A.predict_logits(model, outs[off]).argmax(1) != y)
-            print(f"{on.split()[1]} early stop vs early_stop=False: identical per-example success: {same}; max |Δ| "
-                  f"{float((outs[on] - outs[off]).abs().max()):.2e}; wall ratio "
-                  f"{statistics.median(wall[on]) / statistics.median(wall[off]):.2f}x")
+            print(f"{on} vs early_stop=False: identical points: {torch.equal(outs[on], outs[off])}, per-example "
+                  f"success: {same}; wall ratio {statistics.median(wall[on]) / statistics.median(wall[off]):.2f}x, "
+                  f"CPU {statistics.median(cpu[on]) / statistics.median(cpu[off]):.2f}x")
+    for name in ("  masked backward", "  re-forward rest"):
+        if name in outs:
+            print(f"pgd, {name.strip()}: same points as workbench pgd: {torch.equal(outs[name], outs['workbench pgd'])}; "
+                  f"wall ratio to workbench pgd {statistics.median(wall[name]) / statistics.median(wall['workbench pgd']):.2f}x,"
+                  f" CPU {statistics.median(cpu[name]) / statistics.median(cpu['workbench pgd']):.2f}x, forward rows "
+                  f"{forward_rows(runnable[name], model, x, y, args.batch_size):,}")
+    if not others:
+        floors(model, x, y, runnable, args.batch_size, args.steps)
+
+
+def floors(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runnable: dict[str, Callable], batch: int,
+           steps: int) -> None:
+    """Each early stop's work against its floor (see `floor_rows`), and the first successes."""
+    d = suite_defaults()
+    configs = {"workbench pgd": f"PGD-{steps}, no random start (this table)",
+               "workbench apgd_ce": f"APGD-CE-{steps} (this table)",
+               SUITE_PGD: f"PGD-{d['pgd_steps']}, random start {d['random_start']}, restarts {d['restarts']} (suite default)",
+               SUITE_APGD: f"APGD-CE-{d['apgd_steps']}, restarts {d['restarts']} (suite default)"}
+    print("\nwork vs its floor (rows through the model; backward = rows with a graph); ratios to the same attack "
+          "without early stop, which returns the same points")
+    print(f"{'attack':<52}{'forward':>16}{'floor':>16}{'backward':>16}{'floor':>16}")
+    for on, label in configs.items():
+        off = PAIRS[on]
+        if on not in runnable or off not in runnable:
+            continue
+        f_on, b_on, _, _ = work(runnable[on], model, x, y, batch)
+        f_off, b_off, first, n_grad = work(runnable[off], model, x, y, batch)
+        n_passes = f_off // len(y) if f_off % len(y) == 0 else -1
+        f_floor, b_floor = floor_rows(first, n_passes, n_grad)
+        cell = lambda r, ref: f"{r:,} ({r / ref:.2f}x)"  # noqa: E731
+        print(f"{label:<52}{cell(f_on, f_off):>16}{cell(f_floor, f_off):>16}{cell(b_on, b_off):>16}"
+              f"{cell(b_floor, b_off):>16}")
+        print(f"    without early stop {f_off:,} forward / {b_off:,} backward rows; first fooling pass t "
+              f"(0 = start): {histogram(first)}")
+        if on == "workbench pgd":
+            plain = work(runnable["plain loop"], model, x, y, batch)[2]
+            print(f"    (the plain loop's first successes are the same: {torch.equal(plain, first)}; "
+                  f"floor vs the plain loop: {f_floor / (steps * len(y)):.2f}x forward, "
+                  f"{b_floor / (steps * len(y)):.2f}x backward)")
 
 
 if __name__ == "__main__":
