@@ -80,7 +80,12 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     must certify the very same weights."""
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu()
+        if t.is_sparse:
+            t = t.to_dense()
+        if t.is_quantized:
+            t = t.dequantize()
+        t = t.contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()

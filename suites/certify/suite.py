@@ -126,6 +126,8 @@ class CertifySuite(Suite):
         if reason:
             return ctx.skip(reason)
         n = blocks.n_examples(self.params, data, ctx)
+        if n == 0:
+            return ctx.skip("no test example to certify (empty test split or max_samples = 0)")
         return self._report(model, data, ctx, [(slice(0, n), blocks.certify_rows(self.params, model, data, ctx,
                                                                                   slice(0, n)))])
 

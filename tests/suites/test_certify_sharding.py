@@ -199,6 +199,8 @@ def test_no_shards_when_one_block_holds_every_example(tmp_path):
     assert len(suite.shards(_handle(), data, _ctx(tmp_path, max_samples=5), 3)) == 2
     reg = ModelHandle(name="r", module=_linear(1.0), arch="custom", task="classification", output="mean")
     assert suite.shards(reg, data, _ctx(tmp_path), 3) is None  # not applicable
+    empty = suite.run(_handle(), data, _ctx(tmp_path, max_samples=0))
+    assert empty.status == "skipped" and "no test example" in empty.reason
 
 
 # ----------------------------------------------------------------------------- per-example records
