@@ -369,3 +369,49 @@ def test_unpadded_results_unchanged_when_no_position_is_padding(tmp_path: Path) 
     np.testing.assert_allclose(per_unit(out.attr, "embedding", "tokens")[0].double().numpy(), want, atol=1e-5)
     r = exact_shapley(f, view.z[0], torch.arange(T)[:, None], torch.zeros_like(view.z[:1]))
     np.testing.assert_allclose(r.values, want, atol=1e-5)
+
+
+# ---------------------------------------------------------------- a real padded model: tiny BERT
+
+
+def test_tiny_bert_pads_are_no_players(tmp_path: Path) -> None:
+    """The Hugging Face adapter on right-padded text: sampled Kernel SHAP over the real tokens
+    equals the explanation of the unpadded prefix (same players, same draws; with pads as
+    players the draws would differ), and pads get exactly 0 from every method."""
+    pytest.importorskip("transformers")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from hf_tiny import write_bert
+
+    from workbench.hf.data import load_hf_text
+    from workbench.hf.model import build
+
+    d = load_hf_text(tokenizer=str(write_bert(tmp_path / "cls", kind="classifier", num_labels=5)),
+                     corpus="stdlib_docstrings", max_length=12)
+    pad = d.ground_truth["pad_id"]
+    short = (d.test.x != pad).sum(1) <= 8
+    ids = d.test.x[short][:3]
+    assert (ids == pad).any(1).all()
+    data = Dataset(name="docs", modality="tokens", task="classification", train=d.train, val=d.val,
+                   test=Split(ids, d.test.y[short][:3]), num_classes=d.num_classes, vocab_size=d.vocab_size,
+                   ground_truth=d.ground_truth, vocab=d.vocab)
+    model = build(data, path=str(tmp_path / "cls")).eval()
+    s = _setup(model, data, tmp_path / "s", shap_budget=24, lime_samples=40)
+    view = s.model_view(model)
+    shap = explain_method("shapley", s, view, seed=3)
+    assert shap.tags["estimator"] == "kernel"
+    for method in ("integrated_gradients", "saliency", "lime"):
+        assert (explain_method(method, s, view, seed=3).attr[ids == pad] == 0).all(), method
+    scores = per_unit(shap.attr, "embedding", "tokens").double().numpy()
+    for i in range(len(ids)):
+        n = int((ids[i] != pad).sum())
+        assert (scores[i, n:] == 0).all()
+        alone_data = Dataset(name="docs", modality="tokens", task="classification", train=d.train, val=d.val,
+                             test=Split(ids[i : i + 1, :n], d.test.y[:1]), num_classes=d.num_classes,
+                             vocab_size=d.vocab_size, ground_truth=d.ground_truth, vocab=d.vocab)
+        alone = _setup(model, alone_data, tmp_path / f"a{i}", shap_budget=24)
+        assert alone.pad is None and int(alone.target[0]) == int(s.target[i])
+        ref = explain_method("shapley", alone, alone.model_view(model), seed=3 + i)
+        np.testing.assert_allclose(scores[i, :n], per_unit(ref.attr, "embedding", "tokens")[0].double().numpy(),
+                                   atol=1e-4)
