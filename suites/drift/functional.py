@@ -202,14 +202,16 @@ def psi_not_estimable(n_ref: int, n_cur: int, bins: int) -> str | None:
 
 
 class _KSPermutation:
-    """Vectorised per-feature KS statistics for relabellings of a pooled sample.
+    """Vectorised per-feature KS statistics (and PSI bin counts) for relabellings of a pooled sample.
 
     Sorting each feature once makes every relabelling a cumulative sum over the sorted
     labels; D is read only at the last position of each run of tied values, which gives
-    exactly the statistic scipy computes (ties included). Constant features (D = 0 under
-    every labelling) are dropped from the permutation work."""
+    exactly the statistic scipy computes (ties included). PSI bins are runs of the sorted
+    order too, so the reference's count in each bin is read from the same cumulative sum at
+    the bin's last position. Constant features (D = 0 and one bin under every labelling) are
+    dropped from the permutation work."""
 
-    def __init__(self, pooled: np.ndarray, n_ref: int) -> None:
+    def __init__(self, pooled: np.ndarray, n_ref: int, edges: list[np.ndarray] | None = None) -> None:
         self.n_ref, self.n_cur = n_ref, pooled.shape[0] - n_ref
         self.n_features = pooled.shape[1]
         self.varying = np.flatnonzero(pooled.max(axis=0) > pooled.min(axis=0))
@@ -219,16 +221,34 @@ class _KSPermutation:
         self.ends = np.ones_like(srt, dtype=bool)
         self.ends[:, :-1] = srt[:, 1:] != srt[:, :-1]
         self.pos = np.arange(1, pooled.shape[0] + 1, dtype=np.float64)  # items seen so far
+        self.k_max = 1 if edges is None else max(e.size + 1 for e in edges)
+        # (F', K): sorted items in bins 0..b, i.e. one past the last position of bin b
+        self.bin_stop = np.stack([np.searchsorted(srt[j], edges[f], side="left").tolist() + [srt.shape[1]]
+                                  + [srt.shape[1]] * (self.k_max - edges[f].size - 1)
+                                  for j, f in enumerate(self.varying)]) if edges is not None and self.varying.size \
+            else np.zeros((0, self.k_max), dtype=np.int64)
+        self.constant = np.setdiff1d(np.arange(self.n_features), self.varying)
+        self.constant_bin = np.array([0 if edges is None else np.searchsorted(edges[f], pooled[0, f], side="right")
+                                      for f in self.constant], dtype=np.int64)
 
-    def statistics(self, is_ref: np.ndarray) -> np.ndarray:
-        """Per-feature D for labellings `is_ref` (N,) or (P, N) bool -> (F,) or (P, F)."""
+    def statistics(self, is_ref: np.ndarray, *, counts: bool = False) -> Any:
+        """Per-feature D for labellings `is_ref` (N,) or (P, N) bool -> (F,) or (P, F); with
+        `counts`, also the relabelled reference's count in every PSI bin, (P, F, K)."""
         lab = np.atleast_2d(is_ref)
         out = np.zeros((lab.shape[0], self.n_features))
+        c_ref = np.zeros((lab.shape[0], self.n_features, self.k_max))
+        c_ref[:, self.constant, self.constant_bin] = self.n_ref  # constant features: everything in one bin
         if self.varying.size:
             a = np.cumsum(lab[:, self.order], axis=2, dtype=np.float64)  # (P, F', N) reference items so far
             d = np.abs(a * (1.0 / self.n_ref + 1.0 / self.n_cur) - self.pos / self.n_cur)  # |F_ref - F_cur|
             out[:, self.varying] = np.where(self.ends, d, 0.0).max(axis=2)
-        return out[0] if is_ref.ndim == 1 else out
+            if counts:
+                stop = np.broadcast_to(self.bin_stop, a.shape[:2] + (self.k_max,))
+                cum = np.where(stop > 0, np.take_along_axis(a, np.maximum(stop - 1, 0), axis=2), 0.0)  # (P, F', K)
+                c_ref[:, self.varying] = np.diff(cum, axis=2, prepend=0.0)
+        if not counts:
+            return out[0] if is_ref.ndim == 1 else out
+        return out, c_ref
 
 
 def ks_statistics(ref: Any, cur: Any) -> np.ndarray:
@@ -278,32 +298,24 @@ def permutation_null(ref: Any, cur: Any, *, n_permutations: int = 200, seed: int
     pseudo_count = _check_pseudo_count(pseudo_count)
     r, c = _check_pair(ref, cur)
     n, m = r.shape[0], c.shape[0]
-    pooled = np.concatenate([r, c])
-    perm = _KSPermutation(pooled, n)
-    labels = permutation_labels(n, m, n_permutations, seed)  # (B, N)
-    # chunks keep the (P, F, N) work arrays near 8 MB
-    chunk = max(1, int(1_000_000 // max(1, perm.varying.size * pooled.shape[0])))
-    max_ks = np.concatenate([perm.statistics(labels[i : i + chunk]).max(axis=1)
-                             for i in range(0, n_permutations, chunk)])
     edges = psi_bin_edges(r, bins) if edges is None else edges
     _check_edges(edges, r.shape[1])
     reason = psi_not_estimable(n, m, bins)
-    psi = None
-    if reason is None:
-        k = np.array([e.size + 1 for e in edges])
-        k_max, n_feat = int(k.max()), r.shape[1]
-        idx = _bin_index(pooled, edges)  # (N, F)
-        total = _bin_counts(idx, k_max)  # (F, K)
-        offset = np.arange(n_feat)[None, :] * k_max  # (1, F)
-        psi_chunks = []
-        step = max(1, int(1_000_000 // max(1, n * n_feat)))
-        for i in range(0, n_permutations, step):
-            lab = labels[i : i + step]  # (P, N)
-            rows, members = np.nonzero(lab)  # the relabelled reference, n per row
-            flat = (rows[:, None] * (n_feat * k_max) + offset + idx[members]).ravel()
-            c_ref = np.bincount(flat, minlength=lab.shape[0] * n_feat * k_max).reshape(lab.shape[0], n_feat, k_max)
-            psi_chunks.append(_psi_from_counts(c_ref.astype(np.float64), total[None] - c_ref, k, pseudo_count))
-        psi = np.concatenate(psi_chunks)  # (B, F)
+    pooled = np.concatenate([r, c])
+    perm = _KSPermutation(pooled, n, edges)
+    k = np.array([e.size + 1 for e in edges])
+    total = _bin_counts(_bin_index(pooled, edges), perm.k_max)  # (F, K) pooled counts, fixed under relabelling
+    labels = permutation_labels(n, m, n_permutations, seed)  # (B, N)
+    # chunks keep the (P, F, N) work arrays near 8 MB
+    chunk = max(1, int(1_000_000 // max(1, perm.varying.size * pooled.shape[0])))
+    max_ks, psi_chunks = [], []
+    for i in range(0, n_permutations, chunk):
+        d, c_ref = perm.statistics(labels[i : i + chunk], counts=True)
+        max_ks.append(d.max(axis=1))
+        if reason is None:
+            psi_chunks.append(_psi_from_counts(c_ref, total[None] - c_ref, k, pseudo_count))
+    psi = np.concatenate(psi_chunks) if reason is None else None  # (B, F)
+    max_ks = np.concatenate(max_ks)
     return DriftNull(n_reference=n, n_current=m, max_ks=max_ks, psi=psi, edges=edges, bins=bins,
                      pseudo_count=pseudo_count, psi_reason=reason)
 

@@ -115,14 +115,18 @@ def test_psi_at_large_n_equals_the_textbook_psi_and_the_closed_form():
 
 def test_permutation_null_equals_a_loop_and_its_psi_bias_the_chi2_approximation():
     rng = np.random.default_rng(7)
-    a = np.hstack([rng.normal(size=(120, 2)), rng.integers(0, 3, size=(120, 1)).astype(float)])
-    b = np.hstack([rng.normal(size=(90, 2)), rng.integers(0, 3, size=(90, 1)).astype(float)])
-    null = permutation_null(a, b, n_permutations=30, seed=3)
+    a = np.hstack([rng.normal(size=(120, 2)), rng.integers(0, 3, size=(120, 1)).astype(float), np.full((120, 1), 3.0)])
+    b = np.hstack([rng.normal(size=(90, 2)), rng.integers(0, 3, size=(90, 1)).astype(float), np.full((90, 1), 3.0)])
     pooled = np.concatenate([a, b])
-    for i, lab in enumerate(permutation_labels(120, 90, 30, seed=3)):
-        r, c = pooled[lab], pooled[~lab]
-        np.testing.assert_allclose(null.psi[i], psi_per_feature(r, c, edges=null.edges), rtol=1e-12)
-        assert null.max_ks[i] == pytest.approx(max(ks_2samp(r[:, f], c[:, f]).statistic for f in range(3)))
+    # the reference's own bins, and given bins that put the constant feature in bin 1 of 3
+    nulls = [permutation_null(a, b, n_permutations=30, seed=3, edges=edges)
+             for edges in (None, psi_bin_edges(a, 10)[:3] + [np.array([-1.0, 5.0])])]
+    for null in nulls:
+        for i, lab in enumerate(permutation_labels(120, 90, 30, seed=3)):
+            r, c = pooled[lab], pooled[~lab]
+            np.testing.assert_allclose(null.psi[i], psi_per_feature(r, c, edges=null.edges), rtol=1e-12, atol=1e-15)
+            assert null.max_ks[i] == pytest.approx(max(ks_2samp(r[:, f], c[:, f]).statistic for f in range(4)))
+    assert nulls[0].psi[:, 3].max() == 0.0 and nulls[0].psi[:, 0].min() > 0  # constant: one bin, PSI 0
     # the null mean of PSI (exact at these n) against (k-1)(1/n + 1/m), at n = m = 1000 continuous
     x, y = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 8))
     big = permutation_null(x, y, n_permutations=200, seed=0)
