@@ -329,7 +329,7 @@ class DriftReport:
     ks_pvalue: np.ndarray
     ks_pvalue_adjusted: np.ndarray
     psi: np.ndarray | None  # pseudo-count PSI per feature (→ the textbook PSI as n grows)
-    psi_corrected: np.ndarray | None  # psi minus its permutation-null mean: its expected value on identical samples removed
+    psi_corrected: np.ndarray | None  # psi minus its permutation-null mean (its expectation on identical samples)
     n_reference: int
     n_current: int
     max_ks: float
@@ -381,7 +381,8 @@ def detect_drift(
         null = permutation_null(r, c, n_permutations=n_permutations, seed=seed, bins=bins, pseudo_count=pseudo_count)
     elif not isinstance(null, DriftNull):
         raise ConfigError(f"Expected `null` from permutation_null (a DriftNull), got {type(null).__name__}.")
-    elif (null.n_reference, null.n_current, null.bins, null.pseudo_count, len(null.edges)) != (n, m, bins, pseudo_count, r.shape[1]):
+    elif ((null.n_reference, null.n_current, null.bins, null.pseudo_count, len(null.edges))
+          != (n, m, bins, pseudo_count, r.shape[1])):
         raise ConfigError(
             f"Expected a null at the same sizes and PSI settings (n={n}, m={m}, bins={bins}, pseudo_count="
             f"{pseudo_count}, {r.shape[1]} features), got n={null.n_reference}, m={null.n_current}, bins={null.bins}, "
@@ -405,7 +406,7 @@ def detect_drift(
         max_psi, max_corr = float(psi.max()), top - float(null_max.mean())
         excess = top - float(np.quantile(null_max, 1 - alpha))
         lower, practical = max(0.0, excess), excess >= psi_floor
-    drift = stat_sig and practical if practical is not None else (None if stat_sig else False)
+    drift = practical if stat_sig else False  # None: significant, size not measurable
     ks_text = f"permutation p={p_perm:.3g}"
     if practical is None:
         verdict = (f"no drift: {ks_text} > {alpha}" if not stat_sig else
