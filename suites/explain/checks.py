@@ -313,7 +313,8 @@ def _sensitivity(q: Quality, outputs: dict[str, MethodOutput], s: Setup, ctx: Ru
                                      modality=s.modality, n_steps=p.ig_steps,
                                      smoothgrad_samples=p.smoothgrad_samples,
                                      smoothgrad_stdev=p.smoothgrad_noise * s.scale,
-                                     seed=method_seed(ctx.seed, _m), batch_size=s.batch_size)
+                                     seed=method_seed(ctx.seed, _m), batch_size=s.batch_size,
+                                     keep=None if real is None else _noise_mask(real, inputs) == 0)
             return a if real is None else a * _noise_mask(real, a)  # pads are 0, as in the explanation
 
         real = _player_elements(s)

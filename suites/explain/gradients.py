@@ -178,6 +178,26 @@ def per_unit(attr: torch.Tensor, space: str, modality: str) -> torch.Tensor:
     return attr.reshape(attr.shape[0], -1)
 
 
+class PinnedModel(nn.Module):
+    """f(z) with the elements in `keep` held at the explained input's values whatever the
+    caller passes there: SmoothGrad's noisy copies (captum's NoiseTunnel repeats each of
+    the N inputs k times in a row) then never move a pad. inputs (N, *S); keep (N, *S) or
+    broadcastable, True = held."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, keep: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.inputs = inputs.detach()
+        self.keep = keep.to(inputs.device).expand_as(inputs)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        k = z.shape[0] // self.inputs.shape[0]
+        if k * self.inputs.shape[0] != z.shape[0]:
+            raise DataError(f"Expected k x {self.inputs.shape[0]} rows (each input repeated in a row), got {z.shape[0]}.")
+        held = self.inputs.repeat_interleave(k, 0).to(z.dtype)
+        return self.model(torch.where(self.keep.repeat_interleave(k, 0), held, z))
+
+
 def occlusion_window(z_shape: tuple[int, ...], space: str, modality: str, patch: int = 2) -> tuple[tuple, tuple]:
     """(sliding_window_shapes, strides) for captum's Occlusion: patch x patch pixels (all
     channels) with stride 1 for images; one feature for tabular; one token for embeddings."""
@@ -202,11 +222,13 @@ def gradient_attribution(
     smoothgrad_stdev: float = 0.1,
     seed: int = 0,
     batch_size: int = 256,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attributions (N, *S) of `method` for inputs z (N, *S) towards `target` (N,) (None
     for regression). `baseline` (1 or N, *S) is the reference for integrated gradients
     (Gauss-Legendre, `n_steps`), DeepLift and occlusion. SmoothGrad averages |grad| over
-    `smoothgrad_samples` copies with N(0, smoothgrad_stdev^2) noise, seeded by `seed`.
+    `smoothgrad_samples` copies with N(0, smoothgrad_stdev^2) noise, seeded by `seed`;
+    `keep` (N, *S) bool (token padding) holds those elements at z in every noisy copy.
     Call inside `untouched(module)`."""
     if method not in GRADIENT_METHODS:
         raise ConfigError(f"Expected a gradient method in {GRADIENT_METHODS}, got {method!r}.")
@@ -218,12 +240,13 @@ def gradient_attribution(
         warnings.simplefilter("ignore", UserWarning)
         return _attribute(method, model, inputs, target=target, baseline=baseline, modality=modality,
                           n_steps=n_steps, smoothgrad_samples=smoothgrad_samples,
-                          smoothgrad_stdev=smoothgrad_stdev, seed=seed, batch_size=batch_size)
+                          smoothgrad_stdev=smoothgrad_stdev, seed=seed, batch_size=batch_size, keep=keep)
 
 
 def _attribute(method: str, model: ExplainedModel, inputs: torch.Tensor, *, target: torch.Tensor | None,
                baseline: torch.Tensor, modality: str, n_steps: int, smoothgrad_samples: int,
-               smoothgrad_stdev: float, seed: int, batch_size: int) -> torch.Tensor:
+               smoothgrad_stdev: float, seed: int, batch_size: int,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
     from captum.attr import (
         DeepLift,
         InputXGradient,
@@ -259,7 +282,8 @@ def _attribute(method: str, model: ExplainedModel, inputs: torch.Tensor, *, targ
         devices = [z.device.index or 0] if z.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            nt = NoiseTunnel(Saliency(model))
+            noisy = model if keep is None else PinnedModel(model, z, keep)
+            nt = NoiseTunnel(Saliency(noisy))
             return nt.attribute(z, nt_type="smoothgrad", nt_samples=smoothgrad_samples,
                                 nt_samples_batch_size=batch_size, stdevs=float(smoothgrad_stdev),
                                 target=t, abs=True).detach()

@@ -70,6 +70,11 @@ def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any =
     return out
 
 
+def pad_elements(s: Setup, z: "torch.Tensor") -> "torch.Tensor | None":
+    """(N, T, 1) bool, True at pads (held fixed by SmoothGrad's noise); None without padding."""
+    return None if s.pad is None else s.pad.to(z.device)[:, :, None]
+
+
 def base_description(s: Setup) -> str:
     """The baseline in words (the `baseline` tag)."""
     if s.space != "embedding":
@@ -91,7 +96,7 @@ def _explain(method: str, s: Setup, view: View, seed: int, progress: Any = None)
         attr = gradient_attribution(method, view.em, z, target=target, baseline=view.baseline, modality=s.modality,
                                     n_steps=p.ig_steps, smoothgrad_samples=p.smoothgrad_samples,
                                     smoothgrad_stdev=p.smoothgrad_noise * s.scale, seed=seed,
-                                    batch_size=s.batch_size).float().cpu()
+                                    batch_size=s.batch_size, keep=pad_elements(s, z)).float().cpu()
         tags: dict[str, Any] = {"baseline": base_desc} if method in ("integrated_gradients", "deeplift", "occlusion") else {}
         if method == "integrated_gradients":
             tags.update(n_steps=p.ig_steps, integration="gausslegendre")

@@ -33,17 +33,21 @@ torch.set_num_threads(1)
 CPU = torch.device("cpu")
 PAD, VOCAB, T = 0, 8, 8
 LENGTHS = (3, 5, 8, 2, 6)  # real tokens per test example; the rest is right padding
+# every example padded: a model input is then checked against pads that exist (a row of a
+# full-length example has no pad to keep, so it could not tell a moved pad from a kept one)
+PADDED = (3, 5, 7, 2, 6)
 
 
 class PosBag(nn.Module):
     """Token classifier h = tanh(sum_t P_t * e_t), logits = head(h): nonlinear, so tokens
     interact. zero_pads: `embed` gives a pad the zero vector (as the Hugging Face adapter
     does), so a pad changes nothing; otherwise a pad has its own embedding and moves the
-    output. `record` keeps every embedded input the model is asked about."""
+    output. linear: no tanh (shap's DeepExplainer is exact on it). `record` keeps every
+    embedded input the model is asked about."""
 
     output_kind = "logits"
 
-    def __init__(self, zero_pads: bool = True, seed: int = 0) -> None:
+    def __init__(self, zero_pads: bool = True, seed: int = 0, linear: bool = False) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.token_embedding = nn.Embedding(VOCAB, 4)
@@ -54,6 +58,7 @@ class PosBag(nn.Module):
             self.head.weight.copy_(torch.randn(3, 4, generator=g))
             self.head.bias.zero_()
         self.zero_pads = zero_pads
+        self.linear = linear
         self.record: list[torch.Tensor] | None = None
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -63,7 +68,8 @@ class PosBag(nn.Module):
     def forward_from_embeddings(self, e: torch.Tensor) -> torch.Tensor:
         if self.record is not None:
             self.record.append(e.detach().clone())
-        return self.head(torch.tanh((e * self.pos[: e.shape[1]]).sum(1)))  # (B, 3)
+        h = (e * self.pos[: e.shape[1]]).sum(1)  # (B, 4)
+        return self.head(h if self.linear else torch.tanh(h))  # (B, 3)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.forward_from_embeddings(self.embed(ids))
@@ -195,7 +201,7 @@ def test_padded_shapley_equals_the_unpadded_prefix(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", ["lime", "shapley", "shap_kernel"])
 def test_sampling_methods_never_perturb_pads_and_give_them_zero(tmp_path: Path, method: str) -> None:
     model = PosBag(zero_pads=False).eval()  # a pad has its own embedding: a perturbed pad would show
-    s = _setup(model, _data(_ids(LENGTHS, seed=0)), tmp_path, methods=(method,), lime_samples=60, shap_budget=24)
+    s = _setup(model, _data(_ids(PADDED, seed=0)), tmp_path, methods=(method,), lime_samples=60, shap_budget=24)
     view = s.model_view(model)
     model.record = []
     out = explain_method(method, s, view, seed=9)
@@ -210,7 +216,7 @@ def test_sampling_methods_never_perturb_pads_and_give_them_zero(tmp_path: Path, 
                for z, pad in zip(view.z, pads)]
     assert torch.stack(matches).any(0).all()  # each row belongs to an example whose pads it keeps
     if method == "lime":
-        assert rows.shape[0] == len(LENGTHS) * 60  # lime_samples rows per example, nothing else
+        assert rows.shape[0] == len(PADDED) * 60  # lime_samples rows per example, nothing else
         assert (scores[~s.pad.numpy()] != 0).any()
 
 
@@ -415,3 +421,33 @@ def test_tiny_bert_pads_are_no_players(tmp_path: Path) -> None:
         ref = explain_method("shapley", alone, alone.model_view(model), seed=3 + i)
         np.testing.assert_allclose(scores[i, :n], per_unit(ref.attr, "embedding", "tokens")[0].double().numpy(),
                                    atol=1e-4)
+
+
+def test_no_check_or_method_ever_moves_a_pad(tmp_path: Path) -> None:
+    """Every input the model sees in a whole run (SmoothGrad's noisy copies, shap's gradient
+    and deep explainers, infidelity and sensitivity perturbations, curves with sampled
+    replacements) keeps the pads of the example it belongs to; shap's DeepExplainer keeps
+    efficiency with each example's pads in its background (exact on a linear model)."""
+    model = PosBag(zero_pads=False, linear=True).eval()  # a moved pad would change the input the model sees
+    data = _data(_ids(PADDED, seed=0))
+    model.record = []
+    r = _run(model, data, tmp_path, methods=["smoothgrad", "integrated_gradients", "shap_gradient", "shap_deep",
+                                             "shap_kernel"],
+             quality=["completeness", "deletion", "insertion", "infidelity", "sensitivity"],
+             replacements=["zero", "mean", "sample"], n_perturb=4, smoothgrad_samples=4, shap_gradient_samples=20,
+             shap_background=4, shap_budget=64)
+    seen, model.record = torch.cat(model.record), None
+    with torch.no_grad():
+        z = model.embed(data.test.x)  # (N, T, C)
+    pads = data.test.x == PAD
+    # up to rounding: shap's GradientExplainer evaluates t x + (1 - t) b, which is x only to an ulp where b = x
+    keeps = torch.stack([((seen[:, pads[i]] - z[i][pads[i]]).abs() <= 1e-5).flatten(1).all(1) for i in range(len(z))])
+    assert keeps.any(0).all(), f"{int((~keeps.any(0)).sum())} of {seen.shape[0]} model inputs moved a pad"
+    cov = {m.tags["method"]: m for m in r.metrics if m.name == "method_coverage"}
+    assert all(m.value == 1.0 for m in cov.values()), {k: m.reason for k, m in cov.items()}
+    assert r.metric("completeness_gap", method="shap_deep").value < 1e-4
+    ex = np.load(tmp_path / "artifacts" / "explain" / "m" / "examples.npz")
+    for m in cov:
+        assert (ex[f"attr_{m}"][pads.numpy()] == 0).all(), m
+    for name in ("infidelity", "max_sensitivity"):
+        assert r.metric(name, method="smoothgrad").value is not None
