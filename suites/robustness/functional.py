@@ -23,8 +23,11 @@ APGD: checked on every iterate, for free, from the logits the gradient step comp
 keeps that iterate. `early_stop=False` steps every sample to the end and returns the same
 points: per sample the first fooling iterate, else the last (PGD) or best (APGD) one. APGD's
 step-size schedule is per sample, so the samples still standing follow exactly the same
-schedule either way. A token model bound to its ids (`TokenEmbeddingModel`) is restricted
-to the rows an attack works on (`restrict`).
+schedule either way. A sample first fooled at iterate t costs the forwards of iterates 0..t,
+the least that returns the same point, and one backward more than the least (t): skipping
+it costs more than it saves (`benchmarks/bench_attacks.py` measures both against this
+floor). A token model bound to its ids (`TokenEmbeddingModel`) is restricted to the rows an
+attack works on (`restrict`).
 
 Attacks:
   fgsm            one signed-gradient (L∞) or normalised-gradient (L2) step of size eps.
