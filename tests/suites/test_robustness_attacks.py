@@ -239,6 +239,30 @@ def test_restarts_keep_the_per_sample_worst_case(cnn, batch):
     assert int(c3.sum()) < int(c1.sum())  # and further restarts fool more at this budget
 
 
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+def test_restarts_keep_the_first_success_else_the_highest_loss_run(cnn, batch, attack):
+    """Two restarts equal two single-start runs composed by hand, drawing from the same
+    generator: the second run only on the points the first left standing; per point the
+    first run's point if it fools, else the second's if it fools or has the higher CE loss
+    (the loss both attacks maximise here), else the first's."""
+    x, y = batch
+    kw = dict(eps=0.05, steps=5) if attack == "pgd" else dict(eps=0.05, steps=5, loss="ce")
+    fn = getattr(A, attack)
+    two = fn(cnn, x, y, restarts=2, generator=torch.Generator().manual_seed(9), **kw)
+    gen = torch.Generator().manual_seed(9)
+    first = fn(cnn, x, y, generator=gen, **kw)
+    z1 = A.predict_logits(cnn, first)
+    standing = (z1.argmax(1) == y).nonzero().squeeze(1)
+    assert 0 < standing.numel() < len(y)
+    second = fn(cnn, x[standing], y[standing], generator=gen, **kw)
+    z2 = A.predict_logits(cnn, second)
+    take = (z2.argmax(1) != y[standing]) | (A.ce_loss(z2, y[standing]) > A.ce_loss(z1[standing], y[standing]))
+    expected = first.clone()
+    expected[standing[take]] = second[take]
+    assert 0 < int(take.sum()) < standing.numel()  # both branches are exercised
+    assert torch.equal(two, expected)
+
+
 def test_targeted_pgd_reaches_the_target(cnn, batch):
     x, y = batch
     t = (y + 1) % 10
