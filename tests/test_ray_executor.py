@@ -80,7 +80,7 @@ def test_class_counts_check_their_input():
 
 # Every built-in suite and the example plug-in (tests/plugins): Ray must give the local numbers
 # for each of them, sharded where the suite shards (metrics, the plug-in).
-SUITES_UNDER_TEST = ("metrics", "robustness", "uncertainty", "efficiency", "explain", PLUGIN)
+SUITES_UNDER_TEST = ("metrics", "robustness", "uncertainty", "efficiency", "explain", "certify", PLUGIN)
 
 
 def _plan_raw(root: Path, suites=SUITES_UNDER_TEST) -> dict:
@@ -100,6 +100,8 @@ def _plan_raw(root: Path, suites=SUITES_UNDER_TEST) -> dict:
                            "generation": False, "compression": False},
             "explain": {"methods": ["saliency", "integrated_gradients"], "n_examples": 4, "ig_steps": 8,
                         "quality": ["completeness"]},
+            "certify": {"n_samples": 40, "sigmas": [0.25], "n0": 20, "n": 200, "radii": [0.0, 0.25],
+                        "noise_training": False, "consistency_check": False},
             PLUGIN: {"n_samples": 30, "n_boot": 50},
         },
     }
@@ -223,7 +225,7 @@ def test_ray_run_equals_local_and_runs_elsewhere(ray_cluster, local_run):
 
     ex = ray_out.run.provenance["executor"]
     assert ex["kind"] == "ray" and ex["driver_pid"] == os.getpid()
-    sharded = ("metrics", "robustness", "explain", PLUGIN)
+    sharded = ("metrics", "robustness", "explain", "certify", PLUGIN)
     assert set(ex["shards"]) == {f"{m}/{s}" for m in ("wine_mlp", "cancer_mlp") for s in sharded}
     for key, pieces in ex["shards"].items():
         assert len(pieces) == 2
@@ -231,6 +233,8 @@ def test_ray_run_equals_local_and_runs_elsewhere(ray_cluster, local_run):
             assert sorted(p[0][1] for p in pieces) == ["fgsm", "pgd"], pieces
         elif key.endswith("/explain"):  # one attribution method per piece
             assert sorted(pieces) == [["integrated_gradients"], ["saliency"]], pieces
+        elif key.endswith("/certify"):  # whole blocks of examples (each with its own noise seeds)
+            assert pieces[0][0] == 0 and pieces[0][1] == pieces[1][0] < pieces[1][1] <= 40, pieces
         else:  # example ranges
             assert pieces[0][0] == 0 and pieces[0][1] == pieces[1][0]
     pids = {t["pid"] for t in ex["tasks"].values()}
