@@ -119,7 +119,8 @@ def render() -> None:
     drift = data.read_artifact(run.run_dir, result, "drift")
     if drift:
         st.subheader("Drift (table)")
-        cols = ["shift", "severity", "permutation_pvalue", "max_ks", "threshold", "max_psi",
-                "n_significant_features", "drift", "statistically_significant"]
+        cols = ["shift", "severity", "permutation_pvalue", "max_ks", "threshold", "max_psi", "max_psi_corrected",
+                "psi_lower_bound", "n_significant_features", "drift", "statistically_significant", "psi_reason"]
+        cols = [c for c in cols if any(c in r for r in drift)]  # an older run's table has fewer columns
         common.show_table(pd.DataFrame([{c: r.get(c) for c in cols} for r in drift]), hide_index=True,
                      key="robustness:drift")
