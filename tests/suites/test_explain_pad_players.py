@@ -356,6 +356,10 @@ def test_suite_on_padded_tokens(tmp_path: Path) -> None:
     for m in ("saliency", "integrated_gradients"):
         rho = r.metric("randomisation_rank_correlation", method=m)
         assert rho.value is not None and rho.n == len(LENGTHS)
+    from workbench.suites.explain.figures import attribution_figure
+
+    fig = attribution_figure(dict(ex), meta)  # the token maps leave the pads out
+    assert [len(t.x) for t in fig.data] == list(LENGTHS[:4])
 
 
 def test_unpadded_results_unchanged_when_no_position_is_padding(tmp_path: Path) -> None:
