@@ -455,3 +455,17 @@ def test_no_check_or_method_ever_moves_a_pad(tmp_path: Path) -> None:
         assert (ex[f"attr_{m}"][pads.numpy()] == 0).all(), m
     for name in ("infidelity", "max_sensitivity"):
         assert r.metric(name, method="smoothgrad").value is not None
+
+
+def test_a_text_with_one_real_token_has_no_curve(tmp_path: Path) -> None:
+    """One player: every order is the same, so its deletion/insertion AUCs are NaN and left
+    out (n counts the others); LIME, which needs 2 players, says so for the whole method."""
+    model = PosBag(zero_pads=True).eval()
+    r = _run(model, _data(_ids((3, 1, 5, 4), seed=8)), tmp_path, n_examples=4,
+             methods=["integrated_gradients", "shapley", "lime"], quality=["deletion", "insertion"])
+    for mode in ("deletion", "insertion"):
+        for m in ("integrated_gradients", "shapley", "random"):
+            rec = r.metric(f"{mode}_auc", method=m, replacement="zero")
+            assert rec.value is not None and rec.n == 3, (mode, m)
+    lime = r.metric("method_coverage", method="lime")
+    assert lime.value is None and "at least 2 tokens" in lime.reason
