@@ -209,6 +209,16 @@ def occlusion_window(z_shape: tuple[int, ...], space: str, modality: str, patch:
     return (1,), (1,)
 
 
+def occlusion_shared(z_shape: tuple[int, ...], space: str, modality: str) -> int:
+    """How many elements of one unit share one occlusion window's change: the embedding
+    size for tokens, the channels for images, 1 for tabular features."""
+    if space == "embedding":
+        return int(z_shape[-1])
+    if modality == "image":
+        return int(z_shape[0])
+    return 1
+
+
 def gradient_attribution(
     method: str,
     model: ExplainedModel,
@@ -290,5 +300,10 @@ def _attribute(method: str, model: ExplainedModel, inputs: torch.Tensor, *, targ
     if method == "deeplift":
         return DeepLift(model).attribute(z, baselines=base, target=t).detach()
     window, strides = occlusion_window(tuple(z.shape[1:]), model.space, modality)
-    return Occlusion(model).attribute(z, sliding_window_shapes=window, strides=strides, baselines=base,
-                                      target=t, perturbations_per_eval=max(1, batch_size // z.shape[0])).detach()
+    occ = Occlusion(model).attribute(z, sliding_window_shapes=window, strides=strides, baselines=base,
+                                     target=t, perturbations_per_eval=max(1, batch_size // z.shape[0])).detach()
+    # captum credits EVERY element of a window with the window's whole output change, so a
+    # token's C embedding coordinates (an image's c channels) would sum to C (c) times it.
+    # Spread it evenly instead: a token's score (`per_unit`) is then the output change when
+    # it is replaced by the baseline; a pixel's, the mean change of the patches covering it.
+    return occ / occlusion_shared(tuple(z.shape[1:]), model.space, modality)

@@ -158,3 +158,28 @@ def test_every_method_leaves_the_model_untouched_in_train_mode():
     assert {n: set(vars(mod)) for n, mod in m.named_modules()} == attrs
     assert all(not mod._forward_hooks and not mod._backward_hooks for mod in m.modules())
     assert np.isfinite([p.grad.sum().item() for p in m.parameters()]).all()
+
+
+def test_occlusion_scores_are_the_output_change_of_a_plain_loop():
+    """Per token (embedding space) and per tabular feature, occlusion's unit score is
+    f(x) - f(x with that unit at the baseline), recomputed here by a plain loop (captum
+    alone would credit each of a token's C coordinates with the whole change: C times)."""
+    torch.manual_seed(2)
+    lstm = TinyLSTM(vocab=9).eval()
+    ids = torch.randint(0, 9, (3, 6))
+    em = ExplainedModel(lstm, "logits", space="embedding")
+    z = embed_tokens(lstm, ids)  # (N, T, C)
+    with untouched(lstm), torch.no_grad():
+        target = em(z).argmax(1)
+    base = torch.zeros(1, *z.shape[1:])
+    with untouched(lstm):
+        a = gradient_attribution("occlusion", em, z, target=target, baseline=base, modality="tokens")
+    got = per_unit(a, "embedding", "tokens")  # (N, T)
+    want = torch.zeros_like(got)
+    with torch.no_grad():
+        full = em(z).gather(1, target[:, None])[:, 0]
+        for t in range(z.shape[1]):
+            zt = z.clone()
+            zt[:, t] = 0.0
+            want[:, t] = full - em(zt).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
