@@ -378,7 +378,7 @@ def test_html_inlines_plotly_once_for_many_figures(tmp_path, plotly_head):
     tpl = json.loads(re.search(r'id="wb-template">(.*?)</script>', html, re.S).group(1))
     full = default_template()
     assert tpl["layout"] == full["layout"] and tpl["data"] == {"scatter": full["data"]["scatter"]}
-    assert len(full["data"]) > 10
+    assert set(full["data"]) > {"scatter"}  # the types the report does not draw were left out
     # Each embedded spec parses and has the data of its artifact.
     specs = re.findall(r'<script type="application/json" class="wb-fig" data-target="(fig-\d+)"[^>]*>(.*?)</script>', html,
                        re.S)
