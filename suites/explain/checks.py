@@ -204,7 +204,10 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
     if real is None:
         orders = {m: order_units(sc, rng) for m, sc in unit_scores.items()}
     else:  # pads go last, after every player: the curves stop at the players (`n_players`)
-        orders = {m: order_units(np.where(real, sc, -np.inf), rng) for m, sc in unit_scores.items()}
+        # a NaN score (an example the method could not explain; its AUCs are NaN) would sort
+        # after the pads and put a pad among the units acted on: order it as a tie instead
+        orders = {m: order_units(np.where(real, np.nan_to_num(sc, nan=0.0), -np.inf), rng)
+                  for m, sc in unit_scores.items()}
     n_units = next(iter(unit_scores.values())).shape[1]
 
     def random_order(i: int) -> "np.ndarray":
@@ -214,6 +217,7 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
     random_orders = [np.stack([random_order(i) for i in range(s.n)]) for _ in range(p.random_orders)]
     # an example with fewer than 2 players has one order: its AUCs are NaN (left out of the means)
     too_few = np.zeros(s.n, dtype=bool) if players is None else players < 2
+    unexplained = {m: ~np.isfinite(sc).all(1) for m, sc in unit_scores.items()}  # NaN attributions: NaN AUCs
 
     def track(inputs: "torch.Tensor", tgt: "torch.Tensor") -> "torch.Tensor":
         with torch.no_grad():
@@ -225,18 +229,18 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
         return perturbation_curves(track, view.z, tgt, order, s.units, rep, mode=mode, n_steps=p.curve_steps,
                                    batch_size=max(s.batch_size, 256), n_players=players)
 
-    def auc(curves: "np.ndarray") -> "np.ndarray":
+    def auc(curves: "np.ndarray", leave_out: "np.ndarray" = too_few) -> "np.ndarray":
         a = curve_auc(curves)
-        return np.where(too_few, np.nan, a) if too_few.any() else a
+        return np.where(leave_out, np.nan, a) if leave_out.any() else a
 
     for rep_kind in replacement_kinds(s):
         rep = replacement_inputs(rep_kind, view.z, train_z=view.train_z, modality=s.modality,
-                                 rng=np.random.default_rng(ctx.seed + 11))
+                                 rng=np.random.default_rng(ctx.seed + 11), train_pad=s.train_pad)
         for mode in modes:
             for m, order in orders.items():
                 c = curves_of(order, rep, mode)
                 q.curves[(mode, m, rep_kind)] = c
-                q.methods[m].auc.setdefault(mode, {})[rep_kind] = auc(c)
+                q.methods[m].auc.setdefault(mode, {})[rep_kind] = auc(c, too_few | unexplained[m])
             per_order = np.stack([curves_of(o, rep, mode) for o in random_orders])  # (R, N, S+1)
             q.curves[(mode, "random", rep_kind)] = per_order.mean(0)
             aucs = auc(per_order)  # (R, N)

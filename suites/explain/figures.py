@@ -40,8 +40,9 @@ def _load(result: dict[str, Any], run_dir: Path, name: str) -> Any:
 
 def _scaled(a: np.ndarray, floor: float = 1e-12) -> np.ndarray:
     """a / max|a|, so every panel spans [-1, 1] around 0; a map that is zero up to
-    round-off (max |a| <= floor) stays zero instead of being stretched to full colour."""
-    return scale_to_unit(a, floor)
+    round-off (max |a| <= floor) stays zero instead of being stretched to full colour.
+    NaN (an example the method did not explain) stays NaN: a gap, not a zero."""
+    return np.where(np.isnan(np.asarray(a, dtype=np.float64)), np.nan, scale_to_unit(a, floor))
 
 
 def explain_figures(result: dict[str, Any], run_dir: Path) -> list[tuple[str, Any]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from unittest import mock
 
 import numpy as np
@@ -39,13 +39,16 @@ NumpyFn = Callable[[np.ndarray], np.ndarray]
 class LimeResult:
     """attributions: (N, *S) per input element (a superpixel's or token's weight spread over
     its elements); unit_weights: per example, the surrogate weight of each interpretable
-    feature; r2, local_error: (N,); segments: (N, H, W) superpixel labels for images."""
+    feature; r2, local_error: (N,); segments: (N, H, W) superpixel labels for images;
+    unexplained: {example: why} for examples LIME cannot explain (their attributions, r2
+    and local_error are NaN)."""
 
     attributions: np.ndarray
     unit_weights: list[np.ndarray]
     r2: np.ndarray
     local_error: np.ndarray
     segments: np.ndarray | None = None
+    unexplained: dict[int, str] = field(default_factory=dict)
 
 
 def lime_version() -> str:
@@ -183,7 +186,10 @@ def lime_tokens(
     follows LimeTextExplainer: row 0 keeps every token; each other row removes
     k ~ U{1..T_i-1} random tokens.
     Returns attributions (N, max T_i) = the surrogate's weight of each token (0 beyond T_i);
-    unit_weights[i] (T_i,).
+    unit_weights[i] (T_i,). An example with fewer than 2 tokens has no sample to fit (removing
+    1..T_i-1 tokens is impossible): its weights, r2 and local_error are NaN and
+    `unexplained[i]` says why, while the others are explained as if alone (example i draws
+    with seed + i). Raises DataError when no example has 2 tokens.
     """
     from lime.lime_base import LimeBase
     from sklearn.metrics.pairwise import cosine_distances
@@ -192,14 +198,19 @@ def lime_tokens(
     counts = [int(n_tokens)] * n_examples if isinstance(n_tokens, (int, np.integer)) else [int(t) for t in n_tokens]
     if len(counts) != n_examples:
         raise DataError(f"Expected one token count per example ({n_examples}), got {len(counts)}.")
-    if min(counts, default=2) < 2:
-        i = int(np.argmin(counts))
-        raise DataError(f"LIME over tokens needs at least 2 tokens (players) per example, example {i} has {counts[i]}.")
+    unexplained = {i: f"LIME over tokens needs at least 2 tokens (players), this example has {c}"
+                   for i, c in enumerate(counts) if c < 2}
+    if n_examples and len(unexplained) == n_examples:
+        raise DataError(f"LIME over tokens needs at least 2 tokens (players) per example; none of the {n_examples} "
+                        f"examples has 2 (token counts {sorted(set(counts))}).")
     attr = np.zeros((n_examples, max(counts, default=0)))
     r2 = np.zeros(n_examples)
     err = np.zeros(n_examples)
     for i in range(n_examples):
         n_tokens = counts[i]
+        if i in unexplained:
+            attr[i, :n_tokens] = r2[i] = err[i] = np.nan
+            continue
         rng = np.random.RandomState(seed + i)
         k = rng.randint(1, n_tokens, num_samples - 1)  # tokens removed per sample
         ranks = np.argsort(rng.rand(num_samples - 1, n_tokens), axis=1).argsort(axis=1)
@@ -219,7 +230,7 @@ def lime_tokens(
             attr[i, j] = wt
         r2[i] = float(score)
         err[i] = abs(float(np.ravel(local_pred)[0]) - float(labels[0, 0]))
-    return LimeResult(attr, [a[:c].copy() for a, c in zip(attr, counts)], r2, err)
+    return LimeResult(attr, [a[:c].copy() for a, c in zip(attr, counts)], r2, err, unexplained=unexplained)
 
 
 def numpy_fn(f: Callable[[torch.Tensor], torch.Tensor], device: torch.device, dtype: torch.dtype = torch.float32,

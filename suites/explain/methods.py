@@ -218,6 +218,9 @@ def _explain_lime(s: Setup, view: View, seed: int) -> MethodOutput:
         attr = per_token[:, :, None].expand(-1, -1, shape[1]) / shape[1]
         tags = {"surrogate": "ridge on token presence (absent = zero embedding)", "n_samples": p.lime_samples,
                 "seed": seed}
+        if res.unexplained:  # e.g. a one-word text: NaN for it, the others explained as usual
+            tags["unexplained"] = "; ".join(f"example {i}: {why}" for i, why in res.unexplained.items()) + \
+                " (NaN, left out of the means)"
     return MethodOutput(attr.contiguous(), None, "", tags, extra={"r2": res.r2, "local_error": res.local_error})
 
 

@@ -56,15 +56,32 @@ def unit_index(shape: tuple[int, ...], space: str, modality: str) -> torch.Tenso
 
 def replacement_inputs(
     kind: str, z: torch.Tensor, *, train_z: torch.Tensor, modality: str, rng: np.random.Generator,
-    blur_sigma: float = 1.0,
+    blur_sigma: float = 1.0, train_pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """What a removed unit becomes, (N, *S) for inputs z (N, *S):
     zero; mean (the training mean of each element); blur (images: Gaussian blur of the
-    image itself, sigma in pixels); sample (the same element of a random training input)."""
+    image itself, sigma in pixels); sample (the same element of a random training input).
+
+    train_pad (R, T) bool, True at the padding of the training token sequences train_z
+    (R, T, C): `mean` and `sample` then use real (non-pad) training tokens only, since a pad
+    put in a real token's place deletes the token instead of replacing it by a typical one.
+    `mean` at position t averages the training tokens that are real at t; `sample` keeps
+    the drawn training input's token at t where it is real and otherwise draws one among
+    the training tokens real at t. A position at which no training sequence is real (a test
+    text longer than every training text) gets the mean of (a draw among) all real training
+    tokens. Without train_pad, or with no pad in it, the result is the unpadded one, bitwise.
+    """
+    if train_pad is not None and not bool(train_pad.any()):
+        train_pad = None
+    if train_pad is not None and (modality != "tokens" or train_pad.shape != train_z.shape[:2]):
+        raise DataError(f"Expected `train_pad` (R, T) = {tuple(train_z.shape[:2])} for token embeddings, got "
+                        f"{tuple(train_pad.shape)} on {modality!r} data.")
     if kind == "zero":
         return torch.zeros_like(z)
     if kind == "mean":
-        return train_z.float().mean(0, keepdim=True).to(z).expand_as(z).contiguous()
+        if train_pad is None:
+            return train_z.float().mean(0, keepdim=True).to(z).expand_as(z).contiguous()
+        return _real_token_mean(train_z, train_pad)[None].to(z).expand_as(z).contiguous()
     if kind == "blur":
         if modality != "image":
             raise ConfigError(f"Replacement 'blur' applies to images, not {modality!r}.")
@@ -75,8 +92,50 @@ def replacement_inputs(
         return torch.as_tensor(out, dtype=z.dtype, device=z.device)
     if kind == "sample":
         idx = rng.integers(0, train_z.shape[0], size=z.shape[0])
-        return train_z[torch.as_tensor(idx)].to(z)
+        if train_pad is None:
+            return train_z[torch.as_tensor(idx)].to(z)
+        return _real_token_sample(train_z, train_pad, idx, rng).to(z)
     raise ConfigError(f"Expected a replacement in {REPLACEMENTS}, got {kind!r}.")
+
+
+def _real_training_tokens(train_pad: torch.Tensor) -> np.ndarray:
+    """(K, 2) (sequence, position) of every real training token; raises when there is none."""
+    real = np.argwhere(~train_pad.cpu().numpy())
+    if real.size == 0:
+        raise DataError("Expected the training sequences to hold at least one real (non-pad) token for the "
+                        "`mean` / `sample` replacements, got only padding.")
+    return real
+
+
+def _real_token_mean(train_z: torch.Tensor, train_pad: torch.Tensor) -> torch.Tensor:
+    """(T, C) float64: per position, the mean over the training tokens real there (the mean of
+    all real training tokens where none is)."""
+    _real_training_tokens(train_pad)  # raises without any real token
+    real = (~train_pad).to(train_z.device, torch.float64)  # (R, T)
+    sums = (train_z.double() * real[..., None]).sum(0)  # (T, C)
+    counts = real.sum(0)  # (T,)
+    pooled = sums.sum(0) / counts.sum()  # (C,)
+    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], pooled[None])
+
+
+def _real_token_sample(train_z: torch.Tensor, train_pad: torch.Tensor, idx: np.ndarray,
+                       rng: np.random.Generator) -> torch.Tensor:
+    """(N, T, C): training sequence idx[i] for example i, with each of its pads redrawn among
+    the training tokens real at that position (among all real ones where none is)."""
+    pad = train_pad.cpu().numpy()
+    out = train_z[torch.as_tensor(idx)].clone()  # (N, T, C)
+    holes = pad[idx]  # (N, T) the drawn sequences' pads
+    everywhere = None
+    for t in np.flatnonzero(holes.any(0)):
+        rows = np.flatnonzero(holes[:, t])
+        at_t = np.flatnonzero(~pad[:, t])
+        if at_t.size:
+            out[torch.as_tensor(rows), t] = train_z[torch.as_tensor(rng.choice(at_t, size=rows.size)), t]
+        else:
+            everywhere = _real_training_tokens(train_pad) if everywhere is None else everywhere
+            pick = everywhere[rng.integers(0, len(everywhere), size=rows.size)]
+            out[torch.as_tensor(rows), t] = train_z[torch.as_tensor(pick[:, 0]), torch.as_tensor(pick[:, 1])]
+    return out
 
 
 def order_units(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -205,10 +264,13 @@ def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None =
     k defaults to len(relevant). scores (N, U). Ties at the k-th place share the remaining
     slots (the expected precision under random tie-breaking), so an all-zero attribution
     scores the base rate, not whatever a sort happens to put first. mask (N, U) bool: the
-    units that may be chosen (real tokens); the others rank below every real unit."""
+    units that may be chosen (real tokens); the others rank below every real unit. A row
+    with a NaN among its choosable scores (an example the method did not explain) gives NaN."""
     scores = np.abs(np.asarray(scores, dtype=np.float64))
     if mask is not None:
         scores = np.where(np.asarray(mask, dtype=bool), scores, -np.inf)
+    unexplained = np.isnan(scores).any(1)
+    scores = np.where(np.isnan(scores), 0.0, scores)
     rel = {int(r) for r in relevant}
     if not rel:
         raise DataError("Expected at least one relevant unit, got none.")
@@ -223,7 +285,7 @@ def top_k_precision(scores: np.ndarray, relevant: Sequence[int], k: int | None =
     tied = scores == kth
     slots = k - above.sum(1)
     hits = (above & is_rel).sum(1) + slots * (tied & is_rel).sum(1) / tied.sum(1)
-    return hits / k
+    return np.where(unexplained, np.nan, hits / k)
 
 
 def _noise_mask(mask: torch.Tensor | None, inputs: torch.Tensor) -> torch.Tensor | float:

@@ -97,8 +97,11 @@ def build_metrics(outputs: dict[str, MethodOutput], q: Quality, s: Setup, failed
         if o is None:
             continue
         mt = {**tags, **dict(o.tags), "library": library_tag(m)}
-        recs.append(MetricRecord(name="method_coverage", value=1.0, higher_is_better=True, unit="fraction", n=s.n,
-                                 tags=mt))
+        # the fraction of examples explained: an example whose attributions are NaN (LIME on a
+        # text with one real token) is not
+        explained = np.isfinite(o.attr.reshape(s.n, -1).double().numpy()).all(1)
+        recs.append(MetricRecord(name="method_coverage", value=float(explained.mean()), higher_is_better=True,
+                                 unit="fraction", n=s.n, tags=mt))
         mq = q.methods.get(m)
         if mq is None:
             continue
@@ -210,8 +213,9 @@ def _lime_records(r2: "np.ndarray", local_error: "np.ndarray | None", ctx: RunCo
                   tags: dict[str, Any], out_unit: str) -> list[MetricRecord]:
     import numpy as np
 
-    low = (r2 < p.lime_min_r2).astype(np.float64)
-    fidelity = "low" if low.mean() > 0.5 else "ok"
+    fitted = np.isfinite(r2)  # NaN: an example LIME could not explain (not counted)
+    low = np.where(fitted, r2 < p.lime_min_r2, np.nan)
+    fidelity = "low" if fitted.any() and np.nanmean(low) > 0.5 else "ok"
     lt = {**tags, "fidelity": fidelity}
     recs = [mean_record("surrogate_r2", r2, ctx, higher_is_better=True, unit="r2", tags=lt)]
     if local_error is not None:
@@ -220,7 +224,7 @@ def _lime_records(r2: "np.ndarray", local_error: "np.ndarray | None", ctx: RunCo
     recs.append(mean_record("low_fidelity_fraction", low, ctx, higher_is_better=False, unit="fraction",
                             tags={**lt, "min_r2": p.lime_min_r2}))
     if fidelity == "low":
-        ctx.log(f"explain: LIME fidelity is low on {ctx.model_name} (median R² {np.median(r2):.2f} "
+        ctx.log(f"explain: LIME fidelity is low on {ctx.model_name} (median R² {np.nanmedian(r2):.2f} "
                 f"< {p.lime_min_r2}); its attributions are unreliable here")
     return recs
 

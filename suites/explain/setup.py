@@ -42,7 +42,10 @@ class Setup:
     dataset's ground_truth["pad_id"]); None when nothing explained is padding (images,
     tabular, unpadded tokens: every unit is a player). Pads are no players: groups map
     them to NOT_A_PLAYER, they keep their own value in every perturbation and baseline,
-    and their attributions are exactly 0 (PAD_NOTE).
+    and their attributions are exactly 0 (PAD_NOTE). train_pad: (R, T) bool, True at the
+    padding of the training pool `train_raw` when the dataset declares a pad id (None
+    otherwise, or when the pool has no pad): the `mean` / `sample` replacements of the
+    deletion/insertion curves use real training tokens only.
     """
 
     handle: ModelHandle
@@ -67,6 +70,7 @@ class Setup:
     attention: "torch.Tensor | None" = None
     views: dict[int, "View"] = field(default_factory=dict)
     pad: "torch.Tensor | None" = None
+    train_pad: "torch.Tensor | None" = None
 
     @property
     def n(self) -> int:
@@ -99,15 +103,17 @@ class Setup:
         space = "embedding" if modality == "tokens" else "input"
         n = ctx.limit(min(p.n_examples, len(data.test)))
         x = data.test.x[:n]
-        pad = None
-        if modality == "tokens":
-            from workbench.embedding import padding_mask
-
-            pad = padding_mask(x, (data.ground_truth or {}).get("pad_id"))
+        pad = train_pad = None
         rng = np.random.default_rng(ctx.seed)
         n_train = len(data.train)
         pool = torch.as_tensor(rng.choice(n_train, size=min(n_train, 512), replace=False))
         train_raw = data.train.x[pool]
+        if modality == "tokens":
+            from workbench.embedding import padding_mask
+
+            pad_id = (data.ground_truth or {}).get("pad_id")
+            pad = padding_mask(x, pad_id)
+            train_pad = padding_mask(train_raw, pad_id)
         bg_idx = torch.as_tensor(rng.choice(n_train, size=min(n_train, p.shap_background), replace=False))
         background_raw = data.train.x[bg_idx]
         weights = None
@@ -136,7 +142,7 @@ class Setup:
                     classification=handle.output in ("logits",) and data.task == "classification",
                     x=x, target=None, background_raw=background_raw, background_weights=weights,
                     train_raw=train_raw, groups=groups, units=torch.zeros(0), segments=segments, scale=1.0,
-                    pad=pad)
+                    pad=pad, train_pad=train_pad)
         view = setup.model_view(module)
         z = view.z
         shape = tuple(z.shape[1:])

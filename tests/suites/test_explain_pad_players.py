@@ -83,10 +83,11 @@ def _ids(lengths: tuple[int, ...], seed: int, width: int = T) -> torch.Tensor:
     return x
 
 
-def _data(test_x: torch.Tensor, pad_id: int | None = PAD) -> Dataset:
+def _data(test_x: torch.Tensor, pad_id: int | None = PAD, train_x: torch.Tensor | None = None) -> Dataset:
     width = test_x.shape[1]
-    lengths = torch.randint(2, width + 1, (40,), generator=torch.Generator().manual_seed(1))
-    train_x = _ids(tuple(int(n) for n in lengths), seed=2, width=width)
+    if train_x is None:  # padded training texts of 2..width real tokens
+        lengths = torch.randint(2, width + 1, (40,), generator=torch.Generator().manual_seed(1))
+        train_x = _ids(tuple(int(n) for n in lengths), seed=2, width=width)
     split = lambda x: Split(x, torch.zeros(len(x), dtype=torch.long))  # noqa: E731
     gt = {} if pad_id is None else {"pad_id": pad_id}
     return Dataset(name="padded", modality="tokens", task="classification", train=split(train_x),
@@ -363,13 +364,17 @@ def test_suite_on_padded_tokens(tmp_path: Path) -> None:
 
 
 def test_unpadded_results_unchanged_when_no_position_is_padding(tmp_path: Path) -> None:
-    """(d) Full-length texts with a declared pad id run the unpadded path: identical records."""
+    """(d) Full-length texts (explained and training) with a declared pad id run the unpadded
+    path: identical records, the `mean` and `sample` replacements included."""
     model = PosBag(zero_pads=True).eval()
     ids = _ids((8, 8, 8, 8), seed=7)
-    a = _run(model, _data(ids, pad_id=PAD), tmp_path / "a", n_examples=4)
-    b = _run(model, _data(ids, pad_id=None), tmp_path / "b", n_examples=4)
+    train = _ids((8,) * 40, seed=2)
+    reps = ["zero", "mean", "sample"]
+    a = _run(model, _data(ids, pad_id=PAD, train_x=train), tmp_path / "a", n_examples=4, replacements=reps)
+    b = _run(model, _data(ids, pad_id=None, train_x=train), tmp_path / "b", n_examples=4, replacements=reps)
     assert [m.to_dict() for m in a.metrics] == [m.to_dict() for m in b.metrics]
     assert all("pads" not in m.tags for m in a.metrics)
+    assert {m.tags.get("replacement") for m in a.metrics if m.name == "deletion_auc"} == set(reps)
     # and the unpadded exact Shapley is still the enumeration over all T tokens
     s = _setup(model, _data(ids, pad_id=None), tmp_path / "c", shap_budget=4096)
     view = s.model_view(model)
@@ -459,13 +464,199 @@ def test_no_check_or_method_ever_moves_a_pad(tmp_path: Path) -> None:
 
 def test_a_text_with_one_real_token_has_no_curve(tmp_path: Path) -> None:
     """One player: every order is the same, so its deletion/insertion AUCs are NaN and left
-    out (n counts the others); LIME, which needs 2 players, says so for the whole method."""
-    model = PosBag(zero_pads=True).eval()
-    r = _run(model, _data(_ids((3, 1, 5, 4), seed=8)), tmp_path, n_examples=4,
-             methods=["integrated_gradients", "shapley", "lime"], quality=["deletion", "insertion"])
+    out (n counts the others); LIME, which needs 2 players, leaves that text out (NaN, with
+    the reason) and explains the others as usual; no model input moves a pad."""
+    model = PosBag(zero_pads=False).eval()  # a pad has its own embedding: a moved pad would show
+    lengths = (3, 1, 5, 4)
+    ids = _ids(lengths, seed=8)
+    # the one-token text padded on the left: no other text is real at position 7, so a model
+    # input with a real token there belongs to it, and any pad it moved would show
+    ids[1] = ids[1].flip(0)
+    data = _data(ids)
+    model.record = []
+    r = _run(model, data, tmp_path, n_examples=4, methods=["integrated_gradients", "shapley", "lime"],
+             quality=["deletion", "insertion", "stability"], replacements=["zero", "mean", "sample"])
+    seen, model.record = torch.cat(model.record), None
     for mode in ("deletion", "insertion"):
-        for m in ("integrated_gradients", "shapley", "random"):
-            rec = r.metric(f"{mode}_auc", method=m, replacement="zero")
-            assert rec.value is not None and rec.n == 3, (mode, m)
+        for m in ("integrated_gradients", "shapley", "lime", "random"):
+            for rep in ("zero", "mean", "sample"):
+                rec = r.metric(f"{mode}_auc", method=m, replacement=rep)
+                assert rec.value is not None and rec.n == 3, (mode, m, rep)
     lime = r.metric("method_coverage", method="lime")
-    assert lime.value is None and "at least 2 tokens" in lime.reason
+    assert lime.value == pytest.approx(0.75) and lime.n == 4
+    assert "example 1" in lime.tags["unexplained"] and "at least 2 tokens" in lime.tags["unexplained"]
+    assert r.metric("method_coverage", method="shapley").value == 1.0
+    for name in ("surrogate_r2", "local_prediction_error", "low_fidelity_fraction", "seed_rank_correlation"):
+        rec = r.metric(name, method="lime")
+        assert rec.value is not None and rec.n == 3, name
+    art = tmp_path / "artifacts" / "explain" / "m"
+    ex = np.load(art / "examples.npz")
+    lime_attr = ex["attr_lime"]
+    assert np.isnan(lime_attr[1, -1]) and (lime_attr[1, :-1] == 0).all()  # the one token NaN, pads 0
+    quality = json.loads((art / "quality.json").read_text())
+    assert math.isnan(quality["lime"]["surrogate_r2"][1])
+    # the other texts: the same LIME as alone (example i draws with seed + i; zero pads, so that
+    # the text alone is the same function as the padded one)
+    flat = PosBag(zero_pads=True).eval()
+    s = _setup(flat, data, tmp_path / "s", methods=("lime",), lime_samples=60)
+    padded = explain_method("lime", s, s.model_view(flat), seed=21)
+    for i in (0, 2, 3):
+        n = lengths[i]
+        alone = _setup(flat, _data(data.test.x[i : i + 1, :n]), tmp_path / f"a{i}", methods=("lime",),
+                       lime_samples=60)
+        ref = explain_method("lime", alone, alone.model_view(flat), seed=21 + i)
+        np.testing.assert_allclose(per_unit(padded.attr, "embedding", "tokens")[i, :n].double().numpy(),
+                                   per_unit(ref.attr, "embedding", "tokens")[0].double().numpy(), atol=1e-5)
+    # every input the model saw in the run keeps the pads of an explained text
+    with torch.no_grad():
+        z = model.embed(data.test.x)
+    pads = data.test.x == PAD
+    keeps = torch.stack([(seen[:, pads[i]] == z[i][pads[i]]).flatten(1).all(1) for i in range(len(z))])
+    assert keeps.any(0).all(), f"{int((~keeps.any(0)).sum())} of {seen.shape[0]} model inputs moved a pad"
+    from workbench.suites.explain.figures import attribution_figure
+
+    fig = attribution_figure(dict(ex), json.loads((art / "meta.json").read_text()))
+    lime_row = list(fig.data[1].y).index("lime")
+    assert np.isnan(np.asarray(fig.data[1].z, dtype=float)[lime_row]).all()  # a gap, not a zero
+
+
+def test_lime_tokens_leaves_out_texts_with_one_token() -> None:
+    """lime_tokens with token counts (3, 1, 4): example 1 NaN with its reason, the others equal
+    to lime_tokens on each alone (same draws); no example with 2 tokens: DataError."""
+    from workbench.suites.explain.lime_methods import lime_tokens
+
+    w = [np.array([0.5, -1.0, 2.0]), np.array([3.0]), np.array([1.0, 0.2, -0.7, 0.4])]
+
+    def linear(i: int):  # noqa: ANN202 - f(mask) = mask @ w_i + a little curvature
+        return lambda mask: mask @ w[i] + 0.1 * (mask.sum(1) ** 2)
+
+    got = lime_tokens([linear(i) for i in range(3)], [3, 1, 4], 3, num_samples=50, seed=4)
+    assert set(got.unexplained) == {1} and "at least 2 tokens" in got.unexplained[1]
+    assert np.isnan(got.r2[1]) and np.isnan(got.local_error[1]) and np.isnan(got.attributions[1, 0])
+    assert (got.attributions[1, 1:] == 0).all()
+    for i in (0, 2):
+        alone = lime_tokens([linear(i)], [len(w[i])], 1, num_samples=50, seed=4 + i)
+        np.testing.assert_allclose(got.unit_weights[i], alone.unit_weights[0], atol=1e-12)
+        assert got.r2[i] == pytest.approx(alone.r2[0]) and np.isfinite(got.r2[i])
+    with pytest.raises(DataError, match="none of the 2 examples"):
+        lime_tokens([linear(1), linear(1)], [1, 0], 2, num_samples=50, seed=4)
+
+
+def test_top_k_leaves_unexplained_examples_out() -> None:
+    scores = np.array([[3.0, 1.0, 0.0], [np.nan, 0.0, 0.0]])
+    keep = np.array([[True, True, True], [True, False, False]])
+    got = top_k_precision(scores, [0], mask=keep)
+    assert got[0] == 1.0 and np.isnan(got[1])
+
+
+# ---------------------------------------------------------------- replacement values from real training tokens
+
+
+def _train_z(model: PosBag, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.embed(ids)
+
+
+def _loop_mean(train_z: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
+    """(T, C): per position, the plain mean over the training texts real there; the mean of
+    every real training token at a position no training text reaches."""
+    everywhere = [train_z[r, t] for r in range(len(train_ids)) for t in range(train_ids.shape[1])
+                  if train_ids[r, t] != PAD]
+    out = []
+    for t in range(train_ids.shape[1]):
+        here = [train_z[r, t] for r in range(len(train_ids)) if train_ids[r, t] != PAD]
+        out.append(np.mean(here or everywhere, axis=0))
+    return np.stack(out)
+
+
+def test_mean_replacement_averages_real_training_tokens_only() -> None:
+    from workbench.suites.explain.quality import replacement_inputs
+
+    model = PosBag(zero_pads=False).eval()
+    with torch.no_grad():
+        model.token_embedding.weight[PAD] = 100.0  # a distinctive pad embedding: any share of it would show
+    train_ids = _ids((2, 5, 3, 6, 4, 6, 1), seed=3)  # no training text reaches positions 6, 7
+    tz = _train_z(model, train_ids)
+    z = _train_z(model, _ids((8, 4), seed=5))
+    rep = replacement_inputs("mean", z, train_z=tz, modality="tokens", rng=np.random.default_rng(0),
+                             train_pad=padding_mask(train_ids, PAD))
+    want = _loop_mean(tz.double().numpy(), train_ids.numpy())
+    assert rep.shape == z.shape and rep.dtype == z.dtype
+    for i in range(len(z)):
+        np.testing.assert_allclose(rep[i].double().numpy(), want, rtol=1e-6, atol=1e-6)
+    assert rep.abs().max() < 10  # no pad in any mean (with pads the mean at position 7 would be 100)
+    with pytest.raises(DataError, match="at least one real"):
+        replacement_inputs("mean", z, train_z=tz[:1] * 0, modality="tokens", rng=np.random.default_rng(0),
+                           train_pad=torch.ones(1, T, dtype=torch.bool))
+
+
+def test_sample_replacement_never_draws_a_pad() -> None:
+    from workbench.suites.explain.quality import replacement_inputs
+
+    model = PosBag(zero_pads=False).eval()
+    with torch.no_grad():
+        model.token_embedding.weight[PAD] = 100.0
+    train_ids = _ids((2, 5, 3, 6, 4, 6, 1, 8), seed=3)  # position 7 is real in one training text only
+    tz = _train_z(model, train_ids)
+    pad = padding_mask(train_ids, PAD)
+    z = _train_z(model, _ids((8,) * 300, seed=5))
+    rep = replacement_inputs("sample", z, train_z=tz, modality="tokens", rng=np.random.default_rng(0),
+                             train_pad=pad)
+    assert not (rep == 100.0).any()  # never the pad's embedding
+    for t in range(T):  # every replacement at position t is a training token real at t
+        real_t = tz[~pad[:, t], t]  # (K, C)
+        assert (rep[:, t, None] == real_t[None]).all(-1).any(1).all(), t
+    # where the drawn training text is real, its own token is kept (the same first draw as unpadded)
+    idx = np.random.default_rng(0).integers(0, len(tz), size=len(z))
+    own = ~pad[torch.as_tensor(idx)]  # (N, T)
+    assert torch.equal(rep[own], tz[torch.as_tensor(idx)][own])
+    # and the test can fail: unpadded sampling does put the pad's embedding in
+    plain = replacement_inputs("sample", z, train_z=tz, modality="tokens", rng=np.random.default_rng(0))
+    assert (plain == 100.0).all(-1).any()
+    # no training text real at a position: a draw among all real training tokens
+    short = _ids((2, 3), seed=6)
+    rep = replacement_inputs("sample", z[:50], train_z=_train_z(model, short), modality="tokens",
+                             rng=np.random.default_rng(1), train_pad=padding_mask(short, PAD))
+    real_tokens = _train_z(model, short)[short != PAD]  # (5, C)
+    assert (rep[:, 3:, None] == real_tokens[None, None]).all(-1).any(-1).all()
+
+
+def test_replacements_without_pads_are_bitwise_unchanged() -> None:
+    """No pad id (train_pad None) or a mask without a pad: exactly the unpadded formulas."""
+    from workbench.suites.explain.quality import replacement_inputs
+
+    model = PosBag(zero_pads=False).eval()
+    train_ids = _ids((8,) * 12, seed=3)
+    tz = _train_z(model, train_ids)
+    z = _train_z(model, _ids((8,) * 5, seed=5))
+    idx = np.random.default_rng(2).integers(0, len(tz), size=len(z))
+    for train_pad in (None, torch.zeros(len(tz), T, dtype=torch.bool)):
+        mean = replacement_inputs("mean", z, train_z=tz, modality="tokens", rng=np.random.default_rng(2),
+                                  train_pad=train_pad)
+        assert torch.equal(mean, tz.float().mean(0, keepdim=True).expand_as(z))
+        sample = replacement_inputs("sample", z, train_z=tz, modality="tokens", rng=np.random.default_rng(2),
+                                    train_pad=train_pad)
+        assert torch.equal(sample, tz[torch.as_tensor(idx)])
+
+
+def test_suite_curves_replace_with_the_real_token_mean(tmp_path: Path) -> None:
+    """End to end: deletion with the `mean` replacement ends, for every example, at the model
+    on its text with every real token replaced by the real-token training mean (pads kept)."""
+    model = PosBag(zero_pads=False).eval()
+    data = _data(_ids(PADDED, seed=0))
+    r = _run(model, data, tmp_path, n_examples=5, methods=["saliency"], quality=["deletion"],
+             replacements=["mean"])
+    s = _setup(model, data, tmp_path / "s")  # the same context seed: the same training pool
+    assert s.train_pad is not None and torch.equal(s.train_pad, s.train_raw == PAD)
+    mean = torch.as_tensor(_loop_mean(_train_z(model, s.train_raw).double().numpy(), s.train_raw.numpy()),
+                           dtype=torch.float32)
+    z = _train_z(model, data.test.x)
+    gone = torch.where(s.pad[:, :, None], z, mean[None])  # every real token replaced
+    with torch.no_grad():
+        want = torch.softmax(model(data.test.x), 1)  # only to get the targets
+        target = want.argmax(1)
+        end = torch.softmax(model.forward_from_embeddings(gone), 1).gather(1, target[:, None])[:, 0]
+    curves = np.load(tmp_path / "artifacts" / "explain" / "m" / "curves.npz")
+    np.testing.assert_allclose(curves["deletion__saliency__mean"][:, -1], end.numpy(), atol=1e-5)
+    np.testing.assert_allclose(curves["deletion__random__mean"][:, -1], end.numpy(), atol=1e-5)
+    assert r.metric("deletion_auc", method="saliency", replacement="mean").n == 5
