@@ -5,8 +5,8 @@ Why blocks: the noise of randomized smoothing is most of the work (n = 100,000 c
 example in the full profile) and a torch generator cannot skip ahead, so a shard starting at
 example 250 could not draw "the noise example 250 had in the unsharded run" without drawing
 the noise of examples 0..249 first. Instead, the sampled test examples are cut into blocks of
-`block_size` consecutive examples (the number that fills one forward pass of the n0 selection
-copies, or of one PGD step's noise draws, at the run's batch size); each block draws from its
+`block_size` consecutive examples (the suite's `block_examples`, 16 by default: a parameter of
+the suite, so the blocks never depend on the batch size or the device); each block draws from its
 own generators, seeded by (run seed, variant, sigma, block index) for CERTIFY and by (...,
 radius, block index) for the consistency attack at that radius, and every forward pass holds
 rows of one block only. A block's certificates therefore depend on nothing but the block, and
@@ -15,8 +15,8 @@ computes for them. The records are then built from the concatenated per-example 
 (`report.py`), never from shard summaries.
 
 Cost: a block pays at most one partly filled forward per stage (selection, estimation, each
-PGD step, the attack's evaluation); with the block size above that is at most one forward in
-`ceil(block_size * n0 / batch)` for selection and negligible for the n estimation copies.
+PGD step, the attack's evaluation): at most one forward in `ceil(block_size * n0 / batch)` for
+selection and negligible for the n estimation copies.
 """
 
 from __future__ import annotations
@@ -48,13 +48,11 @@ def attack_noise_samples(p: Any, batch_size: int) -> int:
     return min(p.attack_noise_samples, batch_size)
 
 
-def block_size(p: Any, batch_size: int) -> int:
-    """Examples per block: enough that the n0 selection copies of a block (and, with the
-    consistency check, one PGD step's noise draws) fill a forward of `batch_size` rows."""
-    per_example = p.n0
-    if p.consistency_check:
-        per_example = min(per_example, attack_noise_samples(p, batch_size))
-    return max(1, math.ceil(batch_size / per_example))
+def block_size(p: Any) -> int:
+    """Examples per block: the suite's `block_examples` (16 by default). A parameter of
+    the suite, not of the run, so that the blocks and their noise seeds, and therefore the
+    certificates, never change with the batch size (a speed setting) or the device."""
+    return int(p.block_examples)
 
 
 def shard_ranges(n: int, block: int, n_shards: int) -> list[slice]:
@@ -125,7 +123,7 @@ def certify_rows(p: Any, model: "ModelHandle", data: Any, ctx: "RunContext", row
     from workbench.torch_utils import module_device
 
     n = n_examples(p, data, ctx)
-    block = block_size(p, ctx.batch_size)
+    block = block_size(p)
     start, stop = check_rows(rows, n, block)
     order = ctx.sample_rows(len(data.test), n, SAMPLE_OFFSET)
     test = data.test.subset(order[start:stop])
@@ -163,7 +161,7 @@ def _certify_blocks(module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, st
 
     device = x.device
     bs = ctx.batch_size
-    block = block_size(p, bs)
+    block = block_size(p)
     radii = check_radii(p) if p.consistency_check else ()
     n_attacked = min(p.attack_samples, n)
     m_noise = attack_noise_samples(p, bs)

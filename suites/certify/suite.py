@@ -45,7 +45,10 @@ class CertifySuite(Suite):
         examples at every radius of `check_radii` (default: every radius > 0 of `radii`)
         where an attacked example is certified, evaluate g there with
         `attack_eval_samples` samples, and flag a certificate the attack contradicts beyond
-        Monte Carlo error (one-sided binomial test, Bonferroni at `check_alpha`)."""
+        Monte Carlo error (one-sided binomial test, Bonferroni at `check_alpha`).
+        block_examples: consecutive examples that share noise seeds (blocks.py): the unit
+        of Ray sharding. The numbers depend on it and on the seed, never on the batch size
+        or the number of shards."""
 
         n_samples: int = 500
         sigmas: tuple[float, ...] = (0.12, 0.25, 0.5, 1.0)
@@ -62,11 +65,12 @@ class CertifySuite(Suite):
         attack_noise_samples: int = 32
         attack_eval_samples: int = 10_000
         check_alpha: float = 0.01
+        block_examples: int = 16
 
         def __post_init__(self) -> None:
             set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
             for k in ("n_samples", "n0", "n", "attack_samples", "attack_steps", "attack_noise_samples",
-                      "attack_eval_samples"):
+                      "attack_eval_samples", "block_examples"):
                 check_positive_int(k, getattr(self, k))
             if self.training_epochs is not None:
                 check_positive_int("training_epochs", self.training_epochs)
@@ -147,7 +151,7 @@ class CertifySuite(Suite):
             "radius_units": units, "alpha": p.alpha, "n0": p.n0, "n": p.n, "n_examples": n, "radii": list(p.radii),
             "n_attacked": min(p.attack_samples, n) if p.consistency_check else 0,
             "sigmas": list(p.sigmas), "variants": variants, "notes": merged["notes"],
-            "block_size": blocks.block_size(p, ctx.batch_size),
+            "block_size": blocks.block_size(p),
         }
         ctx.save_artifact("certificates", {"label": y, "example_index": order.numpy(), **arrays})
         ctx.save_artifact("certify_summary", summary)
@@ -163,8 +167,13 @@ class CertifySuite(Suite):
         if self.applicable(model, data):
             return None
         n = blocks.n_examples(self.params, data, ctx)
-        ranges = blocks.shard_ranges(n, blocks.block_size(self.params, ctx.batch_size), n_shards)
-        return ranges if len(ranges) > 1 else None
+        ranges = blocks.shard_ranges(n, blocks.block_size(self.params), n_shards)
+        if len(ranges) < 2:
+            return None
+        # Train the noise-trained siblings here, on the driver, once: the shards then load
+        # them from the training cache instead of each training the same sibling at once.
+        blocks.variants(model, self.params)
+        return ranges
 
     def run_shard(self, model: ModelHandle, data: Any, ctx: RunContext, shard: Any) -> dict[str, Any]:
         from workbench.suites.certify import blocks

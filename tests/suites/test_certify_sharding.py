@@ -26,7 +26,8 @@ from workbench.suites.certify.suite import CertifySuite
 
 CPU = torch.device("cpu")
 PARAMS = {"sigmas": [0.25, 0.5], "n0": 8, "n": 60, "radii": [0.0, 0.1, 0.25, 0.5], "check_radii": [0.1, 0.25],
-          "attack_samples": 9, "attack_steps": 2, "attack_noise_samples": 4, "attack_eval_samples": 40}
+          "attack_samples": 9, "attack_steps": 2, "attack_noise_samples": 4, "attack_eval_samples": 40,
+          "block_examples": 4}
 
 
 def _ctx(run_dir: Path, seed: int = 5, batch_size: int = 16, max_samples: int | None = 23) -> RunContext:
@@ -128,7 +129,7 @@ def test_sharded_equals_unsharded_bitwise_with_a_noise_trained_sibling(tmp_path,
     handle = _handle(_sibling_trainer())
     whole = suite.run(handle, data, _ctx(tmp_path / "whole"))
     pieces, parts, combined, ctx = _shard_and_combine(suite, handle, data, tmp_path, n_shards)
-    block = blocks.block_size(suite.params, 16)
+    block = blocks.block_size(suite.params)
     assert block == 4 and len(pieces) == min(n_shards, 6)  # 23 examples: 6 blocks of 4 (the last of 3)
     assert [i for s in pieces for i in range(s.start, s.stop)] == list(range(23))
     assert all(s.start % block == 0 for s in pieces) and len({s.stop - s.start for s in pieces[:-1]}) <= 2
@@ -141,11 +142,11 @@ def test_sharded_equals_unsharded_bitwise_with_a_noise_trained_sibling(tmp_path,
 
 def test_sharded_equals_unsharded_on_an_image_model_with_other_batches(tmp_path):
     handle, data = _digits()
-    suite = CertifySuite.from_config({**PARAMS, "noise_training": False, "sigmas": [0.25]})
+    suite = CertifySuite.from_config({**PARAMS, "noise_training": False, "sigmas": [0.25], "block_examples": 3})
     kw = {"batch_size": 12, "max_samples": 40, "seed": 11}
     whole = suite.run(handle, data, _ctx(tmp_path / "whole", **kw))
     pieces, _, combined, ctx = _shard_and_combine(suite, handle, data, tmp_path, 4, **kw)
-    assert len(pieces) == 4 and blocks.block_size(suite.params, 12) == 3
+    assert len(pieces) == 4 and blocks.block_size(suite.params) == 3
     _same_run(combined, ctx.run_dir, whole, tmp_path / "whole")
     acc0 = next(m for m in whole.metrics if m.name == "certified_accuracy" and m.tags["radius"] == 0.0)
     assert 0.2 < acc0.value < 1.0  # a model that certifies some digits and not others
@@ -283,20 +284,37 @@ def test_job_functions_in_process_equal_the_local_executor(tmp_path):
            "models": [{"name": "cancer_mlp", "arch": "mlp", "dataset": "breast_cancer", "train": {"epochs": 2}}],
            "suites": {"certify": {"n0": 8, "n": 50, "radii": [0.0, 0.25, 0.5], "check_radii": [0.25],
                                   "attack_samples": 10, "attack_steps": 2, "attack_noise_samples": 8,
-                                  "attack_eval_samples": 40, "training_epochs": 2}}}
+                                  "attack_eval_samples": 40, "training_epochs": 2, "block_examples": 4}}}
     plan = build_plan(raw)
     out = run_plan(plan, store=Store(tmp_path / "store.sqlite"), log=lambda m: None)
     (local,) = out.run.results
     assert local.status == "ok", local.reason
+    # The Ray path on a cache of its own, empty: the driver (plan_shards) trains the model and
+    # its noise-trained sibling once; the shards only load them, never train the sibling again.
+    cache = tmp_path / "ray-cache"
     spec = J.JobSpec(plan=plan_to_raw(plan), plan_source=plan.source, run_id="r", device="cpu",
-                     cache_dir=str(tmp_path / "cache"))
-    env = Environment(plan=plan, device=CPU, cache_dir=tmp_path / "cache", log=lambda m: None)
+                     cache_dir=str(cache))
+    env = Environment(plan=plan, device=CPU, cache_dir=cache, log=lambda m: None)
     pieces = J.plan_shards(env, "cancer_mlp", "certify", 3)
     assert len(pieces) == 3 and pieces[-1].stop == 30
+    trained = {f: f.stat().st_mtime_ns for f in cache.rglob("*.pt")}
+    assert len(trained) == 2, sorted(trained)  # the model and its sibling, before any shard ran
     shards = [J.run_shard(spec, "cancer_mlp", "certify", s, i) for i, s in enumerate(pieces)]
+    assert {f: f.stat().st_mtime_ns for f in cache.rglob("*.pt")} == trained  # nothing trained again
     combined = J.combine_shards(env, "cancer_mlp", "certify", shards[::-1], pieces, "r", tmp_path / "combined")
     a, b = combined.to_dict(), local.to_dict()
     for x in (a, b):
         x.pop("duration_s")
     assert a == b
     assert {r["variant"] for r in shards[0]["part"]["results"]} == {"standard", "gaussian_noise"}
+
+
+def test_certificates_do_not_depend_on_the_batch_size(tmp_path):
+    """The batch size is a speed setting: the blocks (and their noise seeds) come from the
+    suite's `block_examples`, and a block's noise stream is the same however its copies are
+    cut into forward passes, so every record is the same at batch 8, 16 and 64."""
+    data = _tabular()
+    suite = CertifySuite.from_config(PARAMS)
+    runs = [suite.run(_handle(_sibling_trainer()), data, _ctx(tmp_path / f"b{b}", batch_size=b)) for b in (8, 16, 64)]
+    recs = [[(m.name, m.value, m.ci, sorted(m.tags.items())) for m in r.metrics] for r in runs]
+    assert recs[0] == recs[1] == recs[2] and len(recs[0]) > 20
