@@ -226,14 +226,22 @@ def padding_mask(ids: torch.Tensor, pad_id: object) -> torch.Tensor | None:
     (`pad_id` None) or no position of `ids` is padding, so callers keep their unpadded path."""
     from workbench.errors import ParameterTypeError
 
+    import operator
+
+    from workbench.errors import DataError
+
     if pad_id is None:
         return None
-    if isinstance(pad_id, bool) or not isinstance(pad_id, int):
-        raise ParameterTypeError(f"Expected `pad_id` to be an int token id or None, got {type(pad_id).__name__} "
-                                 f"{pad_id!r}.")
+    try:  # any integer: int, numpy.int64, a 0-d integer tensor (as the HF adapter accepts); never a bool
+        if isinstance(pad_id, bool) or (isinstance(pad_id, torch.Tensor) and pad_id.dtype == torch.bool):
+            raise TypeError
+        pad = operator.index(pad_id)
+    except TypeError:
+        raise ParameterTypeError(f"Expected `pad_id` to be an integer token id or None, got {type(pad_id).__name__} "
+                                 f"{pad_id!r}.") from None
     if ids.dim() != 2 or ids.dtype.is_floating_point:
-        raise ModelError(f"Expected integer token ids (B, T), got {ids.dtype} of shape {tuple(ids.shape)}.")
-    mask = ids == int(pad_id)
+        raise DataError(f"Expected integer token ids (B, T), got {ids.dtype} of shape {tuple(ids.shape)}.")
+    mask = ids == pad
     return mask if bool(mask.any()) else None
 
 

@@ -138,6 +138,15 @@ def test_padding_mask_and_player_map() -> None:
     assert padding_mask(ids[2:3], PAD) is None  # a full-length row: nothing is padding
     with pytest.raises(ParameterTypeError, match="pad_id"):
         padding_mask(ids, "0")
+    for bad in (True, 0.0):
+        with pytest.raises(ParameterTypeError, match="pad_id"):
+            padding_mask(ids, bad)
+    import numpy as np
+
+    for same in (np.int64(PAD), torch.tensor(PAD)):  # any integer, as the HF adapter accepts
+        assert torch.equal(padding_mask(ids, same), mask)
+    with pytest.raises(DataError, match="integer token ids"):
+        padding_mask(ids.float(), PAD)
     g = torch.tensor([0, 1, NOT_A_PLAYER, 2, NOT_A_PLAYER])
     assert check_groups(g, (5,)) == 3
     with pytest.raises(DataError, match="at least one player"):
