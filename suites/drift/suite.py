@@ -103,7 +103,8 @@ class DriftSuite(Suite):
             for name in names for s in p.severities]
         for name, s, xs in sets:
             rep = detect_drift(ref, feats(xs), alpha=p.alpha, psi_floor=p.psi_floor, bins=p.psi_bins, null=null)
-            kind = "statistical+practical" if rep.drift else ("statistical_only" if rep.statistically_significant else "none")
+            kind = ("statistical+practical" if rep.drift else "none" if not rep.statistically_significant
+                    else "statistical_size_unknown" if rep.drift is None else "statistical_only")
             tags = {"shift": name, "severity": s}
             metrics += [
                 # None (with the verdict as reason) when KS is significant but PSI is not estimable at this n

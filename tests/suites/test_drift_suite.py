@@ -97,7 +97,7 @@ def test_small_n_gives_null_psi_with_its_reason(tmp_path):
         assert m.value is None and "not estimable" in m.reason and "n >= 50" in m.reason
     blur = res.metric("drift_detected", shift="blur", severity=5)
     assert blur.value is None and "practical size unknown" in blur.reason
-    assert blur.tags["significance"] == "statistical_only"
+    assert blur.tags["significance"] == "statistical_size_unknown"
     assert res.metric("drift_detected", shift="none").value == 0.0
     (_, fig), = DriftSuite.figures(res.to_dict(), tmp_path)
     cells = fig.data[0].cells.values
