@@ -69,3 +69,22 @@ options = {{ path = "{model}" }}
     assert any("Attention heads" in m.value for m in at.markdown)
     html = (run_dir / "report.html").read_text()
     assert "[CLS]" in html and "integrated_gradients" in html
+
+
+def test_token_map_and_curves_leave_pads_out() -> None:
+    """The dashboard's token map, like the report's, shows real tokens only (pads are no
+    players, attribution 0 by definition), and the curves' x-axis says what a unit is."""
+    import numpy as np
+
+    from workbench.apps.views.explain import attribution_figure, curves_figure
+
+    row = {"input": np.array([5, 6, 7, 0, 0]), "attr_ig": np.array([1.0, -0.5, 0.25, 0.0, 0.0])}
+    meta = {"modality": "tokens", "pad_id": 0}
+    fig = attribution_figure(row, ["ig"], meta, ["a", "b", "c", "[PAD]", "[PAD]"])
+    assert list(fig.data[0].x) == [0, 1, 2] and np.asarray(fig.data[0].z).shape == (1, 3)
+    assert "[PAD]" not in list(fig.layout.xaxis.ticktext) and "pads left out" in fig.layout.xaxis.title.text
+    unpadded = attribution_figure(row, ["ig"], {"modality": "tokens"}, ["a", "b", "c", "d", "e"])
+    assert list(unpadded.data[0].x) == [0, 1, 2, 3, 4]
+    curves = {"fractions": np.linspace(0, 1, 3), "deletion__ig__zero": np.array([[1.0, 0.5, 0.1]])}
+    cf = curves_figure(curves, 0, "zero", "probability", "real (non-pad) tokens")
+    assert cf.layout.xaxis.title.text == "fraction of real (non-pad) tokens removed"

@@ -210,15 +210,21 @@ def attribution_figure(row: Mapping[str, np.ndarray], methods: Sequence[str], me
         raw = np.stack([np.asarray(row[f"attr_{m}"], dtype=np.float64) for m in methods]) if methods else z
         relevant = set(meta.get("relevant") or [])
         ticks = [f"{t}★" if j in relevant else str(t) for j, t in enumerate(labels)]
+        pos = list(range(len(labels)))
+        if meta.get("pad_id") is not None:  # pads are not players (attribution 0 by definition): left out, as in the report
+            pos = [j for j in pos if int(x[j]) != int(meta["pad_id"])] or pos
+            z, raw = z[:, pos], raw[:, pos]
+            labels, ticks = [labels[j] for j in pos], [ticks[j] for j in pos]
         fig = go.Figure(go.Heatmap(
-            z=z, customdata=raw, x=list(range(len(labels))), y=list(methods), colorscale=DIVERGING, zmid=0,
+            z=z, customdata=raw, x=pos, y=list(methods), colorscale=DIVERGING, zmid=0,
             zmin=-1, zmax=1, text=[labels] * len(methods), texttemplate="%{text}",
             # readable at 900 px: the cell text shrinks with the number of positions (hover has it all)
             textfont={"size": max(7, min(12, int(640 / max(1, len(labels)))))},
             colorbar={"title": "attr / max|attr|", "thickness": 12},
             hovertemplate="position %{x} (%{text})<br>attribution %{customdata:.3g}<extra>%{y}</extra>",
         ))
-        fig.update_xaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=ticks, title="token")
+        fig.update_xaxes(tickmode="array", tickvals=pos, ticktext=ticks, type="category",
+                         title="token" + (" (pads left out: not players)" if len(pos) < x.size else ""))
         fig.update_yaxes(autorange="reversed", type="category")
         fig.update_layout(height=120 + 36 * max(1, len(methods)), margin={"t": 30})
         return fig
@@ -278,10 +284,11 @@ def rollout_figure(rollout: np.ndarray, tokens: Sequence[str] | None) -> Any:
     return fig
 
 
-def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str, unit: str = "probability"
-                  ) -> Any | None:
+def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str, unit: str = "probability",
+                  units: str = "features") -> Any | None:
     """Deletion and insertion curves of example i for one replacement, one line per
-    method (random order dashed); y is the explained output in `unit`."""
+    method (random order dashed); y is the explained output in `unit`; x the fraction of
+    `units` (features, pixels, real tokens) removed or inserted."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -306,8 +313,8 @@ def curves_figure(curves: Mapping[str, np.ndarray], i: int, replacement: str, un
                                            "color": color[parts[1]]}), 1, col)
     if not any_curve:
         return None
-    fig.update_xaxes(title_text="fraction of features removed", row=1, col=1)
-    fig.update_xaxes(title_text="fraction of features inserted", row=1, col=2)
+    fig.update_xaxes(title_text=f"fraction of {units} removed", row=1, col=1)
+    fig.update_xaxes(title_text=f"fraction of {units} inserted", row=1, col=2)
     fig.update_yaxes(title_text=f"explained output ({unit})", row=1, col=1)
     fig.update_yaxes(title_text=f"explained output ({unit})", row=1, col=2)
     fig.update_layout(height=340, margin={"t": 40})
@@ -386,7 +393,10 @@ def show_example(row: Mapping[str, np.ndarray], meta: Mapping[str, Any], quality
         reps = list(meta.get("replacements") or sorted({k.split("__")[2] for k in curves if k.count("__") == 2}))
         if reps:
             rep = st.selectbox("Removal value for the deletion / insertion curves", reps, key=f"{key}:rep")
-            fig = curves_figure(curves, qi, rep, str(meta.get("curve_unit", "probability")))
+            units = {"image": "pixels", "tokens": "tokens"}.get(str(meta.get("modality")), "features")
+            if meta.get("pad_id") is not None:
+                units = "real (non-pad) tokens"
+            fig = curves_figure(curves, qi, rep, str(meta.get("curve_unit", "probability")), units)
             if fig is not None:
                 common.show_figure(fig, key=f"{key}:curves")
     if "attention" in row:
