@@ -161,7 +161,7 @@ def test_every_method_leaves_the_model_untouched_in_train_mode():
 
 
 def test_occlusion_scores_are_the_output_change_of_a_plain_loop():
-    """Per token (embedding space) and per tabular feature, occlusion's unit score is
+    """Per token (embedding space), occlusion's unit score is
     f(x) - f(x with that unit at the baseline), recomputed here by a plain loop (captum
     alone would credit each of a token's C coordinates with the whole change: C times)."""
     torch.manual_seed(2)
@@ -183,3 +183,27 @@ def test_occlusion_scores_are_the_output_change_of_a_plain_loop():
             zt[:, t] = 0.0
             want[:, t] = full - em(zt).gather(1, target[:, None])[:, 0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+def test_occlusion_pixel_score_is_the_mean_change_of_the_patches_covering_it():
+    """Images with 3 channels: a pixel's unit score (summed over channels) is the mean
+    output change of the 2x2 patches (all channels, stride 1) that cover it, by a plain
+    loop (captum alone would give 3 times that)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3)).eval()
+    x = torch.rand(2, 3, 5, 5)
+    em = ExplainedModel(m, "logits", space="input")
+    t = torch.tensor([0, 2])
+    with untouched(m):
+        a = gradient_attribution("occlusion", em, x, target=t, baseline=torch.zeros(1, 3, 5, 5), modality="image")
+    got = per_unit(a, "input", "image").reshape(2, 5, 5)
+    total, count = torch.zeros(2, 5, 5), torch.zeros(5, 5)
+    with torch.no_grad():
+        full = em(x).gather(1, t[:, None])[:, 0]
+        for i in range(4):
+            for j in range(4):
+                z = x.clone()
+                z[:, :, i:i + 2, j:j + 2] = 0.0
+                total[:, i:i + 2, j:j + 2] += (full - em(z).gather(1, t[:, None])[:, 0])[:, None, None]
+                count[i:i + 2, j:j + 2] += 1
+    torch.testing.assert_close(got, total / count, atol=1e-5, rtol=1e-4)
