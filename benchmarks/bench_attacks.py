@@ -364,11 +364,13 @@ def floors(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runnable: d
             continue
         f_on, b_on, _, _ = work(runnable[on], model, x, y, batch)
         f_off, b_off, first, n_grad = work(runnable[off], model, x, y, batch)
-        n_passes = f_off // len(y) if f_off % len(y) == 0 else -1
-        f_floor, b_floor = floor_rows(first, n_passes, n_grad)
         cell = lambda r, ref: f"{r:,} ({r / ref:.2f}x)"  # noqa: E731
-        print(f"{label:<52}{cell(f_on, f_off):>16}{cell(f_floor, f_off):>16}{cell(b_on, b_off):>16}"
-              f"{cell(b_floor, b_off):>16}")
+        if f_off % len(y):  # not a whole number of passes over the points (restarts): no simple floor
+            print(f"{label:<52}{cell(f_on, f_off):>16}{'n/a':>16}{cell(b_on, b_off):>16}{'n/a':>16}")
+        else:
+            f_floor, b_floor = floor_rows(first, f_off // len(y), n_grad)
+            print(f"{label:<52}{cell(f_on, f_off):>16}{cell(f_floor, f_off):>16}{cell(b_on, b_off):>16}"
+                  f"{cell(b_floor, b_off):>16}")
         print(f"    without early stop {f_off:,} forward / {b_off:,} backward rows; first fooling pass t "
               f"(0 = start): {histogram(first)}")
         if on == "workbench pgd":

@@ -118,7 +118,7 @@ def time_report(html: Path, repeats: int = 3) -> dict:
                 page.goto(url, wait_until="load")
                 _wait(page, lambda: page.get_attribute("body", "data-plotly") == "ready")
                 anchors = page.evaluate("Array.from(document.querySelectorAll('section.result')).map(s => s.id)")
-                for a in anchors:
+                for a in reversed(anchors):  # from the bottom: ahead of the figures drawing in the background
                     t1 = time.perf_counter()
                     page.evaluate(f"document.getElementById('{a}').scrollIntoView()")
                     jumps.setdefault(a, []).append(time.perf_counter() - t1 + _wait(page, lambda: page.evaluate(
