@@ -285,6 +285,13 @@ class DriftNull:
     bins: int
     pseudo_count: float
     psi_reason: str | None
+    reference_digest: str = ""  # sha256 of the reference sample: a null is only reused with the reference it was built on
+
+
+def _digest(r: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(r, dtype=np.float64).tobytes()).hexdigest()
 
 
 def permutation_null(ref: Any, cur: Any, *, n_permutations: int = 200, seed: int = 0, bins: int = 10,
@@ -317,7 +324,7 @@ def permutation_null(ref: Any, cur: Any, *, n_permutations: int = 200, seed: int
     psi = np.concatenate(psi_chunks) if reason is None else None  # (B, F)
     max_ks = np.concatenate(max_ks)
     return DriftNull(n_reference=n, n_current=m, max_ks=max_ks, psi=psi, edges=edges, bins=bins,
-                     pseudo_count=pseudo_count, psi_reason=reason)
+                     pseudo_count=pseudo_count, psi_reason=reason, reference_digest=_digest(r))
 
 
 @dataclass(frozen=True)
@@ -387,6 +394,9 @@ def detect_drift(
             f"Expected a null at the same sizes and PSI settings (n={n}, m={m}, bins={bins}, pseudo_count="
             f"{pseudo_count}, {r.shape[1]} features), got n={null.n_reference}, m={null.n_current}, bins={null.bins}, "
             f"pseudo_count={null.pseudo_count}, {len(null.edges)} features.")
+    if null.reference_digest and null.reference_digest != _digest(r):
+        raise ConfigError("Expected the permutation `null` of this reference sample (its bins and null are the "
+                          "reference's), got a null built on another reference of the same size.")
     if null.max_ks.size == 0:
         raise ConfigError("Expected a non-empty permutation `null`.")
     stat, p = ks_per_feature(r, c)

@@ -239,6 +239,8 @@ def test_precomputed_null_is_used_and_matches_the_default():
         detect_drift(a, b[:70], null=null)
     with pytest.raises(ConfigError, match="DriftNull"):
         detect_drift(a, b, null=null.max_ks)
+    with pytest.raises(ConfigError, match="another reference"):  # same sizes, another reference: its bins are wrong
+        detect_drift(rng.normal(size=(80, 3)), b, null=null)
 
 
 def test_psi_study_runs_and_its_legacy_estimator_is_the_old_formula():
