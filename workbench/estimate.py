@@ -223,8 +223,8 @@ def format_estimate(jobs: Sequence[JobEstimate], *, device: str, limit_s: float 
     else:
         lines.append(f"  total: {'< 0.1 s' if tot < 0.05 else '~' + format_duration(tot)}")
     if known < SMALL_S:
-        lines.append(f"  note: the model passes are cheap here; a suite's own work (statistics, attack bookkeeping, "
-                     f"explainer fits), which this does not model, takes seconds per job and dominates such a run")
+        lines.append("  note: the model passes are cheap here; a suite's own work (statistics, attack bookkeeping, "
+                     "explainer fits), which this does not model, takes seconds per job and dominates such a run")
     if known > limit_s:
         worst = sorted((j for j in jobs if j.seconds), key=lambda j: -(j.seconds or 0))[:3]
         named = []
