@@ -128,6 +128,8 @@ class UncertaintySuite(Suite):
     @classmethod
     def is_headline(cls, metric: dict[str, Any]) -> bool:
         tags = metric.get("tags") or {}
+        if metric.get("name") == "ensemble_weaker_members":  # headline only when it warns
+            return bool(metric.get("value"))
         return (super().is_headline(metric) and tags.get("calibration", "none") == "none"
                 and tags.get("binning", "uniform") == "uniform" and tags.get("method", "single") == "single")
 
@@ -372,6 +374,11 @@ class _Run:
             self.per_example[f"{method}{_SEP}correct"] = correct.numpy()
             scores_for = self.classification_scores(method, test_logits)
             roc[method] = self.ood_metrics(method, out, scores_for)
+        if "ensemble" in outputs:  # unequal members (a user checkpoint's siblings) are counted and named
+            from workbench.suites.uncertainty.members import member_records
+
+            self.metrics += member_records(self.part(outputs["ensemble"], "test"), y_test,
+                                           self.info.get("ensemble_member_seeds", []))
         self.null_for_skipped(("nll", "ece", "aleatoric", "epistemic", "total"))
         self.info["temperature"] = temperatures
         self.info["skipped_methods"] = dict(self.skipped)

@@ -321,3 +321,35 @@ def test_mean_only_model_without_trainer_reports_epistemic_only(tmp_path: Path) 
     assert "mean only" in res.metric("aleatoric", method="mc_dropout").reason
     assert "mean only" in res.metric("interval_coverage", method="single").reason
     assert "no trainer" in res.metric("total", method="ensemble").reason
+
+
+def test_ensemble_members_are_scored_and_weak_siblings_named(cls_run, digits: Dataset, tmp_path: Path) -> None:
+    """Every member's test accuracy equals a plain recount; siblings of equal quality give
+    ensemble_weaker_members = 0, while untrained siblings (a user checkpoint's siblings
+    trained badly) are counted, with a reason that names them and says what to do."""
+    res, _, _, module, _, handle = cls_run
+    accs = [m for m in res.metrics if m.name == "member_accuracy"]
+    assert [m.tags["seed"] for m in accs] == ["handed", "1", "2"]
+    y = digits.test.y
+    with torch.no_grad():
+        assert accs[0].value == pytest.approx(float((module(digits.test.x).argmax(1) == y).float().mean()))
+        assert accs[1].value == pytest.approx(float((handle.trainer(1)(digits.test.x).argmax(1) == y).float().mean()))
+    assert all(m.ci[0] <= m.value <= m.ci[1] for m in accs)
+    weak = res.metric("ensemble_weaker_members", method="ensemble")
+    assert weak.value == 0 and weak.reason is None
+
+    def untrained(seed: int = 0, **_: object) -> MLP:  # what a bad sibling recipe amounts to
+        torch.manual_seed(seed)
+        return MLP(int(np.prod(digits.input_shape)), 10).eval()
+
+    bad = ModelHandle(name="mlp", module=module, arch="mlp", task="classification", output="logits",
+                      train_config={"seed": 0}, trainer=untrained)
+    suite = UncertaintySuite.from_config({"n_boot": 50, "n_calibrated_sims": 50, "methods": ["ensemble"]},
+                                         profile="quick")
+    weak = suite.run(bad, digits, _ctx(tmp_path)).metric("ensemble_weaker_members", method="ensemble")
+    assert weak.value == 2 and "seed 1" in weak.reason and "seed 2" in weak.reason and "`train` table" in weak.reason
+
+
+def test_weak_siblings_reach_the_headline_only_when_there_are_some() -> None:
+    warn = {"name": "ensemble_weaker_members", "value": 2.0, "tags": {"method": "ensemble"}}
+    assert UncertaintySuite.is_headline(warn) and not UncertaintySuite.is_headline({**warn, "value": 0.0})
