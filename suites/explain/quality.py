@@ -123,18 +123,35 @@ def _real_token_sample(train_z: torch.Tensor, train_pad: torch.Tensor, idx: np.n
     """(N, T, C): training sequence idx[i] for example i, with each of its pads redrawn among
     the training tokens real at that position (among all real ones where none is)."""
     pad = train_pad.cpu().numpy()
-    out = train_z[torch.as_tensor(idx)].clone()  # (N, T, C)
-    holes = pad[idx]  # (N, T) the drawn sequences' pads
+    return redraw_pads(train_z[torch.as_tensor(idx)], pad[idx], train_z, train_pad, rng)
+
+
+def redraw_pads(rows: torch.Tensor, rows_pad: torch.Tensor | np.ndarray, train: torch.Tensor,
+                train_pad: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A copy of the token sequences rows (B, T, ...) (ids, or embeddings with a trailing C)
+    whose padding rows_pad (B, T) bool is replaced by real training tokens: at position t,
+    the token at t of a training sequence drawn uniformly among those real at t (train
+    (R, T, ...), its padding train_pad (R, T)); where no training sequence is real at t, a
+    token drawn uniformly among all real training tokens. Real tokens of rows are kept as
+    they are; without a pad in rows_pad nothing is drawn and rows come back unchanged."""
+    holes = np.asarray(rows_pad.cpu() if isinstance(rows_pad, torch.Tensor) else rows_pad, dtype=bool)
+    if holes.shape != tuple(rows.shape[:2]) or tuple(train_pad.shape) != tuple(train.shape[:2]) \
+            or rows.shape[1] != train.shape[1]:
+        raise DataError(f"Expected rows (B, T) = {tuple(rows.shape[:2])} with their padding mask of that shape and "
+                        f"training sequences of the same width with theirs, got masks {holes.shape}, "
+                        f"{tuple(train_pad.shape)} for training sequences {tuple(train.shape[:2])}.")
+    pad = train_pad.cpu().numpy()
+    out = rows.clone()
     everywhere = None
     for t in np.flatnonzero(holes.any(0)):
-        rows = np.flatnonzero(holes[:, t])
+        at = np.flatnonzero(holes[:, t])
         at_t = np.flatnonzero(~pad[:, t])
         if at_t.size:
-            out[torch.as_tensor(rows), t] = train_z[torch.as_tensor(rng.choice(at_t, size=rows.size)), t]
+            out[torch.as_tensor(at), t] = train[torch.as_tensor(rng.choice(at_t, size=at.size)), t].to(out)
         else:
             everywhere = _real_training_tokens(train_pad) if everywhere is None else everywhere
-            pick = everywhere[rng.integers(0, len(everywhere), size=rows.size)]
-            out[torch.as_tensor(rows), t] = train_z[torch.as_tensor(pick[:, 0]), torch.as_tensor(pick[:, 1])]
+            pick = everywhere[rng.integers(0, len(everywhere), size=at.size)]
+            out[torch.as_tensor(at), t] = train[torch.as_tensor(pick[:, 0]), torch.as_tensor(pick[:, 1])].to(out)
     return out
 
 

@@ -45,7 +45,13 @@ class Setup:
     and their attributions are exactly 0 (PAD_NOTE). train_pad: (R, T) bool, True at the
     padding of the training pool `train_raw` when the dataset declares a pad id (None
     otherwise, or when the pool has no pad): the `mean` / `sample` replacements of the
-    deletion/insertion curves use real training tokens only.
+    deletion/insertion curves use real training tokens only. On padded token data the SHAP
+    background (`background_raw`, training texts) has each pad replaced by a real training
+    token (`quality.redraw_pads`: one real at that position in the pool, seeded), so an
+    absent real token is replaced by a typical token, not deleted; and `scale` (the 1-99%
+    quantile range of the pool's embedding coordinates, for SmoothGrad, infidelity and
+    max-sensitivity noise) is taken over the real tokens only. Without pads both are as
+    on unpadded data, bitwise.
     """
 
     handle: ModelHandle
@@ -108,14 +114,20 @@ class Setup:
         n_train = len(data.train)
         pool = torch.as_tensor(rng.choice(n_train, size=min(n_train, 512), replace=False))
         train_raw = data.train.x[pool]
+        bg_idx = torch.as_tensor(rng.choice(n_train, size=min(n_train, p.shap_background), replace=False))
+        background_raw = data.train.x[bg_idx]
         if modality == "tokens":
             from workbench.embedding import padding_mask
+
+            from .quality import redraw_pads
 
             pad_id = (data.ground_truth or {}).get("pad_id")
             pad = padding_mask(x, pad_id)
             train_pad = padding_mask(train_raw, pad_id)
-        bg_idx = torch.as_tensor(rng.choice(n_train, size=min(n_train, p.shap_background), replace=False))
-        background_raw = data.train.x[bg_idx]
+            bg_pad = padding_mask(background_raw, pad_id)
+            if bg_pad is not None:  # an absent real token takes a real token's value, never a pad's (a deletion)
+                pool_pad = train_pad if train_pad is not None else torch.zeros(train_raw.shape[:2], dtype=torch.bool)
+                background_raw = redraw_pads(background_raw, bg_pad, train_raw, pool_pad, rng)
         weights = None
         kernel_methods = {"shapley", "shap_kernel"} & set(p.methods)
         if modality == "tabular" and n_train > p.shap_background and kernel_methods \
@@ -158,7 +170,10 @@ class Setup:
             out = view.em(z)
         if setup.classification:
             setup.target = out.argmax(1).cpu()
-        lo, hi = np.quantile(view.train_z.float().cpu().numpy(), [0.01, 0.99])
+        train_z = view.train_z.float().cpu()
+        if train_pad is not None:  # pads (zeros for the HF adapter) would shrink the scale of real embeddings
+            train_z = train_z[~train_pad.cpu()]  # (K, C) the real training tokens
+        lo, hi = np.quantile(train_z.numpy(), [0.01, 0.99])
         setup.scale = float(hi - lo) if hi > lo else 1.0
         if modality == "image" and data.bounds:
             setup.scale = float(data.bounds[1] - data.bounds[0])

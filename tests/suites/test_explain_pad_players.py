@@ -669,3 +669,166 @@ def test_suite_curves_replace_with_the_real_token_mean(tmp_path: Path) -> None:
     np.testing.assert_allclose(curves["deletion__saliency__mean"][:, -1], end.numpy(), atol=1e-5)
     np.testing.assert_allclose(curves["deletion__random__mean"][:, -1], end.numpy(), atol=1e-5)
     assert r.metric("deletion_auc", method="saliency", replacement="mean").n == 5
+
+
+# ---------------------------------------------------------------- SHAP backgrounds and the noise scale
+
+
+def test_redraw_pads_keeps_real_tokens_and_draws_real_ones() -> None:
+    from workbench.suites.explain.quality import redraw_pads
+
+    train = _ids((2, 5, 3, 6, 4, 6, 1), seed=3)  # no training text is real at positions 6, 7
+    train_pad = train == PAD
+    rows = _ids((1, 4, 8, 2) * 25, seed=9)
+    got = redraw_pads(rows, rows == PAD, train, train_pad, np.random.default_rng(0))
+    assert got.shape == rows.shape and got.dtype == rows.dtype and not (got == PAD).any()
+    real = rows != PAD
+    assert torch.equal(got[real], rows[real])  # the drawn text's own tokens are kept
+    everywhere = set(train[~train_pad].tolist())
+    for t in range(1, T):  # a redrawn token is one real at t in some training text (any real one past them all)
+        allowed = set(train[~train_pad[:, t], t].tolist()) or everywhere
+        assert set(got[~real[:, t], t].tolist()) == allowed, t  # drawn among them all (75 draws or more)
+    # no pad: nothing drawn (the generator untouched) and the rows themselves come back
+    rng = np.random.default_rng(0)
+    full = _ids((8, 8), seed=1)
+    assert torch.equal(redraw_pads(full, full == PAD, train, train_pad, rng), full)
+    assert rng.integers(0, 2**62) == np.random.default_rng(0).integers(0, 2**62)
+    with pytest.raises(DataError, match="same width"):
+        redraw_pads(rows[:, :4], rows[:, :4] == PAD, train, train_pad, rng)
+
+
+def _record_backgrounds(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[torch.Tensor]]:
+    """Every background handed to shap's Gradient/Deep explainers and every replacement set
+    handed to the Shapley value function (`coalition_values`), in call order."""
+    import shap
+
+    from workbench.suites.explain import shapley
+
+    seen: dict[str, list[torch.Tensor]] = {"shap_gradient": [], "shap_deep": [], "value_function": []}
+    for name, key in (("GradientExplainer", "shap_gradient"), ("DeepExplainer", "shap_deep")):
+        cls = getattr(shap, name)
+
+        def make(model, data, *a, _cls=cls, _key=key, **k):  # noqa: ANN001, ANN202
+            seen[_key].append(data.detach().clone())
+            return _cls(model, data, *a, **k)
+
+        monkeypatch.setattr(shap, name, make)
+    values = shapley.coalition_values
+
+    def coalition_values(f, x, groups, replacement, *a, **k):  # noqa: ANN001, ANN202
+        seen["value_function"].append(replacement.detach().clone())
+        return values(f, x, groups, replacement, *a, **k)
+
+    monkeypatch.setattr(shapley, "coalition_values", coalition_values)
+    return seen
+
+
+def test_shap_backgrounds_never_hold_a_pad(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distinctive pad embedding (100 everywhere) never reaches a real position of any
+    background the SHAP methods get: Gradient/Deep explainers see, per example, R rows that
+    are the pad embedding exactly at that example's pads (kept) and nowhere else; the
+    Shapley value functions' replacements hold no pad at all. Completeness still holds
+    (efficiency for Shapley and Kernel SHAP; Deep SHAP is exact on a linear model)."""
+    model = PosBag(zero_pads=False, linear=True).eval()
+    with torch.no_grad():
+        model.token_embedding.weight[PAD] = 100.0
+    data = _data(_ids(PADDED, seed=0))
+    seen = _record_backgrounds(monkeypatch)
+    model.record = []
+    methods = ["shapley", "shap_kernel", "shap_gradient", "shap_deep"]
+    r = _run(model, data, tmp_path, methods=methods, quality=["completeness"], shap_value_function="background",
+             shap_background=8, shap_budget=4096, shap_gradient_samples=20)
+    inputs, model.record = torch.cat(model.record), None
+    pads = data.test.x == PAD  # (N, T)
+    for key in ("shap_gradient", "shap_deep"):
+        assert len(seen[key]) == len(PADDED), key  # one background per example, in order
+        for i, bg in enumerate(seen[key]):
+            is_pad = (bg == 100.0).all(-1)  # (R, T)
+            assert bg.shape[0] == 8 and torch.equal(is_pad, pads[i].expand_as(is_pad)), (key, i)
+    assert len(seen["value_function"]) >= 2 * len(PADDED)
+    for rep in seen["value_function"]:
+        assert rep.shape[0] == 8 and not (rep == 100.0).any()
+    # every model input of the Shapley value functions (exact values) has the pad embedding
+    # exactly at the pads of an explained text
+    exact = inputs[((inputs - 100.0).abs() < 1e-3).all(-1).any(1) | ~(inputs.abs() > 5).any((1, 2))]
+    at = (exact == 100.0).all(-1)  # (B, T)
+    assert (at[:, None, :] == pads[None]).all(-1).any(1).all()
+    for m in ("shapley", "shap_kernel", "shap_deep"):  # shap_gradient samples its backgrounds: not exact
+        gap = r.metric("completeness_gap", method=m)
+        assert gap.value is not None and gap.value < 1e-4, (m, gap.value)
+    assert r.metric("completeness_gap", method="shap_gradient").value is not None
+
+
+def test_background_rows_are_real_training_tokens(tmp_path: Path) -> None:
+    """The background rows are training texts whose pads were redrawn among real training
+    tokens; Shapley with the background value function keeps efficiency against a plain
+    loop: sum phi = f(x) - mean_b f(x's pads, b's tokens elsewhere)."""
+    model = PosBag(zero_pads=False).eval()
+    with torch.no_grad():
+        model.token_embedding.weight[PAD] = 100.0
+    data = _data(_ids(PADDED, seed=0))
+    s = _setup(model, data, tmp_path, shap_value_function="background", shap_background=8, shap_budget=4096)
+    bg = s.background_raw
+    assert bg.shape == (8, T) and not (bg == PAD).any()
+    train, pool, pool_pad = data.train.x, s.train_raw, s.train_pad
+    lengths = (train != PAD).sum(1)
+    came_from_padded = 0
+    for row in bg:  # the real prefix of a training text, then tokens real there in the pool
+        n = next(int(k) for r, k in zip(train, lengths) if torch.equal(row[:k], r[:k]))
+        came_from_padded += n < T
+        for t in range(n, T):
+            assert int(row[t]) in set(pool[~pool_pad[:, t], t].tolist()), t
+    assert came_from_padded > 0  # otherwise the test could not tell
+    view = s.model_view(model)
+    assert torch.equal(view.background, model.embed(bg)) and not (view.background == 100.0).any()
+    out = explain_method("shapley", s, view, seed=5)
+    assert out.tags["estimator"] == "exact"
+    scores = per_unit(out.attr, "embedding", "tokens").double().numpy()
+    for i in range(s.n):
+        f = view.em.scalar(int(s.target[i]))
+        with torch.no_grad():
+            f_x = float(f(view.z[i][None])[0])
+            f_bg = np.mean([float(f(torch.where(s.pad[i][:, None], view.z[i], b)[None])[0])
+                            for b in view.background])
+        assert abs(out.ref[i] - f_bg) < 1e-5 and abs(scores[i].sum() - (f_x - f_bg)) < 1e-5, i
+        assert (scores[i][s.pad[i].numpy()] == 0).all()
+
+
+def _quantile_range(values: np.ndarray) -> float:
+    lo, hi = np.quantile(values, [0.01, 0.99])
+    return float(hi - lo)
+
+
+def test_scale_is_the_quantile_over_real_training_tokens(tmp_path: Path) -> None:
+    """Zero pad embeddings (as the HF adapter gives) would shrink the noise scale: with a
+    pad id it is the 1-99% range over the real training tokens only; without one, over all."""
+    model = PosBag(zero_pads=True).eval()
+    train = _ids((1, 2) * 20, seed=2)  # short texts: most training positions are padding
+    data = _data(_ids(PADDED, seed=0), train_x=train)
+    s = _setup(model, data, tmp_path / "a")
+    tz = _train_z(model, s.train_raw).numpy()  # (R, T, C)
+    real = (s.train_raw != PAD).numpy()
+    assert s.scale == pytest.approx(_quantile_range(tz[real].ravel()), rel=1e-6)
+    everything = _quantile_range(tz.ravel())
+    assert everything < 0.9 * s.scale  # the pads do shrink it: the test can fail
+    plain = _setup(model, _data(_ids(PADDED, seed=0), pad_id=None, train_x=train), tmp_path / "b")
+    assert plain.scale == pytest.approx(everything, rel=1e-6)
+
+
+def test_background_and_scale_without_pads_are_unchanged(tmp_path: Path) -> None:
+    """Full-length texts with a declared pad id: the same background rows (training rows as
+    drawn), scale and background-Shapley values as without a pad id, bitwise; an undeclared
+    pad id leaves padded training rows as they are (the pad is then a token like any other)."""
+    model = PosBag(zero_pads=False).eval()
+    ids, train = _ids((8, 8, 8), seed=7), _ids((8,) * 40, seed=2)
+    kw = dict(shap_value_function="background", shap_background=6, shap_budget=512)
+    a = _setup(model, _data(ids, pad_id=PAD, train_x=train), tmp_path / "a", **kw)
+    b = _setup(model, _data(ids, pad_id=None, train_x=train), tmp_path / "b", **kw)
+    assert torch.equal(a.background_raw, b.background_raw) and a.scale == b.scale
+    assert all((train == row).all(1).any() for row in a.background_raw)
+    sa = explain_method("shapley", a, a.model_view(model), seed=2)
+    sb = explain_method("shapley", b, b.model_view(model), seed=2)
+    assert torch.equal(sa.attr, sb.attr) and np.array_equal(sa.ref, sb.ref)
+    padded = _setup(model, _data(_ids(PADDED, seed=0), pad_id=None), tmp_path / "c", **kw)
+    assert (padded.background_raw == PAD).any()
+    assert all((padded.data.train.x == row).all(1).any() for row in padded.background_raw)
