@@ -14,6 +14,12 @@ a shard (a run of whole blocks, `shard_ranges`) computes exactly the rows the un
 computes for them. The records are then built from the concatenated per-example arrays
 (`report.py`), never from shard summaries.
 
+The consistency attack is batch-size free the same way: each PGD step draws the noise of all
+the block's attacked examples (at most `block_size` × `attack_noise_samples` copies) in one
+call, in example order, and only then cuts the copies into forwards of `batch_size` rows
+(`functional.smoothed_pgd`). Its memory: that one step's noise (reused for the per-copy
+gradients) plus one batch of noisy copies and its backward pass.
+
 Cost: a block pays at most one partly filled forward per stage (selection, estimation, each
 PGD step, the attack's evaluation): at most one forward in `ceil(block_size * n0 / batch)` for
 selection and negligible for the n estimation copies.
@@ -43,9 +49,10 @@ def n_examples(p: Any, data: Any, ctx: "RunContext") -> int:
     return ctx.limit(len(data.test), p.n_samples)
 
 
-def attack_noise_samples(p: Any, batch_size: int) -> int:
-    """Noise draws per PGD step: one forward holds every draw of an example."""
-    return min(p.attack_noise_samples, batch_size)
+def attack_noise_samples(p: Any) -> int:
+    """Noise draws per example and PGD step: the suite's `attack_noise_samples`, never capped
+    by the batch size (a batch smaller than the draws just means more forwards per step)."""
+    return int(p.attack_noise_samples)
 
 
 def block_size(p: Any) -> int:
@@ -164,7 +171,7 @@ def _certify_blocks(module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, st
     block = block_size(p)
     radii = check_radii(p) if p.consistency_check else ()
     n_attacked = min(p.attack_samples, n)
-    m_noise = attack_noise_samples(p, bs)
+    m_noise = attack_noise_samples(p)
     b_rows = len(y)
     out: dict[str, np.ndarray] = {
         "prediction": np.zeros(b_rows, np.int64), "radius": np.zeros(b_rows, np.float64),

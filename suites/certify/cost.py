@@ -23,9 +23,8 @@ def certify_cost(p: Any, model: "ModelHandle", data: "Dataset", ctx: "RunContext
     work = passes("forward", certifications * n * (p.n0 + p.n), bs, "n")
     if p.consistency_check:
         radii = len([r for r in (p.check_radii if p.check_radii is not None else p.radii) if r > 0])
-        m = min(p.attack_noise_samples, bs)
         attacked = certifications * radii * min(p.attack_samples, n)
-        work += passes("backward", attacked * p.attack_steps * m, max(1, bs // m) * m, "attack_steps")
+        work += passes("backward", attacked * p.attack_steps * p.attack_noise_samples, bs, "attack_steps")
         work += passes("forward", attacked * p.attack_eval_samples, bs, "attack_eval_samples")
     if trained:
         cfg = dict(model.train_config or {}, recipe="gaussian_noise")

@@ -23,7 +23,8 @@ relative noise is invariant to that). Radii are then in the same relative units.
 Every function evaluates the model as given: the caller puts it in eval mode (the suite
 does, through `frozen_eval`). Randomness comes only from `generator` (a torch.Generator,
 ideally on the model's device: noise is drawn there); results are deterministic for a
-seed, a batch size and a device.
+seed, a batch size and a device (`smoothed_pgd` draws each step's noise in one call, so its δ
+does not depend on the batch size at all).
 """
 
 from __future__ import annotations
@@ -421,7 +422,18 @@ def smoothed_pgd(
     steps of `step_size` (default 2.5·eps/steps), projection on the ball (and, in input
     space with `bounds`, on the valid input box). eps, δ: the space's units (multiplied by
     `scale`). Returns δ (B, *space.shape) in ABSOLUTE units, detached; feed it to
-    `sample_noise(..., offset=δ)` to evaluate g at the attacked point."""
+    `sample_noise(..., offset=δ)` to evaluate g at the attacked point.
+
+    `batch_size` is a speed setting only: each step draws the noise of all B·m copies
+    (m = `noise_samples`) in ONE call, example-major (the m draws of x[0], then x[1], ...),
+    so the noise each example sees depends on the generator and B alone; the copies are
+    then cut into forwards of at most `batch_size` rows (an example's draws may span
+    several forwards; a batch smaller than m just means more forwards). The gradient of
+    L_i = −log(p̄_i + tiny), p̄_i = mean_j s_ij, s_ij = softmax(f(x_i + δ_i + ε_ij))_y, is
+    ∇L_i = −(Σ_j ∇s_ij) / (m·(p̄_i + tiny)), assembled from per-copy gradients summed per
+    example in draw order (never in forward order). Memory: one step's noise for the B
+    examples (B·m·prod(space.shape) values, reused in place for the per-copy gradients)
+    plus one forward and backward of at most `batch_size` rows."""
     import torch.nn.functional as F
 
     sigma = _check_sigma(sigma)
@@ -432,34 +444,39 @@ def smoothed_pgd(
     space = space if space is not None else input_space(x)
     like = x if space.kind == "input" else _layer_like(space, x)
     eps_abs = float(eps) * space.scale
-    out = torch.zeros((x.shape[0], *space.shape), dtype=like.dtype, device=x.device)
-    if eps_abs <= 0:
+    b, m = x.shape[0], noise_samples
+    out = torch.zeros((b, *space.shape), dtype=like.dtype, device=x.device)
+    if eps_abs <= 0 or b == 0:
         return out
     alpha = 2.5 * eps_abs / steps if step_size is None else float(step_size) * space.scale
-    per = max(1, batch_size // noise_samples)  # examples per forward
-    m = noise_samples
+    y = y.to(x.device)
+    ones = [1] * len(space.shape)
+    total = b * m
+    delta = out
     with gradient_mode(model):
-        for s in range(0, x.shape[0], per):
-            xs, ys = x[s : s + per], y[s : s + per]
-            b = xs.shape[0]
-            xr = xs.repeat_interleave(m, dim=0)
-            delta = torch.zeros((b, *space.shape), dtype=like.dtype, device=x.device)
-            for _ in range(steps):
-                delta.requires_grad_(True)
-                noise = _noise((b * m, *space.shape), generator, like) * (sigma * space.scale)
-                z = perturbed_logits(model, xr, delta.repeat_interleave(m, dim=0) + noise, space).float()
-                probs = F.softmax(z, dim=1).view(b, m, -1).mean(dim=1)  # (b, K)
-                loss = -torch.log(probs.gather(1, ys[:, None]).squeeze(1) + _TINY).sum()
-                (g,) = torch.autograd.grad(loss, delta)
+        for _ in range(steps):
+            buf = _noise((total, *space.shape), generator, like) * (sigma * space.scale)  # (B·m, ...): ε, then ∇s
+            hit = torch.empty(total, dtype=torch.float32, device=x.device)  # s_ij, example-major
+            for lo in range(0, total, batch_size):
+                hi = min(lo + batch_size, total)
+                idx = _rows(x, lo, hi, m)
+                d = (delta[idx] + buf[lo:hi]).requires_grad_(True)  # (rows, ...) one copy per row
+                z = perturbed_logits(model, x[idx], d, space).float()
+                s = F.softmax(z, dim=1).gather(1, y[idx][:, None]).squeeze(1)  # (rows,)
+                (gd,) = torch.autograd.grad(s.sum(), d)  # row r's gradient depends on row r only
                 with torch.no_grad():
-                    gn = g.reshape(b, -1).norm(dim=1).clamp_min(_TINY).view(-1, *([1] * len(space.shape)))
-                    delta = delta.detach() + alpha * g / gn
-                    dn = delta.reshape(b, -1).norm(dim=1).view(-1, *([1] * len(space.shape)))
-                    delta = delta * torch.clamp(eps_abs / (dn + _TINY), max=1.0)
-                    if space.kind == "input" and bounds is not None:
-                        delta = (xs + delta).clamp(bounds[0], bounds[1]) - xs
-            out[s : s + b] = delta.detach()
-    return out
+                    buf[lo:hi] = gd.to(buf.dtype)
+                    hit[lo:hi] = s.detach()
+            with torch.no_grad():
+                mean = hit.view(b, m).mean(dim=1)  # p̄ (B,)
+                g = -buf.view(b, m, *space.shape).sum(dim=1) / (m * (mean + _TINY)).to(buf.dtype).view(-1, *ones)
+                gn = g.reshape(b, -1).norm(dim=1).clamp_min(_TINY).view(-1, *ones)
+                delta = delta + alpha * g / gn
+                dn = delta.reshape(b, -1).norm(dim=1).view(-1, *ones)
+                delta = delta * torch.clamp(eps_abs / (dn + _TINY), max=1.0)
+                if space.kind == "input" and bounds is not None:
+                    delta = (x + delta).clamp(bounds[0], bounds[1]) - x
+    return delta.detach()
 
 
 def consistency_pvalues(

@@ -151,7 +151,7 @@ def _consistency(p: Any, a: dict[str, np.ndarray], y: np.ndarray, sigma: float, 
     n_att = min(p.attack_samples, len(y))
     ys, pred, radius = y[:n_att], a["prediction"][:n_att], a["radius"][:n_att]
     atags = {**tags, "attack": "pgd_eot", "steps": p.attack_steps,
-             "noise_samples": attack_noise_samples(p, ctx.batch_size)}
+             "noise_samples": attack_noise_samples(p)}
     curve: dict[str, list[float]] = {"radius": [], "accuracy": [], "ci_low": [], "ci_high": [], "certified": []}
     metrics: list[MetricRecord] = []
     pending: list[tuple[float, np.ndarray, np.ndarray]] = []

@@ -191,6 +191,52 @@ def test_smoothed_pgd_moves_a_linear_model_across_its_boundary():
         assert (int(counts.argmax(1)) != 1) == flips
 
 
+def _plain_smoothed_pgd(model, x, y, *, eps, sigma, steps, m, generator, bounds=None):
+    """SmoothAdv written the plain way: every step all B·m noisy copies in one forward (the
+    step's noise drawn in one call, example-major), loss −Σ_i log(mean_j softmax_y + 1e-12)
+    through autograd, normalised step 2.5·eps/steps, projection on the ball and the box."""
+    b = x.shape[0]
+    delta = torch.zeros_like(x)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        noise = torch.randn((b * m, *x.shape[1:]), generator=generator) * sigma
+        z = model(x.repeat_interleave(m, 0) + delta.repeat_interleave(m, 0) + noise).float()
+        p = torch.softmax(z, 1).view(b, m, -1).mean(1).gather(1, y[:, None]).squeeze(1)
+        (g,) = torch.autograd.grad(-torch.log(p + 1e-12).sum(), delta)
+        with torch.no_grad():
+            delta = delta.detach() + 2.5 * eps / steps * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1)
+            delta = delta * torch.clamp(eps / (delta.flatten(1).norm(dim=1) + 1e-12), max=1.0).view(-1, 1)
+            if bounds is not None:
+                delta = (x + delta).clamp(*bounds) - x
+    return delta.detach()
+
+
+def test_smoothed_pgd_does_not_depend_on_the_batch_size_and_equals_the_plain_loop():
+    """The batch size is a speed setting: a nonlinear model (where the noise steers the
+    gradient) gets bitwise the same δ at batch 2, 5, 16 and 1,000 rows, with 6 noise draws per
+    example (a batch of 2 or 5 splits an example's draws over forwards; 16 mixes examples),
+    and the same δ as the plain one-forward-per-step SmoothAdv up to float rounding; and the
+    generator is left where the plain loop leaves it (the evaluation's noise follows)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 4)).eval()
+    x = torch.rand(5, 3) * 1.6 - 0.8  # inside the box [-1, 1]
+    y = net(x).argmax(1)
+    kw = dict(eps=0.5, sigma=0.4, steps=6)
+    outs, after = {}, {}
+    for bs in (2, 5, 16, 1000):
+        g = torch.Generator().manual_seed(3)
+        outs[bs] = C.smoothed_pgd(net, x, y, noise_samples=6, batch_size=bs, generator=g, bounds=(-1.0, 1.0), **kw)
+        after[bs] = torch.randn(4, generator=g)
+    assert all(torch.equal(outs[2], d) and torch.equal(after[2], a) for d, a in zip(outs.values(), after.values()))
+    g = torch.Generator().manual_seed(3)
+    ref = _plain_smoothed_pgd(net, x, y, m=6, generator=g, bounds=(-1.0, 1.0), **kw)
+    torch.testing.assert_close(outs[2], ref, rtol=0, atol=1e-5)
+    assert torch.equal(after[2], torch.randn(4, generator=g))
+    assert float(ref.abs().max()) > 0.05 and not torch.equal(ref, _plain_smoothed_pgd(
+        net, x, y, m=6, generator=torch.Generator().manual_seed(4), **kw))  # the noise does steer δ here
+    assert torch.all(outs[2].norm(dim=1) <= 0.5 + 1e-5) and torch.all((x + outs[2]).abs() <= 1.0 + 1e-6)
+
+
 def test_consistency_pvalue_flags_a_contradiction_only():
     radius = 0.5 * norm.ppf(np.array([0.99, 0.99]))  # sigma = 0.5, p_A_lower = 0.99
     # r = 0.25: P(A) at the attacked point must be >= Φ(Φ⁻¹(.99) - .5) ≈ 0.966

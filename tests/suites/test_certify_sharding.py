@@ -318,3 +318,31 @@ def test_certificates_do_not_depend_on_the_batch_size(tmp_path):
     runs = [suite.run(_handle(_sibling_trainer()), data, _ctx(tmp_path / f"b{b}", batch_size=b)) for b in (8, 16, 64)]
     recs = [[(m.name, m.value, m.ci, sorted(m.tags.items())) for m in r.metrics] for r in runs]
     assert recs[0] == recs[1] == recs[2] and len(recs[0]) > 20
+
+
+def test_the_consistency_attack_does_not_depend_on_the_batch_size(tmp_path):
+    """The attack too: on a nonlinear image model (where the noise steers PGD's gradient),
+    12 noise draws per step (more than a batch of 8 rows holds: never capped), blocks of 5
+    examples, every record, certificate and summary entry is the same at batch 8, 16 and 64,
+    with attacked examples at both radii and their accuracies measured (not null); sharded
+    at batch 8 equals unsharded at batch 64 bitwise."""
+    handle, data = _digits()
+    suite = CertifySuite.from_config({**PARAMS, "noise_training": False, "sigmas": [0.25], "block_examples": 5,
+                                      "attack_samples": 12, "attack_steps": 3, "attack_noise_samples": 12,
+                                      "check_radii": [0.25, 0.5]})
+    kw = {"max_samples": 20, "seed": 3}
+    runs = {b: suite.run(handle, data, _ctx(tmp_path / f"b{b}", batch_size=b, **kw)) for b in (8, 16, 64)}
+    for b in (8, 16):
+        _same_run(runs[b], tmp_path / f"b{b}", runs[64], tmp_path / "b64")
+    attacked = [m for m in runs[64].metrics if m.name == "smoothed_adversarial_accuracy"]
+    assert len(attacked) == 2 and all(m.value is not None and m.n > 0 for m in attacked)
+    assert all(m.tags["noise_samples"] == 12 for m in attacked)
+    # the per-example attack counts themselves (hits of the label among the evaluation draws)
+    arrays = {b: blocks.certify_rows(suite.params, handle, data, _ctx(tmp_path / f"a{b}", batch_size=b, **kw),
+                                     slice(0, 20))["results"][0]["arrays"] for b in (8, 64)}
+    hits = arrays[64]["adv_hits"]
+    assert np.array_equal(arrays[8]["adv_hits"], hits) and np.array_equal(arrays[8]["adv_correct"],
+                                                                          arrays[64]["adv_correct"])
+    assert (hits >= 0).sum() >= 8 and len(set(hits[hits >= 0].tolist())) > 2  # attacked, and not all alike
+    _, _, combined, ctx = _shard_and_combine(suite, handle, data, tmp_path / "sharded", 3, batch_size=8, **kw)
+    _same_run(combined, ctx.run_dir, runs[64], tmp_path / "b64")
