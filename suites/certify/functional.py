@@ -258,6 +258,37 @@ def _noise(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tenso
     return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
 
 
+#: numbers of noise drawn per call of the generator in `sample_noise` (a page of rows)
+PAGE_NUMBERS = 1 << 16
+
+
+class _NoisePages:
+    """The noise of `total` rows of `shape`, drawn in pages of a fixed number of rows
+    (PAGE_NUMBERS // numel, at least 1) and handed out in any cut (`take`). The sequence of
+    generator calls depends on `total` and `shape` only, never on how the rows are cut into
+    forward passes, so the noise (and the counts) do not depend on the batch size: torch's
+    CPU normal sampler is cut-invariant only for pieces of a multiple of 16 numbers, and
+    CUDA's generator not at all. Memory: one page plus the rows taken."""
+
+    def __init__(self, total: int, shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> None:
+        numel = max(1, math.prod(shape))
+        self.page, self.left, self.shape = max(1, PAGE_NUMBERS // numel), total, shape
+        self.generator, self.like = generator, like
+        self.buf: torch.Tensor | None = None
+        self.pos = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        parts = []
+        while k:
+            if self.buf is None or self.pos == self.buf.shape[0]:
+                rows = min(self.page, self.left)
+                self.buf, self.pos, self.left = _noise((rows, *self.shape), self.generator, self.like), 0, self.left - rows
+            t = min(k, self.buf.shape[0] - self.pos)
+            parts.append(self.buf[self.pos:self.pos + t])
+            self.pos, k = self.pos + t, k - t
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -278,7 +309,8 @@ def sample_noise(
     """Counts (B, K) long: how often f's top class is each class over `num` noisy copies of
     each example x[i], noise σ·scale·N(0, I) in `space` (default: the input). The B·num
     copies are cut into forward passes of `batch_size` rows, so one example with num = 1,000
-    and batch_size 250 costs 4 forwards; several examples share batches. `offset` (B,
+    and batch_size 250 costs 4 forwards; several examples share batches. The noise is drawn
+    in fixed pages (`_NoisePages`), so the counts do not depend on `batch_size`. `offset` (B,
     *space.shape), absolute units, moves every copy of x[i] (an attacked point x + δ).
     `progress` (a `workbench.progress.Progress`, optional) counts the noisy copies done."""
     sigma = _check_sigma(sigma)
@@ -292,10 +324,11 @@ def sample_noise(
     std = sigma * space.scale
     b = x.shape[0]
     counts = None if num_classes is None else torch.zeros(b, num_classes, dtype=torch.long, device=x.device)
+    pages = _NoisePages(b * num, tuple(space.shape), generator, like)
     for start in range(0, b * num, batch_size):
         stop = min(start + batch_size, b * num)
         idx = _rows(x, start, stop, num)
-        delta = _noise((stop - start, *space.shape), generator, like) * std
+        delta = pages.take(stop - start) * std
         if offset is not None:
             delta = delta + offset[idx].to(delta.dtype)
         logits = perturbed_logits(model, x[idx], delta, space)  # (rows, K)

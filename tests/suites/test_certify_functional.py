@@ -147,13 +147,16 @@ def test_sample_noise_matches_a_plain_loop_and_counts_every_sample():
     x = torch.tensor([[0.3, 0.1, -0.2], [1.0, 0.0, 0.0]])
     counts = C.sample_noise(model, x, num=1000, sigma=0.4, batch_size=300, generator=torch.Generator().manual_seed(5))
     assert counts.shape == (2, 2) and counts.sum(1).tolist() == [1000, 1000]
-    # the same noise drawn by hand, row by row in the same order
+    # the same noise drawn by hand: pages of PAGE_NUMBERS // 3 rows (here one page of all
+    # 2,000 rows), example-major, cut into forwards of 300 rows
     g = torch.Generator().manual_seed(5)
+    assert C.PAGE_NUMBERS // 3 >= 2000
+    noise = torch.randn((2000, 3), generator=g)
     rows = x.repeat_interleave(1000, dim=0)
     expected = torch.zeros(2, 2, dtype=torch.long)
     for s in range(0, 2000, 300):
         xb = rows[s : s + 300]
-        pred = model(xb + torch.randn(xb.shape, generator=g) * 0.4).argmax(1)
+        pred = model(xb + noise[s : s + 300] * 0.4).argmax(1)
         for i, c in zip(torch.arange(s, s + xb.shape[0]) // 1000, pred):
             expected[i, c] += 1
     assert torch.equal(counts, expected)
@@ -272,3 +275,16 @@ def test_predict_pvalue_equals_scipy_binomtest_on_every_small_count():
         out = C.predict_from_counts(counts, alpha).tolist()
         expected = [0 if binomtest(a, a + b, 0.5).pvalue <= alpha else C.ABSTAIN for a, b in rows]
         assert out == expected
+
+
+def test_sample_noise_counts_do_not_depend_on_the_batch_size():
+    """3 features (rows of 3 numbers: torch's CPU sampler is cut-invariant only in pieces of
+    16 numbers): the counts are the same at every batch size, because the noise is drawn in
+    fixed pages whatever the cut into forwards."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4)).eval()
+    x = torch.randn(5, 3)
+    counts = [C.sample_noise(model, x, num=37, sigma=0.7, batch_size=b, generator=torch.Generator().manual_seed(3))
+              for b in (1, 7, 8, 16, 100, 10_000)]
+    assert all(torch.equal(c, counts[0]) for c in counts) and counts[0].sum() == 5 * 37
+    assert (counts[0].max(1).values < 37).sum() >= 3  # the noise matters: most examples get several classes
