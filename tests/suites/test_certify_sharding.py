@@ -36,15 +36,10 @@ def _ctx(run_dir: Path, seed: int = 5, batch_size: int = 16, max_samples: int | 
 
 
 def _tabular(n: int = 60) -> Dataset:
-    """Two standardised features, y = 1[x0 + x1 > 0]."""
-    g = torch.Generator().manual_seed(1)
-    splits = []
-    for _ in range(3):
-        x = torch.randn(n, 2, generator=g)
-        splits.append(Split(x, (x.sum(1) > 0).long()))
-    return Dataset(name="lin", modality="tabular", task="classification", train=splits[0], val=splits[1],
-                   test=splits[2], num_classes=2, class_names=("neg", "pos"),
-                   ground_truth={"standardization": {"mean": [0, 0], "std": [1, 1]}})
+    """Two standardised features, y = 1[x0 + x1 > 0] (the suite tests' data, seed 1)."""
+    from tests.suites.test_certify_suite import _linear_tabular
+
+    return _linear_tabular(n, seed=1)
 
 
 def _linear(scale: float) -> nn.Module:
