@@ -157,7 +157,8 @@ def _certify_blocks(module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, st
     """Per-example arrays of rows start.. (x, y: those rows), block by block:
     prediction (b,) int64 (-1 abstain), radius (b,) float64, p_lower (b,) float64,
     smoothed_prediction (b,) int64 (PREDICT on the n estimation counts, -1 abstain),
-    noisy_hits (b,) int64 (estimation copies f got right), and for the consistency check at
+    noisy_hits (b,) int64 (estimation copies f got right), clean_prediction (b,) int64 (f's
+    class at x, no noise), and for the consistency check at
     each of `check_radii` (R columns): adv_correct (b, R) bool (g's Monte Carlo argmax at
     the attacked point is the label; False for an example not attacked), adv_hits (b, R)
     int64 (copies of the label among `attack_eval_samples` at the attacked point; -1 where
@@ -176,7 +177,8 @@ def _certify_blocks(module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, st
     out: dict[str, np.ndarray] = {
         "prediction": np.zeros(b_rows, np.int64), "radius": np.zeros(b_rows, np.float64),
         "p_lower": np.zeros(b_rows, np.float64), "smoothed_prediction": np.zeros(b_rows, np.int64),
-        "noisy_hits": np.zeros(b_rows, np.int64), "adv_correct": np.zeros((b_rows, len(radii)), bool),
+        "noisy_hits": np.zeros(b_rows, np.int64), "clean_prediction": np.zeros(b_rows, np.int64),
+        "adv_correct": np.zeros((b_rows, len(radii)), bool),
         "adv_hits": np.full((b_rows, len(radii)), -1, np.int64)}
 
     def gen(*keys: str) -> torch.Generator:
@@ -194,6 +196,13 @@ def _certify_blocks(module: Any, data: Any, x: torch.Tensor, y: torch.Tensor, st
                 hi = min(lo + block, b_rows)
                 index = str((start + lo) // block)
                 xb, yb = x[lo:hi], y[lo:hi]
+                with torch.no_grad():  # f itself, without noise (the base classifier's clean accuracy)
+                    for c in range(0, hi - lo, bs):
+                        xc = xb[c:c + bs]
+                        zero = torch.zeros((len(xc), *space.shape), device=device,
+                                           dtype=xc.dtype if xc.is_floating_point() else torch.float32)
+                        out["clean_prediction"][lo + c:lo + c + len(xc)] = (
+                            C.perturbed_logits(module, xc, zero, space).argmax(1).cpu().numpy())
                 cert = C.certify(module, xb, sigma=sigma, n0=p.n0, n=p.n, alpha=p.alpha, batch_size=bs,
                                  generator=gen("noise", "block", index), space=space, num_classes=data.num_classes,
                                  progress=bar)

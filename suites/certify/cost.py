@@ -20,7 +20,7 @@ def certify_cost(p: Any, model: "ModelHandle", data: "Dataset", ctx: "RunContext
     bs = ctx.batch_size
     trained = p.noise_training and model.trainer is not None
     certifications = len(p.sigmas) * (2 if trained else 1)  # the standard model at each sigma, a sibling at its own
-    work = passes("forward", certifications * n * (p.n0 + p.n), bs, "n")
+    work = passes("forward", certifications * n * (p.n0 + p.n + 1), bs, "n")  # + 1: f at x itself (clean accuracy)
     if p.consistency_check:
         radii = len([r for r in (p.check_radii if p.check_radii is not None else p.radii) if r > 0])
         attacked = certifications * radii * min(p.attack_samples, n)

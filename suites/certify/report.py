@@ -61,6 +61,31 @@ def fraction(name: str, k: int, n: int, tags: dict[str, Any], *, higher: bool = 
                         tags={**tags, "ci_method": "clopper_pearson"})
 
 
+def clean_records(clean: np.ndarray, y: np.ndarray, variant: str, tags: dict[str, Any],
+                  alpha: float = 0.05) -> list[MetricRecord]:
+    """`clean_accuracy` of the base classifier f (no noise); for a noise-trained sibling
+    also `sibling_training_failed`: 1 when its clean accuracy is not above the majority
+    class's share (one-sided exact binomial test at `alpha`), i.e. the sibling the workbench
+    trained (the plan's `train` settings, defaults when none) learned nothing, and its
+    certificates say nothing about noise training; the reason says so."""
+    from scipy.stats import binomtest
+
+    n, k = len(y), int((clean == y).sum())
+    out = [fraction("clean_accuracy", k, n, {**tags, "procedure": "base_classifier"})]
+    if variant == "standard" or n == 0:
+        return out
+    majority = float(np.bincount(y).max() / n)
+    pv = float(binomtest(k, n, majority, alternative="greater").pvalue) if majority < 1 else 1.0
+    failed = pv >= alpha
+    reason = (f"the noise-trained sibling's clean accuracy {k / n:.3g} is not above the majority class's share "
+              f"{majority:.3g} (one-sided binomial p={pv:.2g}): its training (the plan's `train` settings for this "
+              "model, defaults when none) failed, so its certificates say nothing about noise training. Give the "
+              "model a `train` table.") if failed else None
+    out.append(MetricRecord(name="sibling_training_failed", value=float(failed), reason=reason, higher_is_better=False,
+                            unit="flag", n=n, tags={**tags, "test": "binomial_vs_majority", "alpha": alpha}))
+    return out
+
+
 def certified(prediction: np.ndarray, radius: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
     """(N,) bool: CERTIFY returned the label with radius >= r (an abstention never counts)."""
     from workbench.suites.certify.functional import ABSTAIN
@@ -116,6 +141,8 @@ def _one(p: Any, variant: str, sigma: float, a: dict[str, np.ndarray], y: np.nda
     metrics.append(fraction("abstain_rate", abstain_cert, n, {**tags, "procedure": "certify"}, higher=False))
     metrics.append(fraction("smoothed_accuracy", int((pred_g == y).sum()), n, {**tags, "procedure": "predict"}))
     metrics.append(fraction("abstain_rate", abstain_pred, n, {**tags, "procedure": "predict"}, higher=False))
+    if "clean_prediction" in a:
+        metrics += clean_records(a["clean_prediction"], y, variant, tags)
     correct_radius = np.where(pred == y, radius, 0.0)
     seed = derive_seed(ctx.seed, "certify", variant, f"{sigma:g}", "acr") % 2**31
     metrics.append(MetricRecord(name="mean_certified_radius", value=float(correct_radius.mean()), higher_is_better=True,

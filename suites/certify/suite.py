@@ -102,7 +102,7 @@ class CertifySuite(Suite):
         ("attack_eval_samples", 1000), ("n", 1000), ("n_samples", 100))
 
     headline_metrics: ClassVar[tuple[str, ...]] = (
-        "mean_certified_radius", "smoothed_accuracy", "certification_consistency_flags",
+        "mean_certified_radius", "smoothed_accuracy", "certification_consistency_flags", "sibling_training_failed",
     )
 
     def applicable(self, model: ModelHandle, data: Any) -> str | None:

@@ -123,13 +123,13 @@ class UncertaintySuite(Suite):
 
     # Headline: calibration of the single model as trained (no recalibration, uniform bins);
     # ensembles, MC dropout and temperature-scaled rows stay in the full table.
-    headline_metrics: ClassVar[tuple[str, ...]] = ("ece", "nll", "brier", "interval_coverage")
+    headline_metrics: ClassVar[tuple[str, ...]] = ("ece", "nll", "brier", "interval_coverage", "ensemble_weaker_members")
 
     @classmethod
     def is_headline(cls, metric: dict[str, Any]) -> bool:
         tags = metric.get("tags") or {}
-        if metric.get("name") == "ensemble_weaker_members":  # headline only when it warns
-            return bool(metric.get("value"))
+        if metric.get("name") == "ensemble_weaker_members":  # the ensemble's own row (0 or a warning)
+            return True
         return (super().is_headline(metric) and tags.get("calibration", "none") == "none"
                 and tags.get("binning", "uniform") == "uniform" and tags.get("method", "single") == "single")
 

@@ -318,7 +318,36 @@ def test_cost_estimate_is_exact_for_certification_and_an_upper_end_for_the_check
     works = suite.cost(_handle(model), data, ctx)  # no trainer: the standard model at two sigmas
     fwd = sum(w.examples for w in works if w.kind == "forward")
     bwd = sum(w.examples for w in works if w.kind == "backward")
-    assert fwd == 2 * 50 * 110 + 2 * 20 * 30 and bwd == 2 * 20 * 3 * 4
+    assert fwd == 2 * 50 * 111 + 2 * 20 * 30 and bwd == 2 * 20 * 3 * 4  # 111: n0 + n + f at x itself
     suite.run(_handle(model), data, ctx)
     rows = sum(model.seen)
-    assert 2 * 50 * 110 <= rows <= fwd + bwd
+    assert 2 * 50 * 111 <= rows <= fwd + bwd
+
+
+def test_clean_accuracy_and_a_failed_noise_trained_sibling_is_flagged(tmp_path):
+    """`clean_accuracy` is the base classifier's accuracy on the certified rows (a plain
+    recount); a noise-trained sibling that learned nothing (constant logits: the majority
+    class at best) is flagged `sibling_training_failed` = 1 with the reason (a headline row);
+    a sibling that learned is not."""
+    data = _linear_tabular()
+    cfg = {"n_samples": 40, "sigmas": [0.25], "n0": 16, "n": 100, "radii": [0.0, 0.25], "consistency_check": False}
+
+    class Constant(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([1.0, 0.0]).expand(x.shape[0], 2)
+
+    for sibling, flag in ((Constant(), 1.0), (FixedLinear(), 0.0)):
+        res = CertifySuite.from_config(cfg).run(_handle(FixedLinear(), trainer=lambda *a, s=sibling, **k: s), data,
+                                                _ctx(tmp_path / str(flag), "m"))
+        (clean,) = _metrics(res, "clean_accuracy", variant="standard")
+        (failed,) = _metrics(res, "sibling_training_failed", variant="gaussian_noise")
+        assert failed.value == flag and (failed.reason is not None) == bool(flag)
+        assert CertifySuite.is_headline(failed.to_dict())
+        if flag:
+            assert "failed" in failed.reason and "`train` table" in failed.reason
+    from workbench.suites.certify.blocks import SAMPLE_OFFSET
+
+    idx = _ctx(tmp_path / "r", "m").sample_rows(len(data.test), 40, SAMPLE_OFFSET)  # the rows certified
+    with torch.no_grad():
+        want = float((FixedLinear()(data.test.x[idx]).argmax(1) == data.test.y[idx]).float().mean())
+    assert clean.value == pytest.approx(want)
