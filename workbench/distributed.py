@@ -298,12 +298,18 @@ def ddp_train_model(
 
 
 def tensor_digests(module: "nn.Module") -> dict[str, str]:
-    """SHA-256 of every state_dict entry (name, dtype, shape and bytes)."""
+    """SHA-256 of every state_dict entry (name, dtype, shape and bytes; a sparse tensor by
+    its dense values, a quantized one by its dequantized values)."""
     import torch
 
     out = {}
     for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
+        t = t.detach().cpu()
+        if t.is_sparse:
+            t = t.to_dense()
+        if t.is_quantized:
+            t = t.dequantize()
+        t = t.contiguous()
         h = hashlib.sha256(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

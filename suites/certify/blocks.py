@@ -27,13 +27,13 @@ selection and negligible for the n estimation copies.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from workbench.distributed import state_digest
 from workbench.errors import DataError
 from workbench.suite import shard_slices
 
@@ -80,22 +80,6 @@ def check_rows(rows: Any, n: int, block: int) -> tuple[int, int]:
     return start, stop
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 of the module's parameters and buffers (names, dtypes, shapes, bytes): shards
-    must certify the very same weights."""
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        t = t.detach().cpu()
-        if t.is_sparse:
-            t = t.to_dense()
-        if t.is_quantized:
-            t = t.dequantize()
-        t = t.contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def variants(model: "ModelHandle", p: Any) -> tuple[list[tuple[str, Any, tuple[float, ...], dict[str, Any]]], list[str]]:
     """[(variant, module, sigmas, info)] to certify, and notes: the model as given at every
     sigma, and (noise_training) one Gaussian-noise-trained sibling per sigma through the
@@ -138,7 +122,7 @@ def certify_rows(p: Any, model: "ModelHandle", data: Any, ctx: "RunContext", row
     found, notes = variants(model, p)
     results = []
     for variant, module_v, sigmas, info in found:
-        fingerprint = weights_fingerprint(module_v)
+        fingerprint = state_digest(module_v)
         for s in sigmas:
             arrays, scale = _certify_blocks(module_v, data, x, y, start, n, s, variant, p, ctx,
                                             getattr(model, "embedding", None))

@@ -365,11 +365,6 @@ class Certificates:
     n: int
     alpha: float
 
-    def certified(self, y: torch.Tensor, r: float) -> torch.Tensor:
-        """(B,) bool: correct and certified at radius >= r (abstentions never count)."""
-        pred = self.prediction.cpu()
-        return (pred == y.cpu()) & (pred != ABSTAIN) & torch.from_numpy(self.radius >= r)
-
 
 def certify(
     model: Model,
@@ -424,11 +419,6 @@ def predict(
     counts = sample_noise(model, x, num=n, sigma=sigma, batch_size=batch_size, generator=generator, space=space,
                           num_classes=num_classes)
     return predict_from_counts(counts, alpha)
-
-
-def certified_counts(cert: Certificates, y: torch.Tensor, radii: tuple[float, ...]) -> list[int]:
-    """Number of examples correct and certified at each radius of `radii`."""
-    return [int(cert.certified(y, r).sum()) for r in radii]
 
 
 # ----------------------------------------------------------------------------- attack on g

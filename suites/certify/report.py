@@ -64,10 +64,12 @@ def fraction(name: str, k: int, n: int, tags: dict[str, Any], *, higher: bool = 
 def clean_records(clean: np.ndarray, y: np.ndarray, variant: str, tags: dict[str, Any],
                   alpha: float = 0.05) -> list[MetricRecord]:
     """`clean_accuracy` of the base classifier f (no noise); for a noise-trained sibling
-    also `sibling_training_failed`: 1 when its clean accuracy is not above the majority
-    class's share (one-sided exact binomial test at `alpha`), i.e. the sibling the workbench
-    trained (the plan's `train` settings, defaults when none) learned nothing, and its
-    certificates say nothing about noise training; the reason says so."""
+    also `sibling_training_failed`, from a one-sided exact binomial test of its clean
+    accuracy against the majority class's share at `alpha`: 0 when significantly above it;
+    1 when not above it at all (accuracy at or below the share: the sibling the workbench
+    trained, with the plan's `train` settings or defaults, learned nothing and its
+    certificates say nothing about noise training; the reason says so); null with the
+    reason when above it but not significantly (too few examples to tell)."""
     from scipy.stats import binomtest
 
     n, k = len(y), int((clean == y).sum())
@@ -76,13 +78,20 @@ def clean_records(clean: np.ndarray, y: np.ndarray, variant: str, tags: dict[str
         return out
     majority = float(np.bincount(y).max() / n)
     pv = float(binomtest(k, n, majority, alternative="greater").pvalue) if majority < 1 else 1.0
+    rtags = {**tags, "test": "binomial_vs_majority", "alpha": alpha}
+    where = f"clean accuracy {k / n:.3g} on {n} examples against the majority class's share {majority:.3g}"
+    if pv >= alpha and k / n > majority:
+        out.append(MetricRecord.unavailable(
+            "sibling_training_failed", f"the noise-trained sibling's {where} is higher but not significantly "
+            f"(one-sided binomial p={pv:.2g}): too few examples to tell whether its training worked; certify more "
+            "examples (`n_samples`).", higher_is_better=False, unit="flag", n=n, tags=rtags))
+        return out
     failed = pv >= alpha
-    reason = (f"the noise-trained sibling's clean accuracy {k / n:.3g} is not above the majority class's share "
-              f"{majority:.3g} (one-sided binomial p={pv:.2g}): its training (the plan's `train` settings for this "
-              "model, defaults when none) failed, so its certificates say nothing about noise training. Give the "
-              "model a `train` table.") if failed else None
+    reason = (f"the noise-trained sibling's {where} is not above it (one-sided binomial p={pv:.2g}): its training "
+              "(the plan's `train` settings for this model, defaults when none) failed, so its certificates say "
+              "nothing about noise training. Give the model a `train` table.") if failed else None
     out.append(MetricRecord(name="sibling_training_failed", value=float(failed), reason=reason, higher_is_better=False,
-                            unit="flag", n=n, tags={**tags, "test": "binomial_vs_majority", "alpha": alpha}))
+                            unit="flag", n=n, tags=rtags))
     return out
 
 

@@ -42,8 +42,8 @@ class CertifySuite(Suite):
         sibling per sigma (recipe "gaussian_noise") and certify it at its own sigma.
         consistency_check: attack the smoothed classifier (PGD with expectation over
         `attack_noise_samples` noise draws, `attack_steps` steps) on `attack_samples`
-        examples at every radius of `check_radii` (default: every radius > 0 of `radii`)
-        where an attacked example is certified, evaluate g there with
+        examples (those the smoothed classifier gets right) at every radius of `check_radii`
+        (default: every radius > 0 of `radii`), evaluate g there with
         `attack_eval_samples` samples, and flag a certificate the attack contradicts beyond
         Monte Carlo error (one-sided binomial test, Bonferroni at `check_alpha`).
         block_examples: consecutive examples that share noise seeds (blocks.py): the unit

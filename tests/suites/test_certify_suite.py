@@ -351,3 +351,27 @@ def test_clean_accuracy_and_a_failed_noise_trained_sibling_is_flagged(tmp_path):
     with torch.no_grad():
         want = float((FixedLinear()(data.test.x[idx]).argmax(1) == data.test.y[idx]).float().mean())
     assert clean.value == pytest.approx(want)
+
+
+def test_sibling_training_failed_needs_evidence_either_way():
+    """The flag from a one-sided exact binomial test against the majority share (here 0.5
+    on 20 rows): significantly above it -> 0; at or below it -> 1 with the reason; above it
+    but not significantly (12/20: p = P(Bin(20, 0.5) >= 12) = 0.2517) -> null, "too few
+    examples to tell", never a claim of failure the data cannot make."""
+    from scipy.stats import binom
+
+    from workbench.suites.certify.report import clean_records
+
+    y = np.array([0, 1] * 10)
+    tags = {"variant": "gaussian_noise", "sigma": 0.25}
+    for right, want in ((18, 0.0), (10, 1.0), (7, 1.0), (12, None)):
+        clean = y.copy()
+        clean[right:] = 1 - y[right:]  # the first `right` rows correct, the rest wrong
+        acc, flag = clean_records(clean, y, "gaussian_noise", tags)
+        assert acc.value == right / 20 and flag.name == "sibling_training_failed" and flag.value == want
+        assert (flag.reason is None) == (want == 0.0)
+        if want is None:
+            assert "too few examples" in flag.reason and f"p={binom.sf(11, 20, 0.5):.2g}" in flag.reason
+        elif want:
+            assert "failed" in flag.reason
+    assert len(clean_records(y, y, "standard", tags)) == 1  # the standard model has no sibling
