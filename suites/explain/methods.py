@@ -67,7 +67,18 @@ def explain_method(method: str, s: Setup, view: View, seed: int, progress: Any =
                         f"got {tuple(out.attr.shape)}.")
     out.attr = out.attr.masked_fill(pad.reshape(pad.shape + (1,) * (out.attr.dim() - 2)), 0.0)
     out.tags = {**out.tags, "pads": PAD_NOTE}
+    empty = pad.all(1)  # (N,) a text of padding only: no player, nothing to explain
+    if bool(empty.any()):
+        out.attr[empty] = float("nan")
+        ids = empty.nonzero().flatten().tolist()
+        earlier = str(out.tags.get("unexplained", "")).removesuffix(UNEXPLAINED_NOTE).split("; ")  # e.g. LIME's
+        others = [part for part in earlier if part and not any(part.startswith(f"example {i}:") for i in ids)]
+        out.tags["unexplained"] = "; ".join(others + [f"example {i}: no real token (padding only)" for i in ids]) \
+            + UNEXPLAINED_NOTE
     return out
+
+
+UNEXPLAINED_NOTE = " (NaN, left out of the means)"
 
 
 def pad_elements(s: Setup, z: "torch.Tensor") -> "torch.Tensor | None":
@@ -113,7 +124,7 @@ def _explain(method: str, s: Setup, view: View, seed: int, progress: Any = None)
     if method == "lime":
         return _explain_lime(s, view, seed)
     if method in ("shapley", "shap_kernel"):
-        from .shapley import shap_kernel_explainer, shapley_values
+        from .shapley import NOT_A_PLAYER, shap_kernel_explainer, shapley_values
 
         if p.shap_value_function == "baseline":
             rep, w = view.baseline, None
@@ -121,6 +132,11 @@ def _explain(method: str, s: Setup, view: View, seed: int, progress: Any = None)
             rep, w = view.background, s.background_weights
         attrs, refs, estimators, n_coal, bounds = [], [], set(), 0, []
         for i in range(s.n):
+            if not bool((s.groups[i] != NOT_A_PLAYER).any()):  # padding only: NaN (explain_method says why)
+                attrs.append(torch.full(shape, float("nan")))
+                refs.append(float("nan"))
+                bounds.append(float("nan"))
+                continue
             f = view.em.scalar(None if target is None else int(target[i]))
             # a per-example baseline (padding) keeps the pads; they are no players anyway
             rep_i = rep[i : i + 1] if p.shap_value_function == "baseline" and rep.shape[0] > 1 else rep
@@ -152,7 +168,10 @@ def _explain(method: str, s: Setup, view: View, seed: int, progress: Any = None)
 
         maps = attention_maps(view.module, s.x, batch_size=s.batch_size)
         roll = attention_rollout(maps, causal=False)
-        rel = token_relevance(roll, p.rollout_pooling, None if s.pad is None else ~s.pad)  # (N, T)
+        real = None if s.pad is None else ~s.pad
+        if real is not None:  # a text of padding only reads all its rows (explain_method NaNs it)
+            real = real | ~real.any(1, keepdim=True)
+        rel = token_relevance(roll, p.rollout_pooling, real)  # (N, T)
         attr = (rel[:, :, None] / shape[-1]).expand(-1, -1, shape[-1]).contiguous()
         return MethodOutput(attr.float(), None, "", {"pooling": p.rollout_pooling, "head_fusion": "mean",
                                                       "residual": "true"},
@@ -220,7 +239,7 @@ def _explain_lime(s: Setup, view: View, seed: int) -> MethodOutput:
                 "seed": seed}
         if res.unexplained:  # e.g. a one-word text: NaN for it, the others explained as usual
             tags["unexplained"] = "; ".join(f"example {i}: {why}" for i, why in res.unexplained.items()) + \
-                " (NaN, left out of the means)"
+                UNEXPLAINED_NOTE
     return MethodOutput(attr.contiguous(), None, "", tags, extra={"r2": res.r2, "local_error": res.local_error})
 
 

@@ -119,7 +119,7 @@ def build_metrics(outputs: dict[str, MethodOutput], q: Quality, s: Setup, failed
                      "bound": "95%, worst player, from the sampler's own bootstrap (0 when exact)"}
             if o.tags.get("estimator") == "exact":  # enumeration: no sampling error, exactly
                 recs.append(MetricRecord(name="shapley_error_bound", value=0.0, higher_is_better=False,
-                                         unit=out_unit, n=s.n, tags=btags))
+                                         unit=out_unit, n=int(np.isfinite(mq.error_bound).sum()), tags=btags))
             else:
                 recs.append(mean_record("shapley_error_bound", mq.error_bound, ctx, higher_is_better=False,
                                         unit=out_unit, tags=btags))

@@ -835,3 +835,33 @@ def test_background_and_scale_without_pads_are_unchanged(tmp_path: Path) -> None
     padded = _setup(model, _data(_ids(PADDED, seed=0), pad_id=None), tmp_path / "c", **kw)
     assert (padded.background_raw == PAD).any()
     assert all((padded.data.train.x == row).all(1).any() for row in padded.background_raw)
+
+
+def test_a_text_of_padding_only_is_unexplained_by_every_method(tmp_path: Path) -> None:
+    """A text with no real token (an empty CSV cell) has no player: every method gives it NaN
+    with the reason ("no real token"), counts it out of `method_coverage` and the quality
+    means, and explains the other texts exactly as without it (the deterministic methods;
+    Shapley is exact here). It once failed Shapley, Kernel SHAP and rollout for every text,
+    and LIME counted it as explained."""
+    from workbench.models import transformer
+
+    torch.manual_seed(0)
+    model = transformer.TransformerClassifier(transformer.TransformerConfig(
+        vocab_size=VOCAB, block_size=T, num_classes=3, n_layer=1, n_head=2, d_model=16, d_ff=32)).eval()
+    ids = _ids((3, 0, 5, 4), seed=8)
+    methods = ["saliency", "integrated_gradients", "occlusion", "rollout", "shapley", "shap_kernel", "lime"]
+    over = {"n_examples": 4, "methods": methods, "quality": ["completeness", "deletion"], "replacements": ["zero"]}
+    r = _run(model, _data(ids), tmp_path / "with", **over)
+    ex = np.load(tmp_path / "with" / "artifacts" / "explain" / "m" / "examples.npz")
+    for m in methods:
+        cov = r.metric("method_coverage", method=m)
+        assert cov.value == pytest.approx(0.75) and cov.n == 4, m
+        assert cov.tags["unexplained"] == "example 1: no real token (padding only) (NaN, left out of the means)", m
+        assert np.isnan(ex[f"attr_{m}"][1]).all() and np.isfinite(ex[f"attr_{m}"][[0, 2, 3]]).all(), m
+        assert r.metric("deletion_auc", method=m, replacement="zero").n == 3, m
+    assert r.metric("completeness_gap", method="integrated_gradients").n == 3
+    assert r.metric("shapley_error_bound", method="shapley").n == 3
+    alone = _run(model, _data(ids[[0, 2, 3]]), tmp_path / "without", **{**over, "n_examples": 3})
+    ref = np.load(tmp_path / "without" / "artifacts" / "explain" / "m" / "examples.npz")
+    for m in ("saliency", "integrated_gradients", "occlusion", "rollout", "shapley"):
+        np.testing.assert_allclose(ex[f"attr_{m}"][[0, 2, 3]], ref[f"attr_{m}"], atol=1e-5, err_msg=m)
