@@ -425,9 +425,13 @@ def estimate_plan(plan: Any, *, suites: Sequence[str] | None = None, models: Seq
         # model the workbench can build can be retrained (ensemble siblings, noise-trained
         # variants), except a checkpoint holding a whole module and a pretrained HF model
         # with its own head (only a linear probe retrains)
-        retrainable = not (spec.checkpoint and not spec.arch and not spec.factory)
-        if spec.arch == "hf":
+        # (in build_model's order: a checkpoint first, then a pretrained HF model)
+        if spec.checkpoint:
+            retrainable = bool(spec.arch or spec.factory)
+        elif spec.arch == "hf":
             retrainable = getattr(getattr(module, "config", None), "kind", None) == "linear_probe"
+        else:
+            retrainable = True
         handles[name] = ModelHandle(name=name, module=module, arch=spec.arch or "custom", task=data.task,
                                     output=output_kind_for(module, data), train_config=dataclasses.asdict(cfg),
                                     trainer=(lambda **_: None) if retrainable else None)
