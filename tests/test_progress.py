@@ -127,3 +127,33 @@ def test_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("WORKBENCH_PROGRESS_INTERVAL", bad)
         with pytest.raises(ConfigError, match="WORKBENCH_PROGRESS_INTERVAL"):
             interval_from_env()
+
+
+def test_work_weighted_stages_extrapolate_the_work_not_the_units() -> None:
+    """Two stages of 3 units: 1 work each (3 s in all), then 9 work each (9 s per unit).
+    Unit-counting would give ETA 3 s at 3/6 units (50%); the work says 3 of 30 done, so
+    ETA 27 s; after one costly unit 12 of 30 in 12 s: ETA 18 s, the true remaining time."""
+    clock, lines = FakeClock(), []
+    with Progress(6, "explain methods x examples (m)", unit="explanations", log=lines.append, interval_s=1,
+                  display="log", clock=clock, work_total=30.0) as p:
+        p.stage(3, 1.0, note="saliency")
+        clock.t += 3
+        p.end_stage()
+        p.stage(3, 9.0, note="shapley")  # the previous stage already ended: nothing moves
+        assert p.done == 3 and p.work_done == 3.0 and p.fraction == pytest.approx(0.1)
+        clock.t += 9
+        p.update()
+        p.stage(0, 1.0)  # a later stage opening counts the rest of this one as done (a skipped method)
+        assert p.done == 6 and p.work_done == 30.0 and p.fraction == 1.0
+    assert lines[0] == ("explain methods x examples (m): 3/6 explanations (10% of the work), 3.0 s elapsed, "
+                        "ETA 27.0 s [saliency]")
+    assert lines[1] == ("explain methods x examples (m): 4/6 explanations (40% of the work), 12.0 s elapsed, "
+                        "ETA 18.0 s [shapley]")
+    assert lines[-1].endswith("6/6 explanations (100% of the work), 12.0 s elapsed, done [shapley]")
+    with pytest.raises(ConfigError, match="work_total"):
+        Progress(3, "x", display="off", work_total=0)
+    bar = Progress(4, "bar", display="bar", work_total=8.0)  # the bar follows the work
+    bar.stage(2, 3.0, note="a")
+    bar.update(2)
+    assert bar._bar.n == 6.0 and "2/4" in bar._bar.postfix
+    bar.close()

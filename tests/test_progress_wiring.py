@@ -16,7 +16,7 @@ from workbench.runner import run_plan
 from workbench.train import TrainConfig, train_model
 
 CPU = torch.device("cpu")
-LINE = re.compile(r"^(?P<what>.+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>.*?) \(\d+%\), .* elapsed")
+LINE = re.compile(r"^(?P<what>.+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>.*?) \(\d+%(?: of the work)?\), .* elapsed")
 
 
 def _plan(tmp_path: Path, suites: list[str], *, progress: bool = True, params: dict | None = None) -> dict:
@@ -96,6 +96,29 @@ def test_uncertainty_explain_certify_loops_write_progress_lines(tmp_path, monkey
     # certify: 5 examples x (8 + 40) noisy copies
     cert = [ln for ln in lines if ln.startswith("certify standard sigma=0.25 (mlp): ")]
     assert cert and cert[-1].startswith("certify standard sigma=0.25 (mlp): 240/240 noisy copies (100%)")
+
+
+def test_explain_weighs_methods_and_reports_its_quality_checks(tmp_path, monkeypatch):
+    """The explain job's two loops in a log: methods x examples, its ETA weighted by each
+    method's model passes (saliency 3 per example, Shapley shap_budget), then the quality
+    checks (curves, sanity reruns, stability reruns) as steps x examples: never silent."""
+    monkeypatch.setenv("WORKBENCH_PROGRESS", "log")
+    monkeypatch.setenv("WORKBENCH_PROGRESS_INTERVAL", "1e-9")
+    params = {"explain": {"methods": ["saliency", "shapley"], "n_examples": 3, "shap_budget": 64,
+                          "shap_background": 4, "quality": ["deletion", "sanity", "stability"],
+                          "replacements": ["zero"], "sanity_sampling": True, "random_orders": 2}}
+    lines = _run(tmp_path, _plan(tmp_path, ["explain"], params=params))
+    ex = [ln for ln in lines if ln.startswith("explain methods x examples (mlp): ")]
+    # saliency: 3 forward equivalents per example (one forward+backward); exact Shapley on 4
+    # features with the baseline value function: 2^4 = 16 forwards. Saliency done: 3/19 = 16%
+    assert ex[0].startswith("explain methods x examples (mlp): 3/6 explanations (16% of the work), "), ex
+    assert ex[-1].startswith("explain methods x examples (mlp): 6/6 explanations (100% of the work)")
+    q = [ln for ln in lines if ln.startswith("explain quality checks (mlp): ")]
+    # 6 steps x 3 examples: deletion of saliency, shapley and random; sanity of both; stability
+    # of shapley (exact here, so skipped at once)
+    total = {LINE.match(ln)["total"] for ln in q}
+    assert total == {"18"} and q[-1].endswith("done [stability shapley]"), q
+    assert any("[sanity shapley]" in ln for ln in q) and all("of the work" in ln for ln in q)
 
 
 def test_training_writes_epoch_lines_in_log_mode(monkeypatch):

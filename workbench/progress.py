@@ -90,17 +90,25 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(what: str, done: int, total: int, elapsed: float, unit: str = "", note: str = "",
-                  final: bool = False) -> str:
+                  final: bool = False, fraction: float | None = None) -> str:
     """One log line: done/total, percent, elapsed and (once something is done) the ETA,
     extrapolated linearly from the rate so far; `note` (what the loop is at) last. The
-    `final` line of a loop that ended before its total (early stopping) says "stopped"."""
+    `final` line of a loop that ended before its total (early stopping) says "stopped".
+    `fraction`: the share of the work done when units differ in cost (`Progress` with
+    `work_total`); the ETA then extrapolates it instead of the unit count, and the line
+    gives it as "% of the work"."""
     unit_s = f" {unit}" if unit else ""
-    pct = f" ({100.0 * done / total:.0f}%)" if total > 0 else ""
+    if fraction is not None and total > 0:
+        pct = f" ({100.0 * fraction:.0f}% of the work)"
+    else:
+        pct = f" ({100.0 * done / total:.0f}%)" if total > 0 else ""
     line = f"{what}: {done}/{total}{unit_s}{pct}, {format_duration(elapsed)} elapsed"
     if final and done < total:
         line += ", stopped"
-    elif 0 < done < total:
+    elif 0 < done < total and fraction is None:
         line += f", ETA {format_duration(elapsed / done * (total - done))}"
+    elif 0 < done < total and fraction is not None and 0 < fraction < 1:
+        line += f", ETA {format_duration(elapsed / fraction * (1.0 - fraction))}"
     elif done >= total > 0:
         line += ", done"
     if note:
@@ -115,6 +123,11 @@ class Progress:
     says what was just done, e.g. "pgd eps=0.1"); `advance_to(done)` for loops that know
     their position. `interval_s` None: `WORKBENCH_PROGRESS_INTERVAL` or 30 s. Use as a
     context manager so the closing line (log mode) or bar (terminal) is always finished.
+
+    Units of unequal cost (a saliency map and a Shapley explanation of one example differ
+    by 10^4 model passes): give `work_total` (e.g. the model passes of the whole loop) and
+    open each run of equal units with `stage(units, work_per_unit)`; the ETA and the bar
+    then follow the work done, not the count of units.
     """
 
     def __init__(
@@ -127,8 +140,12 @@ class Progress:
         interval_s: float | None = None,
         display: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        work_total: float | None = None,
     ) -> None:
         check_positive_int("total", total, allow_zero=True)
+        if work_total is not None and (isinstance(work_total, bool) or not isinstance(work_total, (int, float))
+                                       or not work_total > 0 or work_total == float("inf")):
+            raise ConfigError(f"Expected `work_total` to be a finite number > 0 (or None), got {work_total!r}.")
         interval_s = interval_from_env() if interval_s is None else interval_s
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not interval_s > 0:
             raise ConfigError(f"Expected `interval_s` to be a number of seconds > 0, got {interval_s!r}.")
@@ -143,18 +160,53 @@ class Progress:
         self._start = clock()
         self._last_line = self._start
         self._closed = False
+        self.work_total = None if work_total is None else float(work_total)
+        self.work_done = 0.0
+        self.unit_work = 1.0  # work of one unit of the current stage
+        self._stage_end = 0
         self._bar: Any = None
         if display == "bar" and total > 0:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, desc=what, unit=unit or "it", leave=False)
+            if self.work_total is None:
+                self._bar = tqdm(total=total, desc=what, unit=unit or "it", leave=False)
+            else:  # the bar and its ETA follow the work; the units done are in the postfix
+                self._bar = tqdm(total=self.work_total, desc=what, leave=False,
+                                 bar_format="{desc}: {percentage:3.0f}% of the work|{bar}| {postfix} "
+                                            "[{elapsed}<{remaining}]")
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of the work done (with `work_total`), else None."""
+        if self.work_total is None:
+            return None
+        return 1.0 if self.total and self.done >= self.total else min(1.0, self.work_done / self.work_total)
+
+    def stage(self, units: int, work_per_unit: float = 1.0, *, note: str | None = None) -> None:
+        """Finish the previous stage (its units count as done, e.g. a skipped method) and
+        open one of `units` units costing `work_per_unit` each."""
+        self.advance_to(self._stage_end)
+        self._stage_end = min(self.total, self.done + int(units)) if self.total else self.done + int(units)
+        self.unit_work = float(work_per_unit)
+        if note is not None:
+            self.note = note
+
+    def end_stage(self) -> None:
+        """The current stage's units all done (those its loop did not tick itself)."""
+        self.advance_to(self._stage_end)
 
     def update(self, n: int = 1, *, note: str | None = None) -> None:
-        before = self.done
+        before, work_before = self.done, self.work_done
         self.done = min(self.total, self.done + int(n)) if self.total else self.done + int(n)
+        self.work_done += (self.done - before) * self.unit_work
         if note is not None:
             self.note = note
         if self._bar is not None:
+            if self.work_total is not None:
+                post = f"{self.done}/{self.total} {self.unit}".rstrip() + (f" [{self.note}]" if self.note else "")
+                self._bar.set_postfix_str(post, refresh=False)
+                self._bar.update(min(self.work_done, self.work_total) - min(work_before, self.work_total))
+                return
             if note is not None:
                 self._bar.set_postfix_str(note, refresh=False)
             self._bar.update(self.done - before)
@@ -162,7 +214,8 @@ class Progress:
             now = self._clock()
             if self.done > before and now - self._last_line >= self.interval_s and self.done < self.total:
                 self._last_line = now
-                self._log(progress_line(self.what, self.done, self.total, now - self._start, self.unit, self.note))
+                self._log(progress_line(self.what, self.done, self.total, now - self._start, self.unit, self.note,
+                                        fraction=self.fraction))
 
     def advance_to(self, done: int, *, note: str | None = None) -> None:
         """Move forward to `done` units (never back): for loops that skip or batch units."""
@@ -181,7 +234,8 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
         elif self.display == "log" and self._last_line != self._start:
-            self._log(progress_line(self.what, self.done, self.total, self.elapsed, self.unit, self.note, final=True))
+            self._log(progress_line(self.what, self.done, self.total, self.elapsed, self.unit, self.note, final=True,
+                                    fraction=self.fraction))
 
     def __enter__(self) -> "Progress":
         return self

@@ -96,14 +96,15 @@ class RunContext:
 
         return np.random.default_rng(int(self.seed) + offset)
 
-    def progress(self, total: int, what: str, *, unit: str = "") -> "Progress":
+    def progress(self, total: int, what: str, *, unit: str = "", work_total: float | None = None) -> "Progress":
         """A progress reporter for one long loop of this suite (a bar on a terminal, a log
         line at most every 30 s elsewhere, `WORKBENCH_PROGRESS_INTERVAL` to change it); use as
-        a context manager and `update(n, note=...)`."""
+        a context manager and `update(n, note=...)`. `work_total`: units of unequal cost,
+        opened with `stage(units, work_per_unit)` (see `workbench.progress.Progress`)."""
         from workbench.progress import Progress
 
         return Progress(total, f"{self.suite} {what} ({self.model_name})", unit=unit, log=self.log,
-                        display=self.progress_display)
+                        display=self.progress_display, work_total=work_total)
 
     def limit(self, n: int, cap: int | None = None) -> int:
         """How many examples to use: min(n, run max_samples, suite cap)."""

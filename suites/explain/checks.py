@@ -116,8 +116,56 @@ def curve_reason(s: Setup, n_units: int) -> str | None:
     return None
 
 
+def check_stages(outputs: dict[str, MethodOutput], s: Setup, p: ExplainParams, n_units: int,
+                 curves: bool) -> list[tuple[str, float]]:
+    """The steps of `run_checks` that call the model, in its order, each over the N examples:
+    (what, forward-pass equivalents per example), the units of its progress."""
+    from .cost import method_work, units
+
+    checks, m = set(p.quality), units(p, s.data)
+    out: list[tuple[str, float]] = []
+    if curves:
+        for rep in replacement_kinds(s):
+            for mode in (c for c in CURVE_MODES if c in checks):
+                out += [(f"{mode} {rep} {meth}", p.curve_steps + 1.0) for meth in outputs]
+                out.append((f"{mode} {rep} random", (p.curve_steps + 1.0) * p.random_orders))
+    if n_units >= 2 and "sanity" in checks:
+        out += [(f"sanity {meth}", method_work(meth, p, m) if meth not in SAMPLING or p.sanity_sampling else 0.0)
+                for meth in outputs]
+    if n_units >= 2 and "stability" in checks:
+        out += [(f"stability {meth}", method_work(meth, p, m)) for meth in outputs if meth in RANDOMISED]
+    if "infidelity" in checks:
+        out += [(f"infidelity {meth}", float(p.n_perturb)) for meth in outputs]
+    if "sensitivity" in checks:
+        out += [(f"sensitivity {meth}", p.n_perturb * method_work(meth, p, m) if meth in GRADIENT else 0.0)
+                for meth in outputs]
+    return out
+
+
 def run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: ExplainParams) -> Quality:
-    """Every check in `p.quality` for every method in `outputs`."""
+    """Every check in `p.quality` for every method in `outputs`, with its own progress
+    (steps x examples, weighted by their model passes)."""
+    n_units = int(s.units.max()) + 1
+    if s.pad is not None:  # the units that count are the real tokens; the longest text decides
+        n_units = int(s.n_players().max())
+    modes = [mode for mode in CURVE_MODES if mode in p.quality]
+    curves = bool(modes and outputs) and curve_reason(s, n_units) is None
+    stages = check_stages(outputs, s, p, n_units, curves)
+    work = s.n * sum(max(w, 1e-9) for _, w in stages)
+    with ctx.progress(s.n * len(stages), "quality checks", unit="steps",
+                      work_total=work if stages else None) as bar:
+        weights = dict(stages)
+
+        def stage(key: str) -> None:  # one step over the N examples begins
+            bar.stage(s.n, max(weights.get(key, 0.0), 1e-9), note=key)
+
+        q = _run_checks(outputs, s, ctx, p, n_units, modes, curves, stage, bar)
+        bar.end_stage()
+    return q
+
+
+def _run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: ExplainParams, n_units: int,
+                modes: list[str], curves: bool, stage: Any, bar: Any) -> Quality:
     import numpy as np
 
     from .gradients import per_unit
@@ -138,15 +186,11 @@ def run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: E
             mq.local_prediction_error = o.extra["local_error"]
         if "error_bound" in o.extra:
             mq.error_bound = o.extra["error_bound"]
-    n_units = int(s.units.max()) + 1
-    if s.pad is not None:  # the units that count are the real tokens; the longest text decides
-        n_units = int(s.n_players().max())
     real = s.real_units()  # (N, U) players, or None: every unit
-    modes = [mode for mode in CURVE_MODES if mode in checks]
     if modes and outputs:
         q.curve_reason = curve_reason(s, n_units)
-        if q.curve_reason is None:
-            _curves(q, outputs, unit_scores, modes, s, ctx, p)
+        if curves:
+            _curves(q, outputs, unit_scores, modes, s, ctx, p, stage)
     if n_units < 2:
         one = f"a rank correlation needs at least 2 units; this input has {n_units}"
         for m in outputs:
@@ -156,18 +200,19 @@ def run_checks(outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext, p: E
                 q.methods[m].seed_reason = one
         checks -= {"sanity", "stability"}
     if "sanity" in checks and outputs:
-        _sanity(q, outputs, unit_scores, s, ctx, p)
+        _sanity(q, outputs, unit_scores, s, ctx, p, stage, bar)
     if "stability" in checks:
-        _stability(q, outputs, unit_scores, s, ctx)
+        _stability(q, outputs, unit_scores, s, ctx, stage, bar)
     if "infidelity" in checks:
         from .quality import infidelity_scores
 
         for m, o in outputs.items():
+            stage(f"infidelity {m}")
             q.methods[m].infidelity = infidelity_scores(view.em, view.z, o.attr.to(view.z.device), s.target,
                                                         noise_std=0.1 * s.scale, n_samples=p.n_perturb,
                                                         seed=ctx.seed + 17, mask=_player_elements(s))
     if "sensitivity" in checks:
-        _sensitivity(q, outputs, s, ctx, p)
+        _sensitivity(q, outputs, s, ctx, p, stage)
     if "ground_truth" in checks:
         from .quality import top_k_precision
 
@@ -190,7 +235,7 @@ def _player_elements(s: Setup) -> "torch.Tensor | None":
 
 
 def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str, "np.ndarray"], modes: list[str],
-            s: Setup, ctx: RunContext, p: ExplainParams) -> None:
+            s: Setup, ctx: RunContext, p: ExplainParams, stage: Any) -> None:
     """Deletion/insertion AUCs of every method and of the random control's expectation."""
     import numpy as np
     import torch
@@ -238,9 +283,11 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
                                  rng=np.random.default_rng(ctx.seed + 11), train_pad=s.train_pad)
         for mode in modes:
             for m, order in orders.items():
+                stage(f"{mode} {rep_kind} {m}")
                 c = curves_of(order, rep, mode)
                 q.curves[(mode, m, rep_kind)] = c
                 q.methods[m].auc.setdefault(mode, {})[rep_kind] = auc(c, too_few | unexplained[m])
+            stage(f"{mode} {rep_kind} random")
             per_order = np.stack([curves_of(o, rep, mode) for o in random_orders])  # (R, N, S+1)
             q.curves[(mode, "random", rep_kind)] = per_order.mean(0)
             aucs = auc(per_order)  # (R, N)
@@ -249,7 +296,7 @@ def _curves(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
 
 
 def _sanity(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str, "np.ndarray"], s: Setup,
-            ctx: RunContext, p: ExplainParams) -> None:
+            ctx: RunContext, p: ExplainParams, stage: Any, bar: Any) -> None:
     """Model-parameter randomisation: rank correlation with a re-initialised copy's explanation."""
     from .gradients import per_unit
     from .quality import rank_correlation, randomised_copy
@@ -258,11 +305,12 @@ def _sanity(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
     rview = s.model_view(rand)
     for m in outputs:
         mq = q.methods[m]
+        stage(f"sanity {m}")
         if m in SAMPLING and not p.sanity_sampling:
             mq.randomisation_reason = "skipped: sanity_sampling is off in this profile"
             continue
         try:
-            ro = explain_method(m, s, rview, method_seed(ctx.seed, m))
+            ro = explain_method(m, s, rview, method_seed(ctx.seed, m), progress=bar)
         except Exception as exc:  # noqa: BLE001 - a failure is the reason of a null record
             mq.randomisation_reason = f"{type(exc).__name__}: {exc}"
             continue
@@ -275,7 +323,7 @@ def _sanity(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str,
 
 
 def _stability(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[str, "np.ndarray"], s: Setup,
-               ctx: RunContext) -> None:
+               ctx: RunContext, stage: Any, bar: Any) -> None:
     """Rank correlation of a randomised method's explanations under two seeds."""
     from .gradients import per_unit
     from .quality import rank_correlation
@@ -285,11 +333,12 @@ def _stability(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[s
         if m not in RANDOMISED:
             continue
         mq = q.methods[m]
+        stage(f"stability {m}")
         if m == "shapley" and o.tags.get("estimator") == "exact":
             mq.seed_reason = "exact enumeration is deterministic (no sampling)"
             continue
         try:
-            ro = explain_method(m, s, view, method_seed(ctx.seed, m) + 1)
+            ro = explain_method(m, s, view, method_seed(ctx.seed, m) + 1, progress=bar)
         except Exception as exc:  # noqa: BLE001
             mq.seed_reason = f"{type(exc).__name__}: {exc}"
             continue
@@ -299,7 +348,7 @@ def _stability(q: Quality, outputs: dict[str, MethodOutput], unit_scores: dict[s
 
 
 def _sensitivity(q: Quality, outputs: dict[str, MethodOutput], s: Setup, ctx: RunContext,
-                 p: ExplainParams) -> None:
+                 p: ExplainParams, stage: Any) -> None:
     """captum's max-sensitivity for the gradient methods (re-running a sampler per
     perturbation is outside the budget)."""
     from .gradients import gradient_attribution
@@ -308,6 +357,7 @@ def _sensitivity(q: Quality, outputs: dict[str, MethodOutput], s: Setup, ctx: Ru
     view = s.model_view(s.module)
     for m in outputs:
         mq = q.methods[m]
+        stage(f"sensitivity {m}")
         if m not in GRADIENT:
             mq.max_sensitivity_reason = "re-running a sampling explainer per perturbation is outside the budget"
             continue

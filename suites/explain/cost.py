@@ -53,6 +53,25 @@ def method_passes(method: str, p: Any, m: int) -> tuple[float, float, str]:
     return 1.0, 0.0, ""  # attention, rollout: one forward with the maps
 
 
+#: a forward+backward pass counted as this many forwards in progress weights
+BACKWARD_WEIGHT = 3.0
+
+
+def method_work(method: str, p: Any, m: int) -> float:
+    """Forward-pass equivalents of explaining one example with `method` (a forward+backward
+    counts BACKWARD_WEIGHT): the weight of its units in the suite's progress ETA."""
+    fwd, bwd, _ = method_passes(method, p, m)
+    return max(1.0, fwd + BACKWARD_WEIGHT * bwd)
+
+
+def method_progress(ctx: "RunContext", p: Any, setup: Any, methods: Any, what: str) -> Any:
+    """The progress of explaining `setup`'s N examples with each of `methods` in turn, its
+    ETA weighted by `method_work` (open each method with `stage(N, method_work(...))`)."""
+    m = units(p, setup.data)
+    work = setup.n * sum(method_work(x, p, m) for x in methods)
+    return ctx.progress(len(methods) * setup.n, what, unit="explanations", work_total=work or None)
+
+
 def explain_cost(p: Any, model: "ModelHandle", data: "Dataset", ctx: "RunContext") -> list[Work]:
     n = ctx.limit(len(data.test), p.n_examples)
     m = units(p, data)

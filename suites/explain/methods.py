@@ -155,7 +155,7 @@ def _explain(method: str, s: Setup, view: View, seed: int, progress: Any = None)
             se = r.standard_error
             bounds.append(float("nan") if se is None else ERROR_Z * float(np.max(se)))
             if progress is not None:
-                progress.update(note=method)
+                progress.update()  # the caller named the stage
         ref_desc = base_desc if p.shap_value_function == "baseline" else f"E over {rep.shape[0]} background inputs"
         tags = {"value_function": p.shap_value_function, "estimator": "/".join(sorted(estimators)),
                 "n_samples": n_coal, "seed": seed, "players": players_desc(s)}

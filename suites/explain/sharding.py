@@ -50,14 +50,15 @@ def pieces(suite: "ExplainSuite", model: "ModelHandle", data: "Dataset", ctx: "R
 def run_piece(suite: "ExplainSuite", model: "ModelHandle", data: "Dataset", ctx: "RunContext",
               piece: Sequence[str]) -> dict[str, Any]:
     """{"outputs": {method: MethodOutput}} for the piece's methods that apply and succeed."""
+    from .cost import method_progress, method_work, units
     from .gradients import untouched
 
     out: dict[str, Any] = {}
     with untouched(model.module):
         setup = Setup.build(model, data, ctx, suite.params)
-        bar = ctx.progress(len(piece) * setup.n, "methods x examples (shard)", unit="explanations")
-        for j, method in enumerate(piece):
-            bar.advance_to(j * setup.n, note=method)
+        bar = method_progress(ctx, suite.params, setup, piece, "methods x examples (shard)")
+        for method in piece:
+            bar.stage(setup.n, method_work(method, suite.params, units(suite.params, data)), note=method)
             if setup.unavailable(method):
                 continue
             try:

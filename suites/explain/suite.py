@@ -107,15 +107,17 @@ class ExplainSuite(Suite):
     # ------------------------------------------------------------------ classification / regression
 
     def _run(self, model: ModelHandle, data: "Dataset", ctx: RunContext) -> SuiteResult:
+        from .cost import method_progress, method_work, units
+
         p = self.params
         setup = Setup.build(model, data, ctx, p)
         outputs: dict[str, MethodOutput] = {}
         skipped: dict[str, str] = {}  # not applicable to this model: listed in meta.json only
         failed: dict[str, str] = {}  # raised on this model: a null `method_coverage` with the error
         timings: dict[str, float] = {}
-        bar = ctx.progress(len(p.methods) * setup.n, "methods x examples", unit="explanations")
-        for j, method in enumerate(p.methods):
-            bar.advance_to(j * setup.n, note=method)  # a skipped or failed method counts as done
+        bar = method_progress(ctx, p, setup, p.methods, "methods x examples")
+        for method in p.methods:
+            bar.stage(setup.n, method_work(method, p, units(p, data)), note=method)  # skipped/failed: counted done
             why = setup.unavailable(method)
             if why:
                 skipped[method] = why
